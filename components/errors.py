@@ -1,0 +1,37 @@
+"""One-line errors for people, tracebacks only when asked for (--debug or LOG_LEVEL=DEBUG)."""
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from typing import Callable
+
+
+class UserError(Exception):
+    """Bad input or configuration: the message names the file/column/row and says what to do."""
+
+
+def debug_requested(argv: list[str]) -> bool:
+    return "--debug" in argv or os.environ.get("LOG_LEVEL", "").upper() == "DEBUG"
+
+
+def run_cli(main: Callable[[list[str]], None], argv: list[str] | None = None) -> None:
+    """Run a stage's CLI; turn any failure into one line on stderr and exit code 1."""
+    argv = sys.argv[1:] if argv is None else argv
+    debug = debug_requested(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if debug else getattr(logging, os.environ.get("LOG_LEVEL", "INFO").upper(), logging.INFO),
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        main([a for a in argv if a != "--debug"])
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except Exception as exc:  # noqa: BLE001 - every failure gets the same one-line treatment
+        if debug:
+            raise
+        kind = "error" if isinstance(exc, UserError) else f"error ({exc.__class__.__name__})"
+        message = str(exc).strip().splitlines()[0] if str(exc).strip() else "no message"
+        print(f"{kind}: {message}" + ("" if isinstance(exc, UserError) else " (rerun with --debug for details)"),
+              file=sys.stderr)
+        sys.exit(1)

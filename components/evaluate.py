@@ -1,0 +1,103 @@
+"""evaluate: test-split metrics with scikit-learn, a confusion matrix for `dvc plots` and MLflow.
+
+    python -m components.evaluate --model outputs/model.pt --test outputs/split/test.npz \
+        --run-info outputs/train_run.json --metrics reports/metrics.json \
+        --predictions reports/predictions.csv --plots reports/plots
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support
+
+from components.errors import run_cli
+from components.io import atomic_path, load_arrays, read_json, write_json
+from components.model import load_model, predict_proba
+
+log = logging.getLogger(__name__)
+
+
+def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, classes: list[str]) -> dict:
+    """The keys of reports/metrics.json, all from scikit-learn; classes absent from the test split score 0."""
+    labels = list(range(len(classes)))
+    macro = precision_recall_fscore_support(y_true, y_pred, labels=labels, average="macro", zero_division=0)
+    per_class = precision_recall_fscore_support(y_true, y_pred, labels=labels, average=None, zero_division=0)
+    return {
+        "accuracy": float(accuracy_score(y_true, y_pred)),
+        "macro_precision": float(macro[0]),
+        "macro_recall": float(macro[1]),
+        "macro_f1": float(macro[2]),
+        "weighted_f1": float(f1_score(y_true, y_pred, labels=labels, average="weighted", zero_division=0)),
+        "n_test": int(len(y_true)),
+        "per_class": {
+            name: {"precision": float(p), "recall": float(r), "f1": float(f), "support": int(s)}
+            for name, p, r, f, s in zip(classes, *per_class)
+        },
+    }
+
+
+def confusion_records(y_true: np.ndarray, y_pred: np.ndarray, classes: list[str]) -> list[dict]:
+    """One {actual, predicted} row per test example: the layout of DVC's `confusion` plot template."""
+    return [{"actual": classes[t], "predicted": classes[p]} for t, p in zip(y_true, y_pred)]
+
+
+def confusion_figure(y_true: np.ndarray, y_pred: np.ndarray, classes: list[str]):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from sklearn.metrics import ConfusionMatrixDisplay
+
+    matrix = confusion_matrix(y_true, y_pred, labels=list(range(len(classes))))
+    fig, ax = plt.subplots(figsize=(1.2 + 0.5 * len(classes), 1 + 0.5 * len(classes)), dpi=120)
+    ConfusionMatrixDisplay(matrix, display_labels=classes).plot(ax=ax, colorbar=False, cmap="Blues")
+    ax.set_title("Confusion matrix (test split)")
+    fig.tight_layout()
+    return fig
+
+
+def main(argv: list[str]) -> None:
+    parser = argparse.ArgumentParser(description="Score the trained model on the test split.")
+    parser.add_argument("--model", type=Path, required=True)
+    parser.add_argument("--test", type=Path, required=True)
+    parser.add_argument("--run-info", type=Path, required=True)
+    parser.add_argument("--metrics", type=Path, required=True)
+    parser.add_argument("--predictions", type=Path, required=True)
+    parser.add_argument("--plots", type=Path, required=True, help="folder for confusion_matrix.json/.png")
+    args = parser.parse_args(argv)
+
+    net, config = load_model(args.model)
+    classes = config["classes"]
+    test = load_arrays(args.test)
+    proba = predict_proba(net, test["x"])
+    y_true, y_pred = test["y"], proba.argmax(axis=1)
+
+    metrics = classification_metrics(y_true, y_pred, classes)
+    predictions = pd.DataFrame({"path": test["paths"], "actual": [classes[i] for i in y_true],
+                                "predicted": [classes[i] for i in y_pred], "confidence": proba.max(axis=1).round(6)})
+    figure = confusion_figure(y_true, y_pred, classes)
+
+    write_json(args.metrics, metrics)
+    with atomic_path(args.predictions) as tmp:
+        predictions.to_csv(tmp, index=False)
+    write_json(args.plots / "confusion_matrix.json", confusion_records(y_true, y_pred, classes))
+    with atomic_path(args.plots / "confusion_matrix.png") as tmp:
+        figure.savefig(tmp, format="png")
+
+    from components import tracking
+    import mlflow
+    with tracking.resume_run(read_json(args.run_info)["run_id"]):
+        mlflow.log_metrics({f"test_{k}": v for k, v in metrics.items() if k != "per_class"})
+        mlflow.log_metrics({f"test_f1_class_{name}": m["f1"] for name, m in metrics["per_class"].items()})
+        mlflow.log_figure(figure, "plots/confusion_matrix.png")
+        mlflow.log_dict(metrics, "reports/metrics.json")
+        mlflow.log_artifact(str(args.plots / "confusion_matrix.json"), artifact_path="plots")
+        mlflow.log_artifact(str(args.predictions), artifact_path="reports")
+    log.info("test macro-F1 %.4f, accuracy %.4f on %d images", metrics["macro_f1"], metrics["accuracy"], len(y_true))
+
+
+if __name__ == "__main__":
+    run_cli(main)

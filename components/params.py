@@ -1,0 +1,93 @@
+"""The one typed schema for params.yaml. Unknown keys are errors, so a typo never goes unnoticed."""
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from components.errors import UserError
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Data(Section):
+    kind: Literal["image_folder"] = "image_folder"
+    path: str = "data/digits"
+    image_size: tuple[int, int] | None = None
+    channels: Literal[1, 3] = 1
+
+
+class Split(Section):
+    val_fraction: float = Field(0.15, gt=0, lt=1)
+    test_fraction: float = Field(0.2, gt=0, lt=1)
+
+    @model_validator(mode="after")
+    def leaves_training_data(self) -> "Split":
+        if self.val_fraction + self.test_fraction >= 0.9:
+            raise ValueError("val_fraction + test_fraction must stay below 0.9 to leave data to train on")
+        return self
+
+
+class Augment(Section):
+    copies: int = Field(2, ge=0)
+    rotation_degrees: float = Field(12, ge=0, le=180)
+    scale: tuple[float, float] = (0.9, 1.1)
+    translate: float = Field(0.1, ge=0, lt=1)
+    hflip: bool = False
+
+
+class Train(Section):
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    epochs: int = Field(25, ge=1)
+    batch_size: int = Field(64, ge=1)
+    lr: float = Field(0.003, gt=0)
+    patience: int = Field(5, ge=1)
+    width: int = Field(32, ge=1)
+
+
+class Register(Section):
+    model_name: str = "digits-classifier"
+    min_macro_f1: float = Field(0.9, ge=0, le=1)
+    require_significance: bool = True
+    confidence: float = Field(0.95, gt=0, lt=1)
+    bootstrap_resamples: int = Field(1000, ge=100)
+
+
+class Mlflow(Section):
+    experiment: str = "digits"
+
+
+# `register` is also a method of ABCMeta (pydantic's metaclass base); shadowing it on instances is harmless.
+warnings.filterwarnings("ignore", message='Field name "register"', category=UserWarning)
+
+
+class Params(Section):
+    seed: int = 42
+    data: Data = Data()
+    split: Split = Split()
+    augment: Augment = Augment()
+    train: Train = Train()
+    register: Register = Register()
+    mlflow: Mlflow = Mlflow()
+
+
+def load_params(path: str | Path = "params.yaml") -> Params:
+    """Read and validate params.yaml; any problem becomes a one-line error naming the key."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except FileNotFoundError:
+        raise UserError(f"{path}: not found; run from the project root or pass --params") from None
+    except yaml.YAMLError as exc:
+        raise UserError(f"{path}: not valid YAML ({exc.__class__.__name__}); fix the syntax") from None
+    try:
+        return Params.model_validate(raw)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        key = ".".join(str(part) for part in first["loc"]) or "(top level)"
+        raise UserError(f"{path}: {key}: {first['msg']}; fix this value") from None

@@ -1,0 +1,148 @@
+"""register: log the model (normaliser included) as a new version; move `champion` only to a better model.
+
+Promotion rule: macro-F1 >= register.min_macro_f1, and, when a champion exists, the champion is
+re-scored on the *current* test split and the candidate must beat it: with
+register.require_significance, the lower bound of a paired-bootstrap confidence interval on the
+macro-F1 difference (candidate - champion) must be above 0.
+
+    python -m components.register --model outputs/model.pt --normaliser outputs/normaliser.json \
+        --test outputs/split/test.npz --predictions reports/predictions.csv \
+        --metrics reports/metrics.json --run-info outputs/train_run.json --out reports/registration.json
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from sklearn.metrics import f1_score
+
+from components.errors import run_cli
+from components.io import load_arrays, read_json, write_json
+from components.params import Register, load_params
+
+log = logging.getLogger(__name__)
+ALIAS = "champion"
+
+
+def macro_f1(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> float:
+    return float(f1_score(y_true, y_pred, labels=list(range(n_classes)), average="macro", zero_division=0))
+
+
+def paired_bootstrap(y_true: np.ndarray, candidate: np.ndarray, champion: np.ndarray, n_classes: int,
+                     resamples: int, confidence: float, seed: int) -> tuple[float, float]:
+    """Confidence interval of macro-F1(candidate) - macro-F1(champion), resampling test examples in pairs."""
+    rng = np.random.default_rng(seed)
+    diffs = np.empty(resamples)
+    for b in range(resamples):
+        idx = rng.integers(0, len(y_true), len(y_true))
+        diffs[b] = macro_f1(y_true[idx], candidate[idx], n_classes) - macro_f1(y_true[idx], champion[idx], n_classes)
+    tail = (1 - confidence) / 2 * 100
+    low, high = np.percentile(diffs, [tail, 100 - tail])
+    return float(low), float(high)
+
+
+def decide(y_true: np.ndarray, candidate: np.ndarray, champion: np.ndarray | None, n_classes: int,
+           cfg: Register, seed: int) -> dict:
+    """The promotion decision with its numbers; champion=None when there is no champion yet."""
+    cand_f1 = macro_f1(y_true, candidate, n_classes)
+    decision = {"promoted": False, "candidate_macro_f1": cand_f1, "champion_macro_f1": None,
+                "ci_low": None, "ci_high": None}
+    if cand_f1 < cfg.min_macro_f1:
+        return decision | {"reason": f"macro_f1 {cand_f1:.4f} is below register.min_macro_f1 {cfg.min_macro_f1}"}
+    if champion is None:
+        return decision | {"promoted": True, "reason": f"first model: macro_f1 {cand_f1:.4f} >= {cfg.min_macro_f1}"}
+
+    champ_f1 = macro_f1(y_true, champion, n_classes)
+    low, high = paired_bootstrap(y_true, candidate, champion, n_classes, cfg.bootstrap_resamples, cfg.confidence, seed)
+    decision |= {"champion_macro_f1": champ_f1, "ci_low": low, "ci_high": high}
+    ci = f"{cfg.confidence:.0%} CI of the difference [{low:+.4f}, {high:+.4f}]"
+    if cfg.require_significance:
+        better = low > 0
+        verdict = "significantly better than" if better else "not significantly better than"
+    else:
+        better = cand_f1 > champ_f1
+        verdict = "better than" if better else "not better than"
+    return decision | {"promoted": better,
+                       "reason": f"macro_f1 {cand_f1:.4f} {verdict} champion's {champ_f1:.4f} on this test split; {ci}"}
+
+
+def champion_predictions(client, name: str, raw: np.ndarray, classes: list[str]) -> tuple[str | None, np.ndarray | None]:
+    """(version, predicted class indices) of the current champion re-scored on this test split."""
+    import mlflow
+    try:
+        version = str(client.get_model_version_by_alias(name, ALIAS).version)
+    except mlflow.exceptions.MlflowException:
+        return None, None
+    labels = mlflow.pyfunc.load_model(f"models:/{name}/{version}").predict(raw.astype(np.float32))["label"]
+    index = {c: i for i, c in enumerate(classes)}
+    return version, np.array([index.get(str(label), -1) for label in labels])
+
+
+def main(argv: list[str]) -> None:
+    parser = argparse.ArgumentParser(description="Register the model; promote it to champion if it earns it.")
+    parser.add_argument("--params", default="params.yaml")
+    parser.add_argument("--model", type=Path, required=True)
+    parser.add_argument("--normaliser", type=Path, required=True)
+    parser.add_argument("--test", type=Path, required=True)
+    parser.add_argument("--predictions", type=Path, required=True, help="evaluate's test predictions")
+    parser.add_argument("--metrics", type=Path, required=True)
+    parser.add_argument("--run-info", type=Path, required=True)
+    parser.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args(argv)
+    params = load_params(args.params)
+    cfg = params.register
+
+    from components import serving, tracking
+    import mlflow
+    from mlflow.models import infer_signature
+
+    test = load_arrays(args.test)
+    classes = test["classes"].tolist()
+    index = {c: i for i, c in enumerate(classes)}
+    candidate = np.array([index[str(c)] for c in pd.read_csv(args.predictions, dtype=str)["predicted"]])
+    metrics = read_json(args.metrics)
+    raw = test["raw"].astype(np.float32)
+
+    tracking.configure()
+    client = mlflow.MlflowClient()
+    champion_version, champion = champion_predictions(client, cfg.model_name, raw, classes)
+    decision = decide(test["y"], candidate, champion, len(classes), cfg, params.seed)
+
+    example = raw[:2]       # >= 2 rows so nothing freezes the batch size at 1
+    example_output = serving.predictions_frame(np.full((2, len(classes)), 1 / len(classes), np.float32), classes)
+    with tracking.resume_run(read_json(args.run_info)["run_id"]) as run, warnings.catch_warnings():
+        # The signature below validates input; MLflow's hint to use type hints instead does not apply.
+        warnings.filterwarnings("ignore", message=".*type hints to the `predict` method")
+        info = mlflow.pyfunc.log_model(
+            name="model", python_model=serving.__file__,
+            artifacts={"model": str(args.model), "normaliser": str(args.normaliser)},
+            code_paths=[str(Path(serving.__file__).parent)],
+            signature=infer_signature(example, example_output), input_example=example,
+            pip_requirements=serving.pinned_requirements(), registered_model_name=cfg.model_name)
+        version = str(info.registered_model_version)
+        tags = tracking.lineage_tags(read_json(args.run_info)["device"]) | {
+            f"test_{k}": f"{metrics[k]:.6f}" for k in ("macro_f1", "accuracy", "macro_precision", "macro_recall")}
+        for key, value in tags.items():
+            client.set_model_version_tag(cfg.model_name, version, key, value)
+        client.set_model_version_tag(cfg.model_name, version, "promotion", decision["reason"])
+        if decision["promoted"]:
+            client.set_registered_model_alias(cfg.model_name, ALIAS, version)
+        mlflow.log_dict(decision | {"version": version}, "reports/registration.json")
+        mlflow.set_tag("registered_version", version)
+
+    write_json(args.out, {"promoted": decision["promoted"], "version": version, "reason": decision["reason"],
+                          "candidate_macro_f1": decision["candidate_macro_f1"],
+                          "champion_macro_f1": decision["champion_macro_f1"],
+                          "ci_low": decision["ci_low"], "ci_high": decision["ci_high"],
+                          "model_name": cfg.model_name, "champion_version_before": champion_version,
+                          "run_id": run.info.run_id})
+    log.info("%s version %s: %s", cfg.model_name, version,
+             ("promoted to @champion - " if decision["promoted"] else "not promoted - ") + decision["reason"])
+
+
+if __name__ == "__main__":
+    run_cli(main)

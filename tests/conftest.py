@@ -1,0 +1,87 @@
+"""Fixtures: a real DVC project in a temp dir with a small real image folder and its own MLflow store."""
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+
+# Small enough for CI on 2 cores, big enough for a model well above the 0.9 promotion threshold.
+SMALL_PARAMS = {
+    "augment": {"copies": 1},
+    "train": {"epochs": 8, "patience": 3, "width": 16},
+    "register": {"bootstrap_resamples": 200},
+}
+
+
+def deep_update(base: dict, changes: dict) -> dict:
+    for key, value in changes.items():
+        base[key] = deep_update(dict(base.get(key, {})), value) if isinstance(value, dict) else value
+    return base
+
+
+class Project:
+    """A DVC project laid out like a clone of this repo, driven through the real `dvc` CLI."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        self.env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
+                    "MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow' / 'mlflow.db'}"}
+
+    def run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+        result = subprocess.run(args, cwd=self.root, env=self.env, capture_output=True, text=True)
+        if check and result.returncode != 0:
+            raise AssertionError(f"{' '.join(args)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
+        return result
+
+    def repro(self, *args: str) -> list[str]:
+        """Run `dvc repro`; return the names of the stages that really ran."""
+        result = self.run("dvc", "repro", *args)
+        return re.findall(r"Running stage '([^']+)'", result.stdout)
+
+    def set_params(self, changes: dict) -> None:
+        path = self.root / "params.yaml"
+        path.write_text(yaml.safe_dump(deep_update(yaml.safe_load(path.read_text()), changes), sort_keys=False))
+
+    def json(self, relative: str):
+        import json
+        return json.loads((self.root / relative).read_text())
+
+
+def make_project(root: Path, per_class: int = 60, params: dict | None = None) -> Project:
+    from components.sample_data import export_digits
+
+    root.mkdir(parents=True, exist_ok=True)
+    shutil.copy(REPO / "dvc.yaml", root)
+    shutil.copytree(REPO / "components", root / "components", ignore=shutil.ignore_patterns("__pycache__"))
+    (root / "mlflow").mkdir()
+    project = Project(root)
+    (root / "params.yaml").write_text((REPO / "params.yaml").read_text())
+    project.set_params(deep_update(yaml.safe_load(yaml.safe_dump(SMALL_PARAMS)), params or {}))
+    export_digits(root / "data" / "digits", limit_per_class=per_class)
+    project.run("dvc", "init", "--no-scm", "-q")
+    project.run("dvc", "config", "core.analytics", "false")
+    project.run("dvc", "add", "-q", "data")
+    return project
+
+
+@pytest.fixture
+def project(tmp_path) -> Project:
+    return make_project(tmp_path / "project")
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> Project:
+    """One full `dvc repro`, shared by the read-only checks of a test module."""
+    project = make_project(tmp_path_factory.mktemp("trained") / "project")
+    project.first_run_stages = project.repro()
+    return project

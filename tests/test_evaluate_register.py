@@ -1,0 +1,80 @@
+"""evaluate's metrics against scikit-learn on a fixed example, and the champion rule as a pure function."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from components.evaluate import classification_metrics, confusion_records
+from components.params import Register
+from components.register import decide, paired_bootstrap
+
+# A fixed example worked by hand: class "c" is never predicted, class "b" has one miss.
+Y_TRUE = np.array([0, 0, 1, 1, 1, 2, 2, 2])
+Y_PRED = np.array([0, 0, 1, 1, 0, 1, 2, 2])
+
+
+def test_metrics_on_a_fixed_example():
+    m = classification_metrics(Y_TRUE, Y_PRED, ["a", "b", "c"])
+    # a: P 2/3 R 1 F 0.8 | b: P 2/3 R 2/3 F 2/3 | c: P 1 R 2/3 F 0.8
+    assert m["per_class"]["a"] == pytest.approx({"precision": 2 / 3, "recall": 1.0, "f1": 0.8, "support": 2})
+    assert m["per_class"]["b"] == pytest.approx({"precision": 2 / 3, "recall": 2 / 3, "f1": 2 / 3, "support": 3})
+    assert m["per_class"]["c"] == pytest.approx({"precision": 1.0, "recall": 2 / 3, "f1": 0.8, "support": 3})
+    assert m["accuracy"] == pytest.approx(6 / 8)
+    assert m["macro_precision"] == pytest.approx((2 / 3 + 2 / 3 + 1) / 3)
+    assert m["macro_recall"] == pytest.approx((1 + 2 / 3 + 2 / 3) / 3)
+    assert m["macro_f1"] == pytest.approx((0.8 + 2 / 3 + 0.8) / 3)
+    assert m["weighted_f1"] == pytest.approx((2 * 0.8 + 3 * 2 / 3 + 3 * 0.8) / 8)
+    assert m["n_test"] == 8
+    assert confusion_records(Y_TRUE[:2], Y_PRED[4:6], ["a", "b", "c"]) == [
+        {"actual": "a", "predicted": "a"}, {"actual": "a", "predicted": "b"}]
+
+
+def test_class_missing_from_predictions_scores_zero_not_an_error():
+    m = classification_metrics(np.array([0, 1]), np.array([0, 0]), ["a", "b", "c"])
+    assert m["per_class"]["c"] == {"precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 0}
+
+
+@pytest.fixture
+def truth():
+    rng = np.random.default_rng(0)
+    return rng.integers(0, 4, 400)
+
+
+def with_errors(y, rate, seed):
+    rng = np.random.default_rng(seed)
+    wrong = rng.random(len(y)) < rate
+    return np.where(wrong, (y + 1) % 4, y)
+
+
+def test_first_model_is_promoted_only_above_threshold(truth):
+    good = with_errors(truth, 0.05, 1)
+    assert decide(truth, good, None, 4, Register(), seed=0)["promoted"] is True
+    weak = with_errors(truth, 0.3, 1)
+    refused = decide(truth, weak, None, 4, Register(), seed=0)
+    assert refused["promoted"] is False and "below register.min_macro_f1 0.9" in refused["reason"]
+
+
+def test_clearly_better_challenger_is_promoted_with_ci_above_zero(truth):
+    decision = decide(truth, with_errors(truth, 0.02, 1), with_errors(truth, 0.09, 2), 4, Register(), seed=0)
+    assert decision["promoted"] is True
+    assert 0 < decision["ci_low"] < decision["candidate_macro_f1"] - decision["champion_macro_f1"] < decision["ci_high"]
+
+
+def test_slightly_better_challenger_is_refused_unless_significance_is_off(truth):
+    champion = with_errors(truth, 0.06, 2)
+    candidate = champion.copy()
+    candidate[np.flatnonzero(champion != truth)[:2]] = truth[np.flatnonzero(champion != truth)[:2]]  # 2 fixes
+    decision = decide(truth, candidate, champion, 4, Register(), seed=0)
+    assert decision["candidate_macro_f1"] > decision["champion_macro_f1"]
+    assert decision["promoted"] is False and decision["ci_low"] <= 0 < decision["ci_high"]
+    assert "not significantly better" in decision["reason"]
+    lenient = decide(truth, candidate, champion, 4, Register(require_significance=False), seed=0)
+    assert lenient["promoted"] is True
+
+
+def test_paired_bootstrap_is_seeded_and_widens_with_confidence(truth):
+    a, b = with_errors(truth, 0.05, 1), with_errors(truth, 0.08, 2)
+    narrow = paired_bootstrap(truth, a, b, 4, resamples=300, confidence=0.8, seed=5)
+    wide = paired_bootstrap(truth, a, b, 4, resamples=300, confidence=0.99, seed=5)
+    assert narrow == paired_bootstrap(truth, a, b, 4, resamples=300, confidence=0.8, seed=5)
+    assert wide[0] < narrow[0] < narrow[1] < wide[1]

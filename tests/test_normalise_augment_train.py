@@ -1,0 +1,79 @@
+"""Core functions of normalise, augment and train, on small real digit images."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from components.augment import augment_images
+from components.errors import UserError
+from components.normalise import Normaliser, split_and_normalise, stratified_split
+from components.params import Augment, Split, Train
+from components.sample_data import digit_images
+from components.train import fit
+
+
+@pytest.fixture(scope="module")
+def digits():
+    images, labels = digit_images(limit_per_class=30)
+    return images[..., None], labels
+
+
+def test_split_is_stratified_deterministic_and_scaled_with_train_statistics(digits):
+    images, labels = digits
+    classes = [str(c) for c in range(10)]
+    parts, normaliser = split_and_normalise(images, labels, classes, Split(), seed=3)
+    again, _ = split_and_normalise(images, labels, classes, Split(), seed=3)
+    other, _ = split_and_normalise(images, labels, classes, Split(), seed=4)
+    assert all(np.array_equal(parts[k]["index"], again[k]["index"]) for k in parts)
+    assert not np.array_equal(parts["test"]["index"], other["test"]["index"])
+    assert [len(parts[k]["y"]) for k in ("train", "val", "test")] == [195, 45, 60]
+    assert np.bincount(parts["test"]["y"]).tolist() == [6] * 10
+    assert normaliser.mean == pytest.approx([images[parts["train"]["index"]].mean() / 255])
+    assert parts["train"]["x"].mean() == pytest.approx(0, abs=1e-5)
+    assert parts["train"]["x"].std() == pytest.approx(1, abs=1e-4)
+    assert Normaliser.from_dict(normaliser.to_dict()).transform(images[:3]).tobytes() == normaliser.transform(images[:3]).tobytes()
+
+
+def test_class_too_small_to_split_is_named(digits):
+    images, labels = digits
+    keep = np.r_[np.flatnonzero(labels != 7), np.flatnonzero(labels == 7)[:2]]
+    with pytest.raises(UserError, match=r"class '7' \(2\) has too few images"):
+        stratified_split(labels[keep], [str(c) for c in range(10)], Split(), seed=0)
+
+
+def test_augmentation_is_seeded_with_per_sample_parameters(digits):
+    images, labels = digits
+    batch = np.repeat(images[:1], 16, axis=0)          # 16 copies of one image
+    cfg = Augment(copies=2, rotation_degrees=20, scale=(0.8, 1.2), translate=0.15)
+    out, out_labels = augment_images(batch, np.zeros(16, np.int64), cfg, seed=1)
+    assert out.shape == (48, 8, 8, 1) and out.dtype == np.uint8 and len(out_labels) == 48
+    np.testing.assert_array_equal(out[:16], batch)
+    copies = out[16:].reshape(32, -1)
+    assert len({row.tobytes() for row in copies}) == 32, "each sample gets its own random transform"
+    again, _ = augment_images(batch, np.zeros(16, np.int64), cfg, seed=1)
+    np.testing.assert_array_equal(out, again)
+    different, _ = augment_images(batch, np.zeros(16, np.int64), cfg, seed=2)
+    assert not np.array_equal(out, different)
+    before = torch.get_rng_state()                  # the caller's RNG stream is left alone
+    augment_images(batch, np.zeros(16, np.int64), cfg, seed=1)
+    assert torch.equal(before, torch.get_rng_state())
+    flipped, _ = augment_images(batch, np.zeros(16, np.int64), Augment(copies=0, hflip=True), seed=1)
+    np.testing.assert_array_equal(flipped, batch)
+
+
+def test_training_is_deterministic_on_cpu_and_early_stops(digits):
+    images, labels = digits
+    parts, _ = split_and_normalise(images, labels, [str(c) for c in range(10)], Split(), seed=0)
+    cfg = Train(epochs=4, batch_size=32, width=8, patience=1)
+    args = (parts["train"]["x"], parts["train"]["y"], parts["val"]["x"], parts["val"]["y"], 10, cfg, 0, "cpu")
+    rows = []
+    net_a, history_a = fit(*args, on_epoch=rows.append)
+    net_b, history_b = fit(*args)
+    assert history_a == history_b == rows
+    for a, b in zip(net_a.state_dict().values(), net_b.state_dict().values()):
+        assert torch.equal(a, b)
+    scores = [row["val_macro_f1"] for row in history_a]
+    best_epoch = scores.index(max(scores)) + 1         # the first epoch that reached the best score
+    assert max(scores) > 0.3
+    assert len(history_a) == min(best_epoch + cfg.patience, cfg.epochs), "stops `patience` epochs after the best"

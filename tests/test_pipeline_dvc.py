@@ -1,0 +1,154 @@
+"""The whole DVC pipeline, for real: `dvc repro` on a small real image folder in a temp project."""
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from sklearn.metrics import accuracy_score, f1_score, precision_recall_fscore_support
+
+from components.io import load_arrays
+
+STAGES = ["clean", "normalise", "augment", "train", "evaluate", "register"]
+METRIC_KEYS = {"accuracy", "macro_precision", "macro_recall", "macro_f1", "weighted_f1", "n_test", "per_class"}
+
+
+def test_first_repro_runs_every_stage_in_pipeline_order(trained):
+    assert trained.first_run_stages == STAGES
+    lock = yaml.safe_load((trained.root / "dvc.lock").read_text())
+    assert list(lock["stages"]) == STAGES
+    # Each stage consumes what the one before it produced.
+    deps = {name: {d["path"] for d in stage.get("deps", [])} for name, stage in lock["stages"].items()}
+    assert "outputs/clean.npz" in deps["normalise"]
+    assert {"outputs/split/train.npz", "outputs/normaliser.json"} <= deps["augment"]
+    assert "outputs/augmented/train.npz" in deps["train"]
+    assert "outputs/model.pt" in deps["evaluate"]
+    assert {"reports/metrics.json", "reports/predictions.csv"} <= deps["register"]
+    assert trained.run("dvc", "status", "--json").stdout.strip() == "{}"
+
+
+def test_metrics_json_equals_scikit_learn_on_the_test_predictions(trained):
+    metrics = trained.json("reports/metrics.json")
+    assert set(metrics) == METRIC_KEYS
+    predictions = pd.read_csv(trained.root / "reports/predictions.csv", dtype=str)
+    test = load_arrays(trained.root / "outputs/split/test.npz")
+    classes = test["classes"].tolist()
+    # predictions.csv lists the test split in order, with its true labels
+    assert predictions["actual"].tolist() == [classes[i] for i in test["y"]]
+    y_true, y_pred = predictions["actual"], predictions["predicted"]
+    assert metrics["n_test"] == len(test["y"]) == 120
+    assert metrics["accuracy"] == pytest.approx(accuracy_score(y_true, y_pred))
+    assert metrics["macro_f1"] == pytest.approx(f1_score(y_true, y_pred, average="macro", labels=classes))
+    assert metrics["weighted_f1"] == pytest.approx(f1_score(y_true, y_pred, average="weighted", labels=classes))
+    precision, recall, f1, support = precision_recall_fscore_support(y_true, y_pred, labels=classes, zero_division=0)
+    assert metrics["macro_precision"] == pytest.approx(precision.mean())
+    assert metrics["macro_recall"] == pytest.approx(recall.mean())
+    for i, name in enumerate(classes):
+        assert metrics["per_class"][name] == pytest.approx(
+            {"precision": precision[i], "recall": recall[i], "f1": f1[i], "support": support[i]})
+    assert metrics["macro_f1"] >= 0.9, "the small config should still learn digits"
+    # the dvc plots confusion data is the same predictions, one record per test image
+    records = trained.json("reports/plots/confusion_matrix.json")
+    assert [(r["actual"], r["predicted"]) for r in records] == list(zip(y_true, y_pred))
+    assert (trained.root / "reports/plots/confusion_matrix.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_normaliser_is_fitted_on_the_train_split_only(trained):
+    stats = trained.json("outputs/normaliser.json")
+    split = {name: load_arrays(trained.root / f"outputs/split/{name}.npz") for name in ("train", "val", "test")}
+    train_pixels = split["train"]["raw"] / 255.0
+    assert stats["mean"] == pytest.approx([train_pixels.mean()], abs=1e-9)
+    assert stats["std"] == pytest.approx([train_pixels.std()], abs=1e-9)
+    everything = np.concatenate([s["raw"] for s in split.values()]) / 255.0
+    assert abs(stats["mean"][0] - everything.mean()) > 1e-6, "stats must not include val/test pixels"
+    # ...and the same train statistics are applied to every split
+    for part in split.values():
+        expected = (part["raw"].astype(np.float32) / 255 - stats["mean"][0]) / stats["std"][0]
+        np.testing.assert_allclose(part["x"][:, 0], expected[..., 0], rtol=1e-5, atol=1e-5)
+    # stratified and disjoint
+    paths = [set(part["paths"].tolist()) for part in split.values()]
+    assert not (paths[0] & paths[1] or paths[0] & paths[2] or paths[1] & paths[2])
+    for part in split.values():
+        assert len(set(np.bincount(part["y"]).tolist())) == 1, "60 per class splits evenly per class"
+
+
+def test_augmentation_touches_only_the_train_split(trained):
+    clean = load_arrays(trained.root / "outputs/clean.npz")
+    by_path = dict(zip(clean["paths"].tolist(), clean["images"]))
+    split = {name: load_arrays(trained.root / f"outputs/split/{name}.npz") for name in ("train", "val", "test")}
+    for name in ("val", "test"):        # val/test are exactly the cleaned images
+        expected = np.stack([by_path[p] for p in split[name]["paths"].tolist()])
+        np.testing.assert_array_equal(split[name]["raw"], expected)
+    augmented = load_arrays(trained.root / "outputs/augmented/train.npz")
+    n = len(split["train"]["y"])
+    assert len(augmented["y"]) == 2 * n                       # originals + copies: 1
+    np.testing.assert_array_equal(augmented["x"][:n], split["train"]["x"])
+    np.testing.assert_array_equal(augmented["y"][n:], split["train"]["y"])
+    changed = np.abs(augmented["x"][n:] - augmented["x"][:n]).mean(axis=(1, 2, 3))
+    assert (changed > 0.01).mean() > 0.95, "nearly every copy is transformed"
+
+
+def test_registered_champion_predicts_raw_pixels_in_a_fresh_process(trained):
+    registration = trained.json("reports/registration.json")
+    assert registration["promoted"] is True and registration["version"] == "1"
+    assert registration["candidate_macro_f1"] == pytest.approx(trained.json("reports/metrics.json")["macro_f1"])
+    script = textwrap.dedent("""
+        import sys, mlflow, numpy as np
+        model = mlflow.pyfunc.load_model("models:/digits-classifier@champion")
+        raw = np.load("outputs/split/test.npz")["raw"].astype(np.float32)
+        out = model.predict(raw)
+        out.to_csv(sys.stdout, index=False)
+    """)
+    result = subprocess.run([sys.executable, "-c", script], cwd=trained.root / "outputs" / "..",
+                            env=trained.env, capture_output=True, text=True, check=True)
+    from io import StringIO
+    served = pd.read_csv(StringIO(result.stdout), dtype={"label": str})
+    expected = pd.read_csv(trained.root / "reports/predictions.csv", dtype=str)
+    assert served["label"].tolist() == expected["predicted"].tolist()
+    probabilities = served.filter(like="prob_").to_numpy()
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1, atol=1e-5)
+
+
+def test_caching_and_the_champion_rule_through_repro(trained):
+    """Runs last in this module: it changes params of the shared project."""
+    from mlflow import MlflowClient
+    import mlflow
+
+    assert trained.repro() == [], "nothing changed, nothing reruns"
+
+    # The champion's own model registered again: the CI of the difference is [0, 0], so it is refused.
+    assert trained.repro("--force", "--single-item", "register") == ["register"]
+    same = trained.json("reports/registration.json")
+    assert same["version"] == "2" and same["champion_version_before"] == "1"
+    assert same["promoted"] is False and same["ci_low"] == same["ci_high"] == 0.0
+    assert same["champion_macro_f1"] == same["candidate_macro_f1"]
+    assert "not significantly better" in same["reason"]
+
+    # A train parameter reruns train, evaluate and register only; the decision follows the CI.
+    trained.set_params({"train": {"lr": 0.002}})
+    assert trained.repro() == ["train", "evaluate", "register"]
+    retrained = trained.json("reports/registration.json")
+    assert retrained["version"] == "3" and retrained["champion_version_before"] == "1"
+    assert retrained["ci_low"] <= retrained["ci_high"]
+    assert retrained["promoted"] == (retrained["ci_low"] > 0)
+
+    # Raising the threshold above this model: refused on (a), champion unchanged.
+    trained.set_params({"register": {"min_macro_f1": 0.9999}})
+    assert trained.repro() == ["register"]
+    below = trained.json("reports/registration.json")
+    assert below["promoted"] is False and "below register.min_macro_f1" in below["reason"]
+
+    mlflow.set_tracking_uri(trained.env["MLFLOW_TRACKING_URI"])
+    client = MlflowClient()
+    versions = client.search_model_versions("name='digits-classifier'")
+    assert sorted(int(v.version) for v in versions) == [1, 2, 3, 4]
+    champion = client.get_model_version_by_alias("digits-classifier", "champion")
+    assert str(champion.version) == ("3" if retrained["promoted"] else "1")
+    assert champion.tags["data_hash"].endswith(".dir") and champion.tags["engine"] == "dvc"
+    # every version links back to the pipeline run that trained it
+    run_ids = {str(v.version): v.run_id for v in versions}
+    assert run_ids["1"] == run_ids["2"] != run_ids["3"] == run_ids["4"]
