@@ -9,7 +9,7 @@ export PATH := $(abspath $(VENV))/bin:$(PATH)
 export MLFLOW_DISABLE_TELEMETRY := true
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: run test setup setup-dev data mlflow-ui clean
+.PHONY: run test setup setup-dev data plots mlflow-ui clean
 
 run: setup data
 	$(VENV)/bin/dvc repro
@@ -34,6 +34,19 @@ $(VENV)/.installed-dev: pyproject.toml | $(PYTHON)
 # data/ comes from the DVC remote named in .dvc/config (the in-repo sample remote by default).
 data: setup
 	$(VENV)/bin/dvc pull --quiet data.dvc
+
+# `dvc plots show` that also renders offline: vega, vega-lite and vega-embed (npm) inlined in the page.
+plots: setup build/plots-template.html
+	$(VENV)/bin/dvc plots show --html-template build/plots-template.html -o build/plots
+	@echo "open build/plots/index.html"
+
+build/plots-template.html:
+	mkdir -p build/vega
+	cd build/vega && npm install --silent --no-audit --no-fund --prefix . vega@5 vega-lite@5 vega-embed@6
+	{ echo '<!DOCTYPE html><html><head><meta charset="utf-8"><title>DVC plots</title>'; \
+	  for js in vega/build/vega.min.js vega-lite/build/vega-lite.min.js vega-embed/build/vega-embed.min.js; do \
+	    echo '<script>'; cat build/vega/node_modules/$$js; echo '</script>'; done; \
+	  echo '</head><body>{plot_divs}</body></html>'; } > $@.tmp && mv $@.tmp $@
 
 # Browse the embedded store at http://127.0.0.1:5000
 mlflow-ui: setup

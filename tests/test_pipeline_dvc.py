@@ -1,6 +1,7 @@
 """The whole DVC pipeline, for real: `dvc repro` on a small real image folder in a temp project."""
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -12,6 +13,7 @@ import yaml
 from sklearn.metrics import accuracy_score, f1_score, precision_recall_fscore_support
 
 from components.io import load_arrays
+from conftest import REPO
 
 STAGES = ["clean", "normalise", "augment", "train", "evaluate", "register"]
 METRIC_KEYS = {"accuracy", "macro_precision", "macro_recall", "macro_f1", "weighted_f1", "n_test", "per_class"}
@@ -152,3 +154,16 @@ def test_caching_and_the_champion_rule_through_repro(trained):
     # every version links back to the pipeline run that trained it
     run_ids = {str(v.version): v.run_id for v in versions}
     assert run_ids["1"] == run_ids["2"] != run_ids["3"] == run_ids["4"]
+
+
+@pytest.mark.skipif(shutil.which("npm") is None, reason="npm is needed to fetch vega for offline plots")
+def test_dvc_plots_render_offline_with_the_inlined_template(trained):
+    subprocess.run(["make", "-C", str(REPO), "build/plots-template.html"], check=True, capture_output=True)
+    out = trained.root / "plots-html"
+    trained.run("dvc", "plots", "show", "--html-template", str(REPO / "build/plots-template.html"), "-o", str(out))
+    page = (out / "index.html").read_text()
+    assert "cdn.jsdelivr" not in page and "<script src=\"http" not in page
+    assert "vegaEmbed('#reports_plots_confusion_matrix_json'" in page
+    assert "vegaEmbed('#reports_plots_training_csv'" in page
+    assert '"actual"' in page and '"val_macro_f1"' in page
+    assert (out / "static" / "workspace_reports_plots_confusion_matrix.png").exists()
