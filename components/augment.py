@@ -6,7 +6,6 @@ horizontal flip, drawn by kornia per sample on a batched tensor, seeded so rerun
     python -m components.augment --train outputs/split/train.npz --normaliser outputs/normaliser.json \
         --out outputs/augmented/train.npz
 """
-from __future__ import annotations
 
 import argparse
 import logging
@@ -15,6 +14,8 @@ from pathlib import Path
 import kornia.augmentation as K
 import numpy as np
 import torch
+
+from kfp.dsl import Artifact, Dataset, Input, Output
 
 from components.errors import run_cli
 from components.io import load_arrays, save_arrays
@@ -47,6 +48,16 @@ def augment_images(raw: np.ndarray, labels: np.ndarray, cfg: Augment, seed: int)
     return np.concatenate([raw, augmented]), np.concatenate([labels] * (cfg.copies + 1))
 
 
+def augment_file(train_path: Path, normaliser_path: Path, cfg: Augment, seed: int, out: Path) -> None:
+    """train.npz -> originals plus augmented copies, normalised with the train statistics."""
+    train = load_arrays(train_path)
+    raw, labels = augment_images(train["raw"], train["y"], cfg, seed)
+    # Augment raw pixels (background stays 0 where the affine pads), then apply the train-fitted scaling.
+    x = Normaliser.load(normaliser_path).transform(raw)
+    save_arrays(out, x=x, y=labels, classes=train["classes"])
+    log.info("train split: %d images -> %d with %d augmented copies each", len(train["y"]), len(labels), cfg.copies)
+
+
 def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(description="Add augmented copies of the training split.")
     parser.add_argument("--params", default="params.yaml")
@@ -55,14 +66,17 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
     params = load_params(args.params)
+    augment_file(args.train, args.normaliser, params.augment, params.seed, args.out)
 
-    train = load_arrays(args.train)
-    raw, labels = augment_images(train["raw"], train["y"], params.augment, params.seed)
-    # Augment raw pixels (background stays 0 where the affine pads), then apply the train-fitted scaling.
-    x = Normaliser.load(args.normaliser).transform(raw)
-    save_arrays(args.out, x=x, y=labels, classes=train["classes"])
-    log.info("train split: %d images -> %d with %d augmented copies each", len(train["y"]), len(labels),
-             params.augment.copies)
+
+def augment_step(splits: Input[Dataset], normaliser: Input[Artifact], seed: int, augment: dict,
+                 augmented: Output[Dataset]):
+    """Kubeflow: augments splits/train.npz only."""
+    from pathlib import Path
+    from components.augment import augment_file
+    from components.params import Augment
+    augment_file(Path(splits.path) / "train.npz", Path(normaliser.path), Augment.model_validate(augment), seed,
+                 Path(augmented.path))
 
 
 if __name__ == "__main__":

@@ -2,7 +2,6 @@
 
     python -m components.clean --data data/digits --out outputs/clean.npz --report reports/clean.json
 """
-from __future__ import annotations
 
 import argparse
 import hashlib
@@ -15,6 +14,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
+
+from kfp.dsl import Artifact, Dataset, Input, Output
 
 from components.errors import UserError, run_cli
 from components.io import save_arrays, write_json
@@ -113,6 +114,19 @@ def read_image_folder(root: Path) -> tuple[list[tuple[str, str, bytes]], list[di
     return files, stray
 
 
+def clean_folder(root: Path, data: Data, out: Path, report_path: Path) -> dict:
+    """Read the image folder, clean it, write the arrays and the report; both engines call this."""
+    files, stray = read_image_folder(root)
+    cleaned = clean_images(files, data)
+    cleaned.dropped[:0] = stray
+    report = cleaned.report(n_files=len(files) + len(stray))
+    save_arrays(out, images=cleaned.images, labels=cleaned.labels,
+                classes=np.array(cleaned.classes), paths=np.array(cleaned.paths))
+    write_json(report_path, report)
+    log.info("kept %d of %d files; dropped %s", report["n_kept"], report["n_files"], report["dropped_by_reason"] or "none")
+    return report
+
+
 def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(description="Decode, deduplicate and report an image folder.")
     parser.add_argument("--params", default="params.yaml")
@@ -121,16 +135,15 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--report", type=Path, required=True)
     args = parser.parse_args(argv)
     data = load_params(args.params).data
-    root = args.data or Path(data.path)
+    clean_folder(args.data or Path(data.path), data, args.out, args.report)
 
-    files, stray = read_image_folder(root)
-    cleaned = clean_images(files, data)
-    cleaned.dropped[:0] = stray
-    report = cleaned.report(n_files=len(files) + len(stray))
-    save_arrays(args.out, images=cleaned.images, labels=cleaned.labels,
-                classes=np.array(cleaned.classes), paths=np.array(cleaned.paths))
-    write_json(args.report, report)
-    log.info("kept %d of %d files; dropped %s", report["n_kept"], report["n_files"], report["dropped_by_reason"] or "none")
+
+def clean_step(raw: Input[Dataset], data: dict, clean: Output[Dataset], report: Output[Artifact]):
+    """Kubeflow: the same stage on the fetched data; `data` is params.yaml's data section."""
+    from pathlib import Path
+    from components.clean import clean_folder
+    from components.params import Data
+    clean_folder(Path(raw.path), Data.model_validate(data), Path(clean.path), Path(report.path))
 
 
 if __name__ == "__main__":

@@ -4,7 +4,6 @@
         --run-info outputs/train_run.json --metrics reports/metrics.json \
         --predictions reports/predictions.csv --plots reports/plots
 """
-from __future__ import annotations
 
 import argparse
 import logging
@@ -13,6 +12,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support
+
+from kfp.dsl import Artifact, ClassificationMetrics, Dataset, Input, Metrics, Model, Output
 
 from components.errors import run_cli
 from components.io import atomic_path, load_arrays, read_json, write_json
@@ -45,18 +46,53 @@ def confusion_records(y_true: np.ndarray, y_pred: np.ndarray, classes: list[str]
     return [{"actual": classes[t], "predicted": classes[p]} for t, p in zip(y_true, y_pred)]
 
 
-def confusion_figure(y_true: np.ndarray, y_pred: np.ndarray, classes: list[str]):
+def confusion_figure(matrix: np.ndarray, classes: list[str]):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from sklearn.metrics import ConfusionMatrixDisplay
 
-    matrix = confusion_matrix(y_true, y_pred, labels=list(range(len(classes))))
     fig, ax = plt.subplots(figsize=(1.2 + 0.5 * len(classes), 1 + 0.5 * len(classes)), dpi=120)
     ConfusionMatrixDisplay(matrix, display_labels=classes).plot(ax=ax, colorbar=False, cmap="Blues")
     ax.set_title("Confusion matrix (test split)")
     fig.tight_layout()
     return fig
+
+
+def evaluate_files(model_path: Path, test_path: Path, run_info_path: Path, metrics_path: Path,
+                   predictions_path: Path, plots_dir: Path) -> tuple[dict, np.ndarray, list[str]]:
+    """Score the model on test.npz, write metrics/predictions/plots, log them to the run.
+    Returns (metrics, confusion matrix, class names)."""
+    net, config = load_model(model_path)
+    classes = config["classes"]
+    test = load_arrays(test_path)
+    proba = predict_proba(net, test["x"])
+    y_true, y_pred = test["y"], proba.argmax(axis=1)
+
+    metrics = classification_metrics(y_true, y_pred, classes)
+    matrix = confusion_matrix(y_true, y_pred, labels=list(range(len(classes))))
+    predictions = pd.DataFrame({"path": test["paths"], "actual": [classes[i] for i in y_true],
+                                "predicted": [classes[i] for i in y_pred], "confidence": proba.max(axis=1).round(6)})
+    figure = confusion_figure(matrix, classes)
+
+    write_json(metrics_path, metrics)
+    with atomic_path(predictions_path) as tmp:
+        predictions.to_csv(tmp, index=False)
+    write_json(plots_dir / "confusion_matrix.json", confusion_records(y_true, y_pred, classes))
+    with atomic_path(plots_dir / "confusion_matrix.png") as tmp:
+        figure.savefig(tmp, format="png")
+
+    from components import tracking
+    import mlflow
+    with tracking.resume_run(read_json(run_info_path)["run_id"]):
+        mlflow.log_metrics({f"test_{k}": v for k, v in metrics.items() if k != "per_class"})
+        mlflow.log_metrics({f"test_f1_class_{name}": m["f1"] for name, m in metrics["per_class"].items()})
+        mlflow.log_figure(figure, "plots/confusion_matrix.png")
+        mlflow.log_dict(metrics, "reports/metrics.json")
+        mlflow.log_artifact(str(plots_dir / "confusion_matrix.json"), artifact_path="plots")
+        mlflow.log_artifact(str(predictions_path), artifact_path="reports")
+    log.info("test macro-F1 %.4f, accuracy %.4f on %d images", metrics["macro_f1"], metrics["accuracy"], len(y_true))
+    return metrics, matrix, classes
 
 
 def main(argv: list[str]) -> None:
@@ -68,35 +104,21 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--predictions", type=Path, required=True)
     parser.add_argument("--plots", type=Path, required=True, help="folder for confusion_matrix.json/.png")
     args = parser.parse_args(argv)
+    evaluate_files(args.model, args.test, args.run_info, args.metrics, args.predictions, args.plots)
 
-    net, config = load_model(args.model)
-    classes = config["classes"]
-    test = load_arrays(args.test)
-    proba = predict_proba(net, test["x"])
-    y_true, y_pred = test["y"], proba.argmax(axis=1)
 
-    metrics = classification_metrics(y_true, y_pred, classes)
-    predictions = pd.DataFrame({"path": test["paths"], "actual": [classes[i] for i in y_true],
-                                "predicted": [classes[i] for i in y_pred], "confidence": proba.max(axis=1).round(6)})
-    figure = confusion_figure(y_true, y_pred, classes)
-
-    write_json(args.metrics, metrics)
-    with atomic_path(args.predictions) as tmp:
-        predictions.to_csv(tmp, index=False)
-    write_json(args.plots / "confusion_matrix.json", confusion_records(y_true, y_pred, classes))
-    with atomic_path(args.plots / "confusion_matrix.png") as tmp:
-        figure.savefig(tmp, format="png")
-
-    from components import tracking
-    import mlflow
-    with tracking.resume_run(read_json(args.run_info)["run_id"]):
-        mlflow.log_metrics({f"test_{k}": v for k, v in metrics.items() if k != "per_class"})
-        mlflow.log_metrics({f"test_f1_class_{name}": m["f1"] for name, m in metrics["per_class"].items()})
-        mlflow.log_figure(figure, "plots/confusion_matrix.png")
-        mlflow.log_dict(metrics, "reports/metrics.json")
-        mlflow.log_artifact(str(args.plots / "confusion_matrix.json"), artifact_path="plots")
-        mlflow.log_artifact(str(args.predictions), artifact_path="reports")
-    log.info("test macro-F1 %.4f, accuracy %.4f on %d images", metrics["macro_f1"], metrics["accuracy"], len(y_true))
+def evaluate_step(model: Input[Model], splits: Input[Dataset], run_info: Input[Artifact], metrics: Output[Metrics],
+                  confusion: Output[ClassificationMetrics], metrics_json: Output[Artifact],
+                  predictions: Output[Dataset], plots: Output[Artifact]):
+    """Kubeflow: the same files, plus Metrics and ClassificationMetrics so the KFP UI shows them."""
+    from pathlib import Path
+    from components.evaluate import evaluate_files
+    scores, matrix, classes = evaluate_files(Path(model.path), Path(splits.path) / "test.npz", Path(run_info.path),
+                                             Path(metrics_json.path), Path(predictions.path), Path(plots.path))
+    for key, value in scores.items():
+        if key != "per_class":
+            metrics.log_metric(key, value)
+    confusion.log_confusion_matrix(classes, matrix.tolist())
 
 
 if __name__ == "__main__":

@@ -5,7 +5,6 @@ model takes raw pixels.
 
     python -m components.normalise --clean outputs/clean.npz --out outputs/split --normaliser outputs/normaliser.json
 """
-from __future__ import annotations
 
 import argparse
 import logging
@@ -15,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 from sklearn.model_selection import train_test_split
+
+from kfp.dsl import Artifact, Dataset, Input, Output
 
 from components.errors import UserError, run_cli
 from components.io import load_arrays, read_json, save_arrays, write_json
@@ -89,6 +90,18 @@ def split_and_normalise(images: np.ndarray, labels: np.ndarray, classes: list[st
     return parts, normaliser
 
 
+def normalise_files(clean_path: Path, split: Split, seed: int, out_dir: Path, normaliser_path: Path) -> None:
+    """clean.npz -> out_dir/{train,val,test}.npz and the fitted normaliser; both engines call this."""
+    clean = load_arrays(clean_path)
+    classes = clean["classes"].tolist()
+    parts, normaliser = split_and_normalise(clean["images"], clean["labels"], classes, split, seed)
+    for name, part in parts.items():
+        save_arrays(out_dir / f"{name}.npz", classes=clean["classes"], paths=clean["paths"][part.pop("index")], **part)
+    write_json(normaliser_path, normaliser.to_dict())
+    log.info("split %s; train mean %s std %s", {k: len(v["y"]) for k, v in parts.items()},
+             np.round(normaliser.mean, 4).tolist(), np.round(normaliser.std, 4).tolist())
+
+
 def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(description="Split stratified and normalise (fitted on train only).")
     parser.add_argument("--params", default="params.yaml")
@@ -97,15 +110,16 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--normaliser", type=Path, required=True)
     args = parser.parse_args(argv)
     params = load_params(args.params)
+    normalise_files(args.clean, params.split, params.seed, args.out, args.normaliser)
 
-    clean = load_arrays(args.clean)
-    classes = clean["classes"].tolist()
-    parts, normaliser = split_and_normalise(clean["images"], clean["labels"], classes, params.split, params.seed)
-    for name, part in parts.items():
-        save_arrays(args.out / f"{name}.npz", classes=clean["classes"], paths=clean["paths"][part.pop("index")], **part)
-    write_json(args.normaliser, normaliser.to_dict())
-    log.info("split %s; train mean %s std %s", {k: len(v["y"]) for k, v in parts.items()},
-             np.round(normaliser.mean, 4).tolist(), np.round(normaliser.std, 4).tolist())
+
+def normalise_step(clean: Input[Dataset], seed: int, split: dict, splits: Output[Dataset],
+                   normaliser: Output[Artifact]):
+    """Kubeflow: `splits` is a folder holding train.npz, val.npz and test.npz."""
+    from pathlib import Path
+    from components.normalise import normalise_files
+    from components.params import Split
+    normalise_files(Path(clean.path), Split.model_validate(split), seed, Path(splits.path), Path(normaliser.path))
 
 
 if __name__ == "__main__":

@@ -48,6 +48,7 @@ class Train(Section):
     lr: float = Field(0.003, gt=0)
     patience: int = Field(5, ge=1)
     width: int = Field(32, ge=1)
+    gpus: int = Field(1, ge=0)  # GPUs the Kubeflow train task requests (0: none); locally train.device decides
 
 
 class Register(Section):
@@ -62,6 +63,30 @@ class Mlflow(Section):
     experiment: str = "digits"
 
 
+class Resources(Section):
+    cpu_request: str = "500m"
+    cpu_limit: str = "2"
+    memory_request: str = "1Gi"
+    memory_limit: str = "4Gi"
+
+
+class Toleration(Section):
+    key: str
+    operator: Literal["Exists", "Equal"] = "Exists"
+    value: str | None = None
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
+
+
+class Kubeflow(Section):
+    """How the pipeline runs on a cluster; read when compiling, not by the stages themselves."""
+    image: str = "ghcr.io/example/digits-mlops:latest"
+    mlflow_secret: str = "mlflow-credentials"
+    resources: Resources = Resources()
+    train_resources: Resources = Resources(cpu_request="2", cpu_limit="8", memory_request="4Gi", memory_limit="16Gi")
+    gpu_node_selector: dict[str, str] = {}
+    gpu_tolerations: list[Toleration] = [Toleration(key="nvidia.com/gpu", effect="NoSchedule")]
+
+
 # `register` is also a method of ABCMeta (pydantic's metaclass base); shadowing it on instances is harmless.
 warnings.filterwarnings("ignore", message='Field name "register"', category=UserWarning)
 
@@ -74,6 +99,7 @@ class Params(Section):
     train: Train = Train()
     register: Register = Register()
     mlflow: Mlflow = Mlflow()
+    kubeflow: Kubeflow = Kubeflow()
 
 
 def load_params(path: str | Path = "params.yaml") -> Params:
@@ -85,9 +111,14 @@ def load_params(path: str | Path = "params.yaml") -> Params:
         raise UserError(f"{path}: not found; run from the project root or pass --params") from None
     except yaml.YAMLError as exc:
         raise UserError(f"{path}: not valid YAML ({exc.__class__.__name__}); fix the syntax") from None
+    return validate_params(raw, str(path))
+
+
+def validate_params(raw: dict, source: str) -> Params:
+    """Validate a params mapping; the first problem becomes a one-line error naming `source` and the key."""
     try:
         return Params.model_validate(raw)
     except ValidationError as exc:
         first = exc.errors()[0]
         key = ".".join(str(part) for part in first["loc"]) or "(top level)"
-        raise UserError(f"{path}: {key}: {first['msg']}; fix this value") from None
+        raise UserError(f"{source}: {key}: {first['msg']}; fix this value") from None

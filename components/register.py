@@ -9,7 +9,6 @@ macro-F1 difference (candidate - champion) must be above 0.
         --test outputs/split/test.npz --predictions reports/predictions.csv \
         --metrics reports/metrics.json --run-info outputs/train_run.json --out reports/registration.json
 """
-from __future__ import annotations
 
 import argparse
 import logging
@@ -19,6 +18,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from sklearn.metrics import f1_score
+
+from kfp.dsl import Artifact, Dataset, Input, Markdown, Model, Output
 
 from components.errors import run_cli
 from components.io import load_arrays, read_json, write_json
@@ -82,6 +83,73 @@ def champion_predictions(client, name: str, raw: np.ndarray, classes: list[str])
     return version, np.array([index.get(str(label), -1) for label in labels])
 
 
+def register_files(cfg: Register, seed: int, model_path: Path, normaliser_path: Path, test_path: Path,
+                   predictions_path: Path, metrics_path: Path, run_info_path: Path, out: Path,
+                   engine: str = "dvc") -> dict:
+    """Log and register the model, apply the champion rule, write registration.json; returns its content."""
+    from components import serving, tracking
+    import mlflow
+    from mlflow.models import infer_signature
+
+    test = load_arrays(test_path)
+    classes = test["classes"].tolist()
+    index = {c: i for i, c in enumerate(classes)}
+    candidate = np.array([index[str(c)] for c in pd.read_csv(predictions_path, dtype=str)["predicted"]])
+    metrics, run_info = read_json(metrics_path), read_json(run_info_path)
+    raw = test["raw"].astype(np.float32)
+
+    tracking.configure()
+    client = mlflow.MlflowClient()
+    champion_version, champion = champion_predictions(client, cfg.model_name, raw, classes)
+    decision = decide(test["y"], candidate, champion, len(classes), cfg, seed)
+
+    example = raw[:2]       # >= 2 rows so nothing freezes the batch size at 1
+    example_output = serving.predictions_frame(np.full((2, len(classes)), 1 / len(classes), np.float32), classes)
+    with tracking.resume_run(run_info["run_id"]) as run, warnings.catch_warnings():
+        # The signature below validates input; MLflow's hint to use type hints instead does not apply.
+        warnings.filterwarnings("ignore", message=".*type hints to the `predict` method")
+        info = mlflow.pyfunc.log_model(
+            name="model", python_model=serving.__file__,
+            artifacts={"model": str(model_path), "normaliser": str(normaliser_path)},
+            code_paths=[str(Path(serving.__file__).parent)],
+            signature=infer_signature(example, example_output), input_example=example,
+            pip_requirements=serving.pinned_requirements(), registered_model_name=cfg.model_name)
+        version = str(info.registered_model_version)
+        tags = tracking.lineage_tags(run_info["device"], engine) | {
+            f"test_{k}": f"{metrics[k]:.6f}" for k in ("macro_f1", "accuracy", "macro_precision", "macro_recall")}
+        for key, value in tags.items():
+            client.set_model_version_tag(cfg.model_name, version, key, value)
+        client.set_model_version_tag(cfg.model_name, version, "promotion", decision["reason"])
+        if decision["promoted"]:
+            client.set_registered_model_alias(cfg.model_name, ALIAS, version)
+        mlflow.log_dict(decision | {"version": version}, "reports/registration.json")
+        mlflow.set_tags({"registered_version": version} | tracking.flatten("register", cfg.model_dump(mode="json")))
+
+    registration = {"promoted": decision["promoted"], "version": version, "reason": decision["reason"],
+                    "candidate_macro_f1": decision["candidate_macro_f1"],
+                    "champion_macro_f1": decision["champion_macro_f1"],
+                    "ci_low": decision["ci_low"], "ci_high": decision["ci_high"],
+                    "model_name": cfg.model_name, "champion_version_before": champion_version,
+                    "run_id": run.info.run_id}
+    write_json(out, registration)
+    log.info("%s version %s: %s", cfg.model_name, version,
+             ("promoted to @champion - " if decision["promoted"] else "not promoted - ") + decision["reason"])
+    return registration
+
+
+def summary_markdown(registration: dict) -> str:
+    """A short report for the Kubeflow UI."""
+    def fmt(value) -> str:
+        return "-" if value is None else f"{value:.4f}" if isinstance(value, float) else str(value)
+    rows = [("model", f"{registration['model_name']} v{registration['version']}"),
+            ("promoted to @champion", "yes" if registration["promoted"] else "no"),
+            ("candidate macro-F1", fmt(registration["candidate_macro_f1"])),
+            ("champion macro-F1 (same test split)", fmt(registration["champion_macro_f1"])),
+            ("CI of the difference", f"[{fmt(registration['ci_low'])}, {fmt(registration['ci_high'])}]")]
+    table = "\n".join(f"| {name} | {value} |" for name, value in rows)
+    return f"## Registration\n\n| | |\n|---|---|\n{table}\n\n{registration['reason']}\n"
+
+
 def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(description="Register the model; promote it to champion if it earns it.")
     parser.add_argument("--params", default="params.yaml")
@@ -94,54 +162,21 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
     params = load_params(args.params)
-    cfg = params.register
+    register_files(params.register, params.seed, args.model, args.normaliser, args.test, args.predictions,
+                   args.metrics, args.run_info, args.out)
 
-    from components import serving, tracking
-    import mlflow
-    from mlflow.models import infer_signature
 
-    test = load_arrays(args.test)
-    classes = test["classes"].tolist()
-    index = {c: i for i, c in enumerate(classes)}
-    candidate = np.array([index[str(c)] for c in pd.read_csv(args.predictions, dtype=str)["predicted"]])
-    metrics = read_json(args.metrics)
-    raw = test["raw"].astype(np.float32)
-
-    tracking.configure()
-    client = mlflow.MlflowClient()
-    champion_version, champion = champion_predictions(client, cfg.model_name, raw, classes)
-    decision = decide(test["y"], candidate, champion, len(classes), cfg, params.seed)
-
-    example = raw[:2]       # >= 2 rows so nothing freezes the batch size at 1
-    example_output = serving.predictions_frame(np.full((2, len(classes)), 1 / len(classes), np.float32), classes)
-    with tracking.resume_run(read_json(args.run_info)["run_id"]) as run, warnings.catch_warnings():
-        # The signature below validates input; MLflow's hint to use type hints instead does not apply.
-        warnings.filterwarnings("ignore", message=".*type hints to the `predict` method")
-        info = mlflow.pyfunc.log_model(
-            name="model", python_model=serving.__file__,
-            artifacts={"model": str(args.model), "normaliser": str(args.normaliser)},
-            code_paths=[str(Path(serving.__file__).parent)],
-            signature=infer_signature(example, example_output), input_example=example,
-            pip_requirements=serving.pinned_requirements(), registered_model_name=cfg.model_name)
-        version = str(info.registered_model_version)
-        tags = tracking.lineage_tags(read_json(args.run_info)["device"]) | {
-            f"test_{k}": f"{metrics[k]:.6f}" for k in ("macro_f1", "accuracy", "macro_precision", "macro_recall")}
-        for key, value in tags.items():
-            client.set_model_version_tag(cfg.model_name, version, key, value)
-        client.set_model_version_tag(cfg.model_name, version, "promotion", decision["reason"])
-        if decision["promoted"]:
-            client.set_registered_model_alias(cfg.model_name, ALIAS, version)
-        mlflow.log_dict(decision | {"version": version}, "reports/registration.json")
-        mlflow.set_tag("registered_version", version)
-
-    write_json(args.out, {"promoted": decision["promoted"], "version": version, "reason": decision["reason"],
-                          "candidate_macro_f1": decision["candidate_macro_f1"],
-                          "champion_macro_f1": decision["champion_macro_f1"],
-                          "ci_low": decision["ci_low"], "ci_high": decision["ci_high"],
-                          "model_name": cfg.model_name, "champion_version_before": champion_version,
-                          "run_id": run.info.run_id})
-    log.info("%s version %s: %s", cfg.model_name, version,
-             ("promoted to @champion - " if decision["promoted"] else "not promoted - ") + decision["reason"])
+def register_step(model: Input[Model], normaliser: Input[Artifact], splits: Input[Dataset],
+                  predictions: Input[Dataset], metrics_json: Input[Artifact], run_info: Input[Artifact], seed: int,
+                  register: dict, registration: Output[Artifact], report: Output[Markdown]):
+    """Kubeflow: never cached, since it reads and moves the registry's champion."""
+    from pathlib import Path
+    from components.params import Register
+    from components.register import register_files, summary_markdown
+    result = register_files(Register.model_validate(register), seed, Path(model.path), Path(normaliser.path),
+                            Path(splits.path) / "test.npz", Path(predictions.path), Path(metrics_json.path),
+                            Path(run_info.path), Path(registration.path), engine="kubeflow")
+    Path(report.path).write_text(summary_markdown(result))
 
 
 if __name__ == "__main__":

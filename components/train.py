@@ -5,7 +5,6 @@ Starts the pipeline execution's MLflow run; evaluate and register continue it (o
     python -m components.train --train outputs/augmented/train.npz --val outputs/split/val.npz \
         --model outputs/model.pt --run-info outputs/train_run.json --history reports/plots/training.csv
 """
-from __future__ import annotations
 
 import argparse
 import copy
@@ -20,10 +19,12 @@ import torch.nn.functional as F
 from sklearn.metrics import f1_score
 from tqdm import tqdm
 
+from kfp.dsl import Artifact, Dataset, Input, Model, Output
+
 from components.errors import run_cli
 from components.io import atomic_path, load_arrays, write_json
 from components.model import SmallCNN, predict_proba, resolve_device, save_model
-from components.params import Train, load_params
+from components.params import Params, Train, load_params
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +80,42 @@ def write_history(path: Path, history: list[dict]) -> None:
         writer.writerows(history)
 
 
+def train_files(train_path: Path, val_path: Path, params: Params, model_path: Path, run_info_path: Path,
+                history_path: Path, clean_report: Path | None = None, engine: str = "dvc") -> dict:
+    """Train on the augmented set inside a new MLflow run; write the model, run info and history."""
+    from components import tracking     # mlflow is slow to import; only stages that log pay for it
+    import mlflow
+
+    device = resolve_device(params.train.device)
+    train, val = load_arrays(train_path), load_arrays(val_path)
+    classes = train["classes"].tolist()
+    with mlflow.start_run(experiment_id=tracking.experiment_id(params.mlflow.experiment)) as run:
+        mlflow.set_tags(tracking.lineage_tags(torch.cuda.get_device_name() if device == "cuda" else "cpu", engine))
+        # register.* goes on the run as tags by register (it may rerun alone); kubeflow.* is deployment only
+        mlflow.log_params(tracking.flatten("", params.model_dump(mode="json", exclude={"register", "kubeflow"})))
+        if clean_report is not None:
+            mlflow.log_artifact(str(clean_report), artifact_path="reports")
+
+        def log_epoch(row: dict) -> None:
+            mlflow.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=row["epoch"])
+
+        net, history = fit(train["x"], train["y"], val["x"], val["y"], len(classes), params.train, params.seed,
+                           device, on_epoch=log_epoch)
+        best = max(history, key=lambda row: row["val_macro_f1"])
+        mlflow.log_metrics({"best_val_macro_f1": best["val_macro_f1"], "epochs_run": len(history)})
+
+    save_model(model_path, net.cpu(), {"in_channels": int(train["x"].shape[1]), "width": params.train.width,
+                                       "classes": classes, "image_shape": list(train["x"].shape[1:])})
+    write_history(history_path, history)
+    run_info = {"run_id": run.info.run_id, "experiment_id": run.info.experiment_id,
+                "tracking_uri": tracking.tracking_uri(), "device": device,
+                "best_epoch": best["epoch"], "best_val_macro_f1": best["val_macro_f1"]}
+    write_json(run_info_path, run_info)
+    log.info("best validation macro-F1 %.4f at epoch %d of %d (device %s)", best["val_macro_f1"], best["epoch"],
+             len(history), device)
+    return run_info
+
+
 def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(description="Train the classifier and start the MLflow run.")
     parser.add_argument("--params", default="params.yaml")
@@ -89,36 +126,22 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--run-info", type=Path, required=True)
     parser.add_argument("--history", type=Path, required=True)
     args = parser.parse_args(argv)
-    params = load_params(args.params)
-    device = resolve_device(params.train.device)
+    train_files(args.train, args.val, load_params(args.params), args.model, args.run_info, args.history,
+                args.clean_report)
 
-    from components import tracking     # mlflow is slow to import; only stages that log pay for it
-    import mlflow
 
-    train, val = load_arrays(args.train), load_arrays(args.val)
-    classes = train["classes"].tolist()
-    with mlflow.start_run(experiment_id=tracking.experiment_id(params.mlflow.experiment)) as run:
-        mlflow.set_tags(tracking.lineage_tags(torch.cuda.get_device_name() if device == "cuda" else "cpu"))
-        mlflow.log_params(tracking.flatten("", params.model_dump(mode="json")))
-        if args.clean_report:
-            mlflow.log_artifact(str(args.clean_report), artifact_path="reports")
-
-        def log_epoch(row: dict) -> None:
-            mlflow.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=row["epoch"])
-
-        net, history = fit(train["x"], train["y"], val["x"], val["y"], len(classes), params.train, params.seed,
-                           device, on_epoch=log_epoch)
-        best = max(history, key=lambda row: row["val_macro_f1"])
-        mlflow.log_metrics({"best_val_macro_f1": best["val_macro_f1"], "epochs_run": len(history)})
-
-    save_model(args.model, net.cpu(), {"in_channels": int(train["x"].shape[1]), "width": params.train.width,
-                                       "classes": classes, "image_shape": list(train["x"].shape[1:])})
-    write_history(args.history, history)
-    write_json(args.run_info, {"run_id": run.info.run_id, "experiment_id": run.info.experiment_id,
-                               "tracking_uri": tracking.tracking_uri(), "device": device,
-                               "best_epoch": best["epoch"], "best_val_macro_f1": best["val_macro_f1"]})
-    log.info("best validation macro-F1 %.4f at epoch %d of %d (device %s)", best["val_macro_f1"], best["epoch"],
-             len(history), device)
+def train_step(augmented: Input[Dataset], splits: Input[Dataset], clean_report: Input[Artifact], seed: int,
+               data: dict, split: dict, augment: dict, train: dict, mlflow: dict,
+               model: Output[Model], run_info: Output[Artifact], history: Output[Artifact]):
+    """Kubeflow: takes every params section the run logs, as the DVC run does.
+    MLflow's address and credentials come from the environment (a Kubernetes Secret)."""
+    from pathlib import Path
+    from components.params import Params
+    from components.train import train_files
+    params = Params.model_validate(
+        {"seed": seed, "data": data, "split": split, "augment": augment, "train": train, "mlflow": mlflow})
+    train_files(Path(augmented.path), Path(splits.path) / "val.npz", params, Path(model.path), Path(run_info.path),
+                Path(history.path), Path(clean_report.path), engine="kubeflow")
 
 
 if __name__ == "__main__":

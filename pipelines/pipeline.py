@@ -1,0 +1,93 @@
+"""The Kubeflow pipeline: the same component code as dvc.yaml, as kfp v2 tasks with typed artifacts.
+
+    fetch -> clean -> normalise -> augment -> train -> evaluate -> register
+
+Every step is the `*_step` wrapper of its components/ module, which calls the same function the
+DVC stage's CLI calls. Pipeline parameters default from params.yaml; how tasks are scheduled
+(image, resources, GPUs, MLflow secret) comes from params.yaml's `kubeflow` section at compile time.
+"""
+from typing import NamedTuple
+
+from kfp import dsl, kubernetes
+from kfp.dsl import Artifact
+
+from components import augment, clean, evaluate, fetch, normalise, register, train
+from components.params import Params, Resources
+
+PIPELINE_NAME = "digits-mlops"
+MLFLOW_ENV = ("MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")
+
+
+def _limit(task: dsl.PipelineTask, resources: Resources) -> dsl.PipelineTask:
+    return (task.set_cpu_request(resources.cpu_request).set_cpu_limit(resources.cpu_limit)
+            .set_memory_request(resources.memory_request).set_memory_limit(resources.memory_limit))
+
+
+def build_pipeline(params: Params, image: str | None = None):
+    """The pipeline function for these params; `image` overrides params.kubeflow.image."""
+    k = params.kubeflow
+    image = image or k.image
+
+    def component(step):
+        # The image has the project and kfp installed: nothing is pip-installed when a task starts.
+        return dsl.component(step, base_image=image, install_kfp_package=False)
+
+    fetch_op, clean_op, normalise_op = component(fetch.fetch_step), component(clean.clean_step), \
+        component(normalise.normalise_step)
+    augment_op, train_op, evaluate_op, register_op = component(augment.augment_step), component(train.train_step), \
+        component(evaluate.evaluate_step), component(register.register_step)
+    p = params.model_dump(mode="json", exclude_none=True)   # KFP parameters cannot hold null; the schema restores it
+
+    def with_mlflow(task: dsl.PipelineTask) -> dsl.PipelineTask:
+        # Address and credentials come from a Secret, never from pipeline parameters in clear.
+        # Username/password are optional keys: a server without auth needs only the URI.
+        kubernetes.use_secret_as_env(task, k.mlflow_secret, {"MLFLOW_TRACKING_URI": "MLFLOW_TRACKING_URI"})
+        kubernetes.use_secret_as_env(task, k.mlflow_secret, {key: key for key in MLFLOW_ENV[1:]}, optional=True)
+        return task
+
+    @dsl.pipeline(name=PIPELINE_NAME, description="clean -> normalise -> augment -> train -> evaluate -> register, "
+                                                  "tracked and registered in MLflow")
+    def digits_pipeline(
+        data_uri: str = "",
+        dvc_repo: str = "",
+        dvc_rev: str = "",
+        dvc_path: str = params.data.path,
+        seed: int = params.seed,
+        data: dict = p["data"],
+        split: dict = p["split"],
+        augment: dict = p["augment"],
+        train: dict = p["train"],
+        register: dict = p["register"],
+        mlflow: dict = p["mlflow"],
+    ) -> NamedTuple("Outputs", metrics_json=Artifact, registration=Artifact):
+        fetched = _limit(fetch_op(data_uri=data_uri, dvc_repo=dvc_repo, dvc_rev=dvc_rev, dvc_path=dvc_path),
+                         k.resources).set_display_name("fetch")
+        cleaned = _limit(clean_op(raw=fetched.outputs["raw"], data=data), k.resources).set_display_name("clean")
+        split_task = _limit(normalise_op(clean=cleaned.outputs["clean"], seed=seed, split=split),
+                            k.resources).set_display_name("normalise")
+        augmented = _limit(augment_op(splits=split_task.outputs["splits"], normaliser=split_task.outputs["normaliser"],
+                                      seed=seed, augment=augment), k.resources).set_display_name("augment")
+        trained = _limit(train_op(augmented=augmented.outputs["augmented"], splits=split_task.outputs["splits"],
+                                  clean_report=cleaned.outputs["report"], seed=seed, data=data, split=split,
+                                  augment=augment, train=train, mlflow=mlflow),
+                         k.train_resources).set_display_name("train")
+        if params.train.gpus > 0:
+            trained.set_accelerator_type("nvidia.com/gpu").set_accelerator_limit(params.train.gpus)
+            for label, value in k.gpu_node_selector.items():
+                kubernetes.add_node_selector(trained, label_key=label, label_value=value)
+            for toleration in k.gpu_tolerations:
+                kubernetes.add_toleration(trained, **toleration.model_dump(exclude_none=True))
+        scored = _limit(evaluate_op(model=trained.outputs["model"], splits=split_task.outputs["splits"],
+                                    run_info=trained.outputs["run_info"]), k.resources).set_display_name("evaluate")
+        registered = _limit(register_op(model=trained.outputs["model"], normaliser=split_task.outputs["normaliser"],
+                                        splits=split_task.outputs["splits"], predictions=scored.outputs["predictions"],
+                                        metrics_json=scored.outputs["metrics_json"],
+                                        run_info=trained.outputs["run_info"], seed=seed, register=register),
+                            k.resources).set_display_name("register")
+        registered.set_caching_options(False)      # it reads and moves the registry's champion: always run
+        for task in (trained, scored, registered):
+            with_mlflow(task)
+        return NamedTuple("Outputs", metrics_json=Artifact, registration=Artifact)(
+            scored.outputs["metrics_json"], registered.outputs["registration"])
+
+    return digits_pipeline

@@ -1,0 +1,89 @@
+"""Compile the pipeline and submit a run to a Kubeflow Pipelines API server.
+
+    python -m pipelines.submit --host https://kubeflow.example.com/pipeline [--namespace NS] \
+        [--experiment NAME] [--run-name NAME] [--image REF] [--param train.epochs=40 --param dvc_rev=v1.2 ...]
+
+--param takes a pipeline parameter (data_uri, dvc_repo, dvc_rev, dvc_path, seed) or a dotted
+params.yaml key (train.epochs=40), checked by the params schema before anything is sent.
+Token: $KFP_TOKEN, else the in-cluster service-account token, else none (e.g. a port-forward).
+"""
+import argparse
+import os
+import tempfile
+from pathlib import Path
+
+import yaml
+
+from components.errors import UserError, run_cli
+from components.params import Params, load_params, validate_params
+from pipelines.compile import compile_pipeline
+
+SERVICE_ACCOUNT_TOKEN = Path("/var/run/secrets/kubernetes.io/serviceaccount/token")
+SOURCE_PARAMS = ("data_uri", "dvc_repo", "dvc_rev", "dvc_path")
+SECTIONS = ("data", "split", "augment", "train", "register", "mlflow")
+
+
+def pipeline_arguments(params: Params, overrides: list[str]) -> dict:
+    """KEY=VALUE overrides -> the pipeline's arguments; section keys are validated by the schema."""
+    raw = params.model_dump(mode="json", exclude_none=True)
+    source: dict = {}
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        if not sep:
+            raise UserError(f"--param {item!r}: expected KEY=VALUE, e.g. train.epochs=40")
+        value = yaml.safe_load(text) if text else ""
+        if key in SOURCE_PARAMS:
+            source[key] = str(value)
+            continue
+        *parents, leaf = key.split(".")
+        if (parents[:1] or [leaf])[0] not in SECTIONS + ("seed",):
+            raise UserError(f"--param {key}: not a pipeline parameter; use one of {', '.join(SOURCE_PARAMS)}, "
+                            f"seed, or a params.yaml key under {', '.join(SECTIONS)}")
+        node = raw
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    checked = validate_params(raw, "--param").model_dump(mode="json", exclude_none=True)
+    return source | {"seed": checked["seed"]} | {name: checked[name] for name in SECTIONS}
+
+
+def token() -> str | None:
+    if os.environ.get("KFP_TOKEN"):
+        return os.environ["KFP_TOKEN"]
+    return SERVICE_ACCOUNT_TOKEN.read_text().strip() if SERVICE_ACCOUNT_TOKEN.exists() else None
+
+
+def submit(host: str, params_path: Path, overrides: list[str], namespace: str | None = None,
+           experiment: str | None = None, run_name: str | None = None, image: str | None = None,
+           service_account: str | None = None) -> str:
+    """Returns the run's URL in the Kubeflow Pipelines UI."""
+    import kfp
+
+    params = load_params(params_path)
+    arguments = pipeline_arguments(params, overrides)
+    client = kfp.Client(host=host, namespace=namespace or "kubeflow", existing_token=token())
+    with tempfile.TemporaryDirectory() as tmp:
+        package = compile_pipeline(Path(tmp) / "pipeline.yaml", params_path, image)
+        result = client.create_run_from_pipeline_package(
+            str(package), arguments=arguments, run_name=run_name, namespace=namespace,
+            experiment_name=experiment or params.mlflow.experiment, service_account=service_account)
+    return f"{host.rstrip('/')}/#/runs/details/{result.run_id}"
+
+
+def main(argv: list[str]) -> None:
+    parser = argparse.ArgumentParser(description="Compile and submit the pipeline to Kubeflow Pipelines.")
+    parser.add_argument("--host", required=True, help="KFP API endpoint, e.g. https://HOST/pipeline")
+    parser.add_argument("--namespace", help="Kubeflow profile namespace (multi-user installs)")
+    parser.add_argument("--experiment", help="KFP experiment (default: mlflow.experiment from params)")
+    parser.add_argument("--run-name")
+    parser.add_argument("--image", help="container image for every task (default: kubeflow.image)")
+    parser.add_argument("--service-account", help="run the pods as this service account, e.g. pipeline-runner")
+    parser.add_argument("--params", type=Path, default=Path("params.yaml"))
+    parser.add_argument("--param", action="append", default=[], metavar="KEY=VALUE")
+    args = parser.parse_args(argv)
+    print(submit(args.host, args.params, args.param, args.namespace, args.experiment, args.run_name, args.image,
+                 args.service_account))
+
+
+if __name__ == "__main__":
+    run_cli(main)

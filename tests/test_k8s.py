@@ -1,0 +1,518 @@
+"""k8s/: both kustomize overlays render, validate against the Kubernetes schema, meet the security
+baseline (non-root, read-only root fs, no privilege escalation, no capabilities, RuntimeDefault
+seccomp, requests and limits), differ as intended, and keep the Secret contract the pipeline uses.
+
+Needs `kubectl` (its built-in kustomize) and the `kubernetes-validate` package, both offline. Missing
+either one skips these tests locally, but fails them when CI=true.
+"""
+from __future__ import annotations
+
+import base64
+import fnmatch
+import functools
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+K8S = REPO / "k8s"
+OVERLAYS = ("local", "gpu-cluster")
+NAMESPACE = "digits-mlops"
+IN_CI = os.environ.get("CI", "").lower() == "true"
+
+# Kubernetes versions whose bundled (offline) schemas every rendered object must validate against:
+# the oldest version these manifests target, and the newest that kubernetes-validate ships.
+MIN_K8S_VERSION = "1.30"
+
+WORKLOAD_KINDS = {"Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job", "CronJob", "Pod"}
+
+# Containers allowed a writable root filesystem, with the reason. Keep it empty unless a program
+# really cannot run read-only (and say so in a comment in its manifest as well).
+WRITABLE_ROOT_FS: dict[tuple[str, str], str] = {}
+
+PLACEHOLDER = "CHANGE_ME"
+# Secret-template values that are not secret and may stay as they are.
+NON_SECRET_VALUES = {
+    "POSTGRES_USER": "mlflow",
+    "POSTGRES_DB": "mlflow",
+    "MLFLOW_TRACKING_URI": "http://mlflow.digits-mlops.svc.cluster.local:5000",
+    "MLFLOW_TRACKING_USERNAME": "admin",
+}
+MLFLOW_CREDENTIALS_KEYS = {"MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"}
+
+
+def _missing(what: str) -> None:
+    message = f"{what}; the k8s/ manifest tests need it"
+    if IN_CI:
+        pytest.fail(f"{message} (CI=true: failing instead of skipping)", pytrace=False)
+    pytest.skip(message)
+
+
+@functools.cache
+def _render(path: str) -> tuple[list[dict] | None, str]:
+    kubectl = shutil.which("kubectl")
+    if kubectl is None:
+        return None, "kubectl not found on PATH"
+    result = subprocess.run([kubectl, "kustomize", str(K8S / path)], capture_output=True, text=True, timeout=60)
+    if result.returncode != 0:
+        raise AssertionError(f"kubectl kustomize k8s/{path} failed ({result.returncode}):\n{result.stderr}")
+    return [doc for doc in yaml.safe_load_all(result.stdout) if doc], ""
+
+
+def render(path: str) -> list[dict]:
+    docs, why = _render(path)
+    if docs is None:
+        _missing(why)
+    return docs
+
+
+def ident(obj: dict) -> str:
+    return f"{obj['kind']}/{obj['metadata']['name']}"
+
+
+def find(docs: list[dict], kind: str, name: str) -> dict:
+    matches = [d for d in docs if d["kind"] == kind and d["metadata"]["name"] == name]
+    assert len(matches) == 1, f"expected exactly one {kind}/{name}, found {len(matches)}"
+    return matches[0]
+
+
+def pod_spec(obj: dict) -> dict:
+    if obj["kind"] == "Pod":
+        return obj["spec"]
+    if obj["kind"] == "CronJob":
+        return obj["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    return obj["spec"]["template"]["spec"]
+
+
+def workloads(docs: list[dict]) -> list[dict]:
+    return [d for d in docs if d["kind"] in WORKLOAD_KINDS]
+
+
+def containers(obj: dict) -> list[tuple[str, dict]]:
+    """(`init container NAME` | `container NAME`, spec) for every container of the pod template."""
+    spec = pod_spec(obj)
+    return ([(f"init container {c['name']}", c) for c in spec.get("initContainers", [])]
+            + [(f"container {c['name']}", c) for c in spec.get("containers", [])])
+
+
+def container(obj: dict, name: str) -> dict:
+    return next(c for c in pod_spec(obj)["containers"] if c["name"] == name)
+
+
+_SUFFIXES = {"m": 1e-3, "k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12,
+             "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40}
+
+
+def quantity(value: str | int | float) -> float:
+    """A Kubernetes resource quantity ("250m", "1", "512Mi", "10Gi") as a number."""
+    match = re.fullmatch(r"([0-9.]+)(m|k|M|G|T|Ki|Mi|Gi|Ti)?", str(value))
+    assert match, f"unparseable quantity {value!r}"
+    return float(match.group(1)) * _SUFFIXES.get(match.group(2) or "", 1)
+
+
+def host_allowed(allowed: list[str], host: str) -> bool:
+    """MLflow 3's Host-header check (mlflow.server.security_utils.is_allowed_host_header): exact match,
+    or fnmatch for patterns with '*'. The Host header includes the port unless it is 80."""
+    return "*" in allowed or any(fnmatch.fnmatch(host, a) if "*" in a else host == a for a in allowed)
+
+
+def arg_value(args: list[str], flag: str) -> str:
+    assert flag in args, f"{flag} missing from the mlflow server args {args}"
+    return args[args.index(flag) + 1]
+
+
+def secret_items(secret: dict) -> dict[str, str]:
+    items = dict(secret.get("stringData") or {})
+    for key, value in (secret.get("data") or {}).items():
+        items[key] = base64.b64decode(value).decode()
+    return items
+
+
+# -- 1. rendering ------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_overlay_renders_the_whole_stack(overlay):
+    docs = render(f"overlays/{overlay}")
+    names = {ident(d) for d in docs}
+    expected = {"Namespace/digits-mlops", "Deployment/mlflow", "Service/mlflow", "PersistentVolumeClaim/mlflow-artifacts",
+                "StatefulSet/postgres", "Service/postgres", "ServiceAccount/pipeline-runner", "Role/pipeline-runner",
+                "RoleBinding/pipeline-runner", "NetworkPolicy/postgres-from-mlflow", "NetworkPolicy/mlflow-from-clients"}
+    assert expected <= names, f"k8s/overlays/{overlay} lacks {sorted(expected - names)}"
+    assert len(names) == len(docs), f"k8s/overlays/{overlay}: duplicate objects"
+    for obj in docs:
+        if obj["kind"] != "Namespace":
+            assert obj["metadata"].get("namespace") == NAMESPACE, f"{ident(obj)} is not in namespace {NAMESPACE}"
+    # Real credentials are created with kubectl; `apply -k` must never overwrite them with placeholders.
+    secrets = [ident(d) for d in docs if d["kind"] == "Secret"]
+    assert not secrets, f"k8s/overlays/{overlay} renders {secrets}: Secrets belong in k8s/secret-templates only"
+
+
+def test_secret_templates_render():
+    docs = render("secret-templates")
+    assert {ident(d) for d in docs} == {"Secret/postgres-credentials", "Secret/mlflow-server", "Secret/mlflow-credentials"}
+    assert all(d["metadata"]["namespace"] == NAMESPACE for d in docs)
+
+
+# -- 2. schema --------------------------------------------------------------------------------------
+
+@functools.cache
+def _schema_versions() -> tuple[str, ...]:
+    try:
+        import kubernetes_validate
+        from kubernetes_validate.utils import all_versions
+    except ImportError:
+        _missing("the kubernetes-validate package is not installed (pip install kubernetes-validate)")
+    from packaging.version import Version
+
+    shipped = all_versions()  # read from the package's bundled schemas, no network
+    usable = [v for v in shipped if Version(v) >= Version(MIN_K8S_VERSION)]
+    assert usable, f"kubernetes-validate {kubernetes_validate.__version__} ships no schema >= {MIN_K8S_VERSION}: {shipped}"
+    return tuple(dict.fromkeys((usable[0], usable[-1])))
+
+
+@pytest.mark.parametrize("path", [f"overlays/{o}" for o in OVERLAYS] + ["secret-templates"])
+def test_every_object_validates_against_the_kubernetes_schema(path):
+    docs = render(path)
+    versions = _schema_versions()
+    import kubernetes_validate
+
+    errors = []
+    for version in versions:
+        for obj in docs:
+            try:
+                validated = kubernetes_validate.validate(obj, version, strict=True)
+                assert validated == ".".join(version.split(".")[:2]), f"validated against {validated}, not {version}"
+            except kubernetes_validate.ValidationError as e:
+                where = ".".join(str(p) for p in e.path)
+                errors.append(f"{ident(obj)} (k8s {version}): {where}: {e.message}")
+            except kubernetes_validate.SchemaNotFoundError as e:
+                errors.append(f"{ident(obj)}: {e.message}")
+    assert not errors, f"k8s/{path}: schema errors:\n" + "\n".join(errors)
+
+
+# -- 3. security baseline ------------------------------------------------------------------------------
+
+def security_violations(obj: dict) -> list[str]:
+    spec = pod_spec(obj)
+    pod_sc = spec.get("securityContext") or {}
+    problems = []
+    for flag in ("hostNetwork", "hostPID", "hostIPC"):
+        if spec.get(flag):
+            problems.append(f"{flag} is set")
+    problems += [f"volume {v['name']} is a hostPath" for v in spec.get("volumes", []) if "hostPath" in v]
+    if pod_sc.get("runAsUser") == 0:
+        problems.append("pod securityContext.runAsUser is 0")
+    for label, c in containers(obj):
+        sc = c.get("securityContext") or {}
+
+        def effective(key):
+            return sc.get(key, pod_sc.get(key))
+
+        def bad(message):
+            problems.append(f"{label}: {message}")
+
+        if effective("runAsNonRoot") is not True:
+            bad("runAsNonRoot is not true")
+        if effective("runAsUser") == 0:
+            bad("runAsUser is 0")
+        if sc.get("privileged"):
+            bad("privileged")
+        if sc.get("allowPrivilegeEscalation") is not False:
+            bad("allowPrivilegeEscalation is not false")
+        if sc.get("readOnlyRootFilesystem") is not True and (ident(obj), c["name"]) not in WRITABLE_ROOT_FS:
+            bad("readOnlyRootFilesystem is not true")
+        capabilities = sc.get("capabilities") or {}
+        if "ALL" not in (capabilities.get("drop") or []):
+            bad("capabilities.drop lacks ALL")
+        if capabilities.get("add"):
+            bad(f"capabilities.add {capabilities['add']}")
+        if (effective("seccompProfile") or {}).get("type") != "RuntimeDefault":
+            bad("seccompProfile.type is not RuntimeDefault")
+        resources = c.get("resources") or {}
+        for kind in ("requests", "limits"):
+            for resource in ("cpu", "memory"):
+                if resource not in (resources.get(kind) or {}):
+                    bad(f"no {resource} {kind[:-1]}")
+        for resource in ("cpu", "memory"):
+            request = (resources.get("requests") or {}).get(resource)
+            limit = (resources.get("limits") or {}).get(resource)
+            if request and limit and quantity(request) > quantity(limit):
+                bad(f"{resource} request {request} exceeds its limit {limit}")
+    return [f"{ident(obj)}: {p}" for p in problems]
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_every_workload_meets_the_security_baseline(overlay):
+    docs = render(f"overlays/{overlay}")
+    found = workloads(docs)
+    assert {ident(w) for w in found} >= {"Deployment/mlflow", "StatefulSet/postgres"}, "workloads not found"
+    problems = [p for w in found for p in security_violations(w)]
+    assert not problems, f"k8s/overlays/{overlay}:\n" + "\n".join(problems)
+
+
+def test_the_security_check_catches_violations():
+    """The walker must flag each missing setting, naming the object and container."""
+    mlflow = find(render("overlays/local"), "Deployment", "mlflow")
+    assert security_violations(mlflow) == []
+
+    def broken(edit) -> list[str]:
+        import copy
+
+        obj = copy.deepcopy(mlflow)
+        edit(pod_spec(obj))
+        return security_violations(obj)
+
+    init_sc = lambda s: s["initContainers"][0]["securityContext"]  # noqa: E731
+    main = lambda s: s["containers"][0]  # noqa: E731
+    cases = {
+        "runAsNonRoot is not true": lambda s: (s["securityContext"].pop("runAsNonRoot"), init_sc(s).pop("runAsNonRoot")),
+        "readOnlyRootFilesystem is not true": lambda s: main(s)["securityContext"].pop("readOnlyRootFilesystem"),
+        "allowPrivilegeEscalation is not false": lambda s: init_sc(s).update(allowPrivilegeEscalation=True),
+        "capabilities.drop lacks ALL": lambda s: main(s)["securityContext"]["capabilities"].update(drop=["NET_RAW"]),
+        "seccompProfile.type is not RuntimeDefault":
+            lambda s: (s["securityContext"].pop("seccompProfile"), init_sc(s).pop("seccompProfile")),
+        "no memory limit": lambda s: s["initContainers"][0]["resources"]["limits"].pop("memory"),
+        "no cpu request": lambda s: main(s)["resources"]["requests"].pop("cpu"),
+    }
+    for expected, edit in cases.items():
+        problems = broken(edit)
+        assert problems and all(p.startswith("Deployment/mlflow: ") for p in problems), (expected, problems)
+        assert any(expected in p for p in problems), (expected, problems)
+        assert all("container" in p for p in problems), problems
+
+
+# -- 4. contracts and overlay differences -------------------------------------------------------------
+
+def test_mlflow_credentials_secret_contract():
+    docs = render("secret-templates")
+    creds = secret_items(find(docs, "Secret", "mlflow-credentials"))
+    assert set(creds) == MLFLOW_CREDENTIALS_KEYS
+    url = urlsplit(creds["MLFLOW_TRACKING_URI"])
+    assert (url.scheme, url.hostname, url.port) == ("http", f"mlflow.{NAMESPACE}.svc.cluster.local", 5000)
+    assert set(secret_items(find(docs, "Secret", "postgres-credentials"))) == {"POSTGRES_USER", "POSTGRES_PASSWORD", "POSTGRES_DB"}
+    server = secret_items(find(docs, "Secret", "mlflow-server"))
+    assert set(server) == {"MLFLOW_FLASK_SERVER_SECRET_KEY", "MLFLOW_AUTH_ADMIN_PASSWORD", "MLFLOW_BACKEND_STORE_URI"}
+    # The image installs psycopg2 only; SQLAlchemy >= 2.1 maps a bare postgresql:// to psycopg 3.
+    backend = urlsplit(server["MLFLOW_BACKEND_STORE_URI"])
+    assert backend.scheme == "postgresql+psycopg2"
+    assert (backend.hostname, backend.port) == (f"postgres.{NAMESPACE}.svc.cluster.local", 5432)
+
+
+@pytest.mark.parametrize("path", [f"overlays/{o}" for o in OVERLAYS] + ["secret-templates"])
+def test_secrets_hold_only_placeholders(path):
+    problems = []
+    for secret in (d for d in render(path) if d["kind"] == "Secret"):
+        for key, value in secret_items(secret).items():
+            where = f"{ident(secret)} {key}"
+            password = urlsplit(value).password if "://" in value else None
+            if password is not None and password != PLACEHOLDER:
+                problems.append(f"{where}: URL password is not {PLACEHOLDER}")
+            elif value != PLACEHOLDER and password is None and NON_SECRET_VALUES.get(key) != value:
+                problems.append(f"{where}: {value!r} is neither {PLACEHOLDER} nor a known non-secret default")
+    assert not problems, "\n".join(problems)
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_every_secret_reference_is_in_the_templates(overlay):
+    templates = {d["metadata"]["name"]: set(secret_items(d)) for d in render("secret-templates")}
+    missing = []
+    for w in workloads(render(f"overlays/{overlay}")):
+        for label, c in containers(w):
+            for env in c.get("env", []):
+                ref = (env.get("valueFrom") or {}).get("secretKeyRef")
+                if ref and ref["key"] not in templates.get(ref["name"], set()):
+                    missing.append(f"{ident(w)} {label}: {ref['name']}/{ref['key']}")
+            for src in c.get("envFrom", []):
+                if "secretRef" in src and src["secretRef"]["name"] not in templates:
+                    missing.append(f"{ident(w)} {label}: {src['secretRef']['name']}")
+    assert not missing, "referenced but not in k8s/secret-templates:\n" + "\n".join(missing)
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_mlflow_server_service_and_flags(overlay):
+    docs = render(f"overlays/{overlay}")
+    service = find(docs, "Service", "mlflow")
+    deployment = find(docs, "Deployment", "mlflow")
+    [port] = service["spec"]["ports"]
+    assert port["port"] == 5000
+    assert service["spec"]["selector"].items() <= deployment["spec"]["template"]["metadata"]["labels"].items()
+    server = container(deployment, "mlflow")
+    ports = {p.get("name"): p["containerPort"] for p in server["ports"]}
+    assert ports.get(port["targetPort"], port["targetPort"]) == 5000
+
+    args = server["args"]
+    assert arg_value(args, "--host") == "0.0.0.0" and arg_value(args, "--port") == "5000"
+    assert arg_value(args, "--backend-store-uri") == "$(MLFLOW_BACKEND_STORE_URI)"
+    assert arg_value(args, "--app-name") == "basic-auth"
+    assert "--serve-artifacts" in args
+    destination = arg_value(args, "--artifacts-destination")
+    assert destination in {m["mountPath"] for m in server["volumeMounts"]}, "artifact destination is not a mounted volume"
+
+    allowed = arg_value(args, "--allowed-hosts").split(",")
+    creds = secret_items(find(render("secret-templates"), "Secret", "mlflow-credentials"))
+    tracking_host = urlsplit(creds["MLFLOW_TRACKING_URI"]).netloc  # what the pipeline's client sends as Host
+    for host in ("mlflow", f"mlflow.{NAMESPACE}", f"mlflow.{NAMESPACE}.svc", f"mlflow.{NAMESPACE}.svc.cluster.local"):
+        assert host in allowed, f"--allowed-hosts lacks {host}"
+        assert host_allowed(allowed, f"{host}:5000"), f"--allowed-hosts rejects {host}:5000"
+    assert host_allowed(allowed, tracking_host)
+    assert host_allowed(allowed, "localhost:5000") and host_allowed(allowed, "127.0.0.1:8080")  # port-forward
+    assert not host_allowed(allowed, "attacker.example:5000")
+
+    env = {e["name"]: e for e in server["env"]}
+    assert env["MLFLOW_DISABLE_TELEMETRY"]["value"] == "true"
+    for name in ("MLFLOW_BACKEND_STORE_URI", "MLFLOW_FLASK_SERVER_SECRET_KEY", "MLFLOW_AUTH_ADMIN_PASSWORD"):
+        assert env[name]["valueFrom"]["secretKeyRef"] == {"name": "mlflow-server", "key": name}
+    for probe in ("readinessProbe", "livenessProbe"):
+        get = server[probe]["httpGet"]
+        assert get["path"] == "/health" and ports.get(get["port"], get["port"]) == 5000, probe
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_postgres_statefulset(overlay):
+    docs = render(f"overlays/{overlay}")
+    sts = find(docs, "StatefulSet", "postgres")
+    service = find(docs, "Service", "postgres")
+    assert service["spec"]["clusterIP"] == "None" and sts["spec"]["serviceName"] == "postgres"
+    assert [p["port"] for p in service["spec"]["ports"]] == [5432]
+    pg = container(sts, "postgres")
+    assert pg["image"] == "postgres:16"
+    assert pod_spec(sts)["securityContext"]["runAsUser"] == 999
+    env = {e["name"]: e for e in pg["env"]}
+    claims = {t["metadata"]["name"] for t in sts["spec"]["volumeClaimTemplates"]}
+    data_mount = next(m["mountPath"] for m in pg["volumeMounts"] if m["name"] in claims)
+    assert env["PGDATA"]["value"].startswith(data_mount + "/"), "PGDATA must be inside the volumeClaimTemplate"
+    for probe in ("readinessProbe", "livenessProbe"):
+        assert "pg_isready" in " ".join(pg[probe]["exec"]["command"]), probe
+    writable = {m["mountPath"] for m in pg["volumeMounts"]}
+    assert {"/var/run/postgresql", "/tmp"} <= writable, "read-only root fs needs writable socket dir and /tmp"
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_network_policies(overlay):
+    docs = render(f"overlays/{overlay}")
+    postgres = find(docs, "NetworkPolicy", "postgres-from-mlflow")["spec"]
+    assert postgres["podSelector"]["matchLabels"] == {"app.kubernetes.io/name": "postgres"}
+    [rule] = postgres["ingress"]
+    assert rule["from"] == [{"podSelector": {"matchLabels": {"app.kubernetes.io/name": "mlflow"}}}]
+    assert rule["ports"] == [{"protocol": "TCP", "port": 5432}]
+
+    mlflow = find(docs, "NetworkPolicy", "mlflow-from-clients")["spec"]
+    assert mlflow["podSelector"]["matchLabels"] == {"app.kubernetes.io/name": "mlflow"}
+    [rule] = mlflow["ingress"]
+    assert rule["ports"] == [{"protocol": "TCP", "port": 5000}]
+    assert {"podSelector": {}} in rule["from"]
+    assert {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kubeflow"}}} in rule["from"]
+
+
+def test_pipeline_runner_rbac_is_least_privilege():
+    docs = render("overlays/local")
+    rules = find(docs, "Role", "pipeline-runner")["rules"]
+    for rule in rules:
+        assert "*" not in rule["verbs"] + rule["resources"] + rule["apiGroups"], rule
+    secret_rules = [r for r in rules if "secrets" in r["resources"]]
+    assert secret_rules == [{"apiGroups": [""], "resources": ["secrets"],
+                             "resourceNames": ["mlflow-credentials"], "verbs": ["get"]}]
+    pods = next(r for r in rules if r["resources"] == ["pods"])
+    assert {"create", "get", "watch", "delete", "list"} <= set(pods["verbs"])
+    binding = find(docs, "RoleBinding", "pipeline-runner")
+    assert binding["roleRef"]["name"] == "pipeline-runner"
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "pipeline-runner", "namespace": NAMESPACE}]
+
+
+def _resources(docs: list[dict]) -> dict[tuple[str, str, str], float]:
+    out = {}
+    for w in workloads(docs):
+        for label, c in containers(w):
+            for kind in ("requests", "limits"):
+                for resource, value in c["resources"][kind].items():
+                    out[(f"{ident(w)} {label}", kind, resource)] = quantity(value)
+    return out
+
+
+def _storage(docs: list[dict]) -> dict[str, float]:
+    sizes = {f"PVC/{d['metadata']['name']}": quantity(d["spec"]["resources"]["requests"]["storage"])
+             for d in docs if d["kind"] == "PersistentVolumeClaim"}
+    for sts in (d for d in docs if d["kind"] == "StatefulSet"):
+        for t in sts["spec"].get("volumeClaimTemplates", []):
+            sizes[f"{ident(sts)}/{t['metadata']['name']}"] = quantity(t["spec"]["resources"]["requests"]["storage"])
+    return sizes
+
+
+def test_gpu_cluster_overlay_is_bigger_than_local():
+    local, gpu = render("overlays/local"), render("overlays/gpu-cluster")
+    local_res, gpu_res = _resources(local), _resources(gpu)
+    assert local_res.keys() == gpu_res.keys()
+    smaller = [f"{k}: gpu-cluster {gpu_res[k]} < local {v}" for k, v in local_res.items() if gpu_res[k] < v]
+    assert not smaller, "\n".join(smaller)
+    for main in ("Deployment/mlflow container mlflow", "StatefulSet/postgres container postgres"):
+        for kind in ("requests", "limits"):
+            for resource in ("cpu", "memory"):
+                key = (main, kind, resource)
+                assert gpu_res[key] > local_res[key], f"{key} is not larger in gpu-cluster"
+    local_disk, gpu_disk = _storage(local), _storage(gpu)
+    assert local_disk.keys() == gpu_disk.keys()
+    assert all(gpu_disk[k] > v for k, v in local_disk.items()), (local_disk, gpu_disk)
+
+    def env(docs, name):
+        return next(e["value"] for e in container(find(docs, "Deployment", "mlflow"), "mlflow")["env"] if e["name"] == name)
+
+    assert int(env(gpu, "MLFLOW_WORKERS")) > int(env(local, "MLFLOW_WORKERS"))
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_mlflow_replicas_fit_the_artifact_volume(overlay):
+    """More than one replica needs a ReadWriteMany artifact volume and may roll; one RWO volume must Recreate."""
+    docs = render(f"overlays/{overlay}")
+    deployment = find(docs, "Deployment", "mlflow")
+    modes = find(docs, "PersistentVolumeClaim", "mlflow-artifacts")["spec"]["accessModes"]
+    if deployment["spec"]["replicas"] > 1:
+        assert modes == ["ReadWriteMany"]
+    elif modes == ["ReadWriteOnce"]:
+        assert deployment["spec"]["strategy"]["type"] == "Recreate"
+
+
+def test_overlays_differ_as_intended():
+    local, gpu = render("overlays/local"), render("overlays/gpu-cluster")
+    assert find(local, "Deployment", "mlflow")["spec"]["replicas"] == 1
+    assert find(gpu, "Deployment", "mlflow")["spec"]["replicas"] >= 2
+    assert find(local, "Service", "mlflow")["spec"].get("type", "ClusterIP") == "ClusterIP"  # port-forward
+    assert "PodDisruptionBudget/mlflow" in {ident(d) for d in gpu}
+    assert "PodDisruptionBudget/mlflow" not in {ident(d) for d in local}
+    for docs in (local, gpu):  # storage class left to the cluster default
+        assert all("storageClassName" not in d["spec"] for d in docs if d["kind"] == "PersistentVolumeClaim")
+    # gpu-cluster keeps the CPU-only tracking stack off GPU nodes; local has no such constraint.
+    for name in (("Deployment", "mlflow"), ("StatefulSet", "postgres")):
+        terms = pod_spec(find(gpu, *name))["affinity"]["nodeAffinity"][
+            "requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
+        assert all({"key": "nvidia.com/gpu.present", "operator": "NotIn", "values": ["true"]} in t["matchExpressions"]
+                   for t in terms), name
+        assert "affinity" not in pod_spec(find(local, *name))
+    # local runs the image loaded into kind/minikube; gpu-cluster pulls it from a registry.
+    assert container(find(local, "Deployment", "mlflow"), "mlflow")["image"] == "digits-mlops/mlflow:dev"
+    assert container(find(gpu, "Deployment", "mlflow"), "mlflow")["image"].count("/") >= 2
+
+
+# -- the image -------------------------------------------------------------------------------------
+
+def test_mlflow_dockerfile():
+    text = (REPO / "mlflow" / "Dockerfile").read_text()
+    lines = [line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+    assert lines[0] == "FROM python:3.11-slim"
+    user = next(line.split()[1] for line in lines if line.startswith("USER "))
+    uid = user.split(":")[0]
+    assert uid.isdigit() and int(uid) != 0, f"USER {user} must be a numeric non-root UID"
+    assert "EXPOSE 5000" in lines
+    assert 'ENTRYPOINT ["mlflow", "server"]' in lines
+    assert '"mlflow[auth]>=3.1,<4"' in text and "psycopg2-binary" in text and "boto3" in text
+    assert "--no-cache-dir" in text
+    # The Deployment runs as the image's user, so files the image owns stay accessible.
+    docs, _ = _render("overlays/local")
+    if docs is not None:
+        deployment = find(docs, "Deployment", "mlflow")
+        assert pod_spec(deployment)["securityContext"]["runAsUser"] == int(uid)

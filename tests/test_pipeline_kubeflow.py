@@ -1,0 +1,179 @@
+"""The same components as a Kubeflow pipeline: compiled spec, a real kfp.local run, fetch, and submit.
+
+No Kubeflow API server can exist here: the submit test talks to a small local HTTP server that
+stands in for it and records what the real kfp.Client uploads.
+"""
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+import yaml
+
+from components.fetch import fetch
+from components.params import load_params
+from conftest import REPO, make_project
+
+STEPS = ["fetch-step", "clean-step", "normalise-step", "augment-step", "train-step", "evaluate-step", "register-step"]
+
+
+@pytest.fixture(scope="module")
+def compiled(tmp_path_factory) -> tuple[dict, dict]:
+    out = tmp_path_factory.mktemp("compiled") / "pipeline.yaml"
+    subprocess.run([sys.executable, "-m", "pipelines.compile", "--output", str(out), "--image", "registry.test/dm:1"],
+                   cwd=REPO, check=True, capture_output=True)
+    spec, platform = yaml.safe_load_all(out.read_text())      # pipeline spec, then kubernetes platform spec
+    return spec, platform
+
+
+def test_compiled_spec_requests_gpu_for_train_and_limits_every_task(compiled):
+    spec, platform = compiled
+    params = load_params(REPO / "params.yaml")
+    executors = spec["deploymentSpec"]["executors"]
+    assert sorted(spec["root"]["dag"]["tasks"]) == sorted(STEPS)
+    for name, executor in executors.items():
+        container = executor["container"]
+        assert container["image"] == "registry.test/dm:1", name
+        resources = container["resources"]
+        for key in ("cpuRequest", "cpuLimit", "memoryRequest", "memoryLimit"):
+            assert resources.get(key), f"{name} has no {key}"
+        assert "pip install" not in " ".join(container["command"]), "the image has the code: nothing installed at start"
+    train = executors["exec-train-step"]["container"]["resources"]
+    assert train["accelerator"]["resourceType"] == "nvidia.com/gpu"
+    assert int(train["accelerator"]["resourceCount"]) == params.train.gpus
+    assert "accelerator" not in executors["exec-clean-step"]["container"]["resources"]
+    assert train["cpuLimit"] == float(params.kubeflow.train_resources.cpu_limit)
+
+    tasks = spec["root"]["dag"]["tasks"]
+    assert tasks["register-step"].get("cachingOptions", {}).get("enableCache", False) is False
+    for step in ("fetch-step", "clean-step", "normalise-step", "augment-step"):
+        assert tasks[step]["cachingOptions"]["enableCache"] is True, step
+
+    k8s = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    for step in ("train-step", "evaluate-step", "register-step"):
+        envs = {e["envVar"]: (s["secretName"], s.get("optional", False))
+                for s in k8s[f"exec-{step}"]["secretAsEnv"] for e in s["keyToEnv"]}
+        assert envs["MLFLOW_TRACKING_URI"] == ("mlflow-credentials", False)
+        assert envs["MLFLOW_TRACKING_PASSWORD"] == ("mlflow-credentials", True)
+    assert k8s["exec-train-step"]["tolerations"][0]["key"] == "nvidia.com/gpu"
+    assert "exec-clean-step" not in k8s, "data tasks get no secrets and no GPU scheduling"
+
+
+def test_pipeline_parameters_default_from_params_yaml_and_carry_no_credentials(compiled):
+    spec, _ = compiled
+    params = load_params(REPO / "params.yaml").model_dump(mode="json", exclude_none=True)
+    inputs = spec["root"]["inputDefinitions"]["parameters"]
+    assert inputs["seed"]["defaultValue"] == params["seed"]
+    for section in ("data", "split", "augment", "train", "register", "mlflow"):
+        assert inputs[section]["defaultValue"] == params[section], section
+    assert "kubeflow" not in inputs
+    assert not [n for n in inputs if any(w in n.upper() for w in ("TRACKING_URI", "PASSWORD", "USERNAME", "TOKEN"))]
+    assert inputs["mlflow"]["defaultValue"] == {"experiment": "digits"}, "the server address comes from a Secret"
+
+
+def test_fetch_reads_the_data_through_dvc_api_at_a_git_revision(tmp_path):
+    """The cluster path: data from a DVC repo at a revision (here this repo at HEAD and its sample remote)."""
+    assert fetch(tmp_path / "raw", dvc_repo=str(REPO), dvc_rev="HEAD", dvc_path="data/digits") == 1797
+    def digest(root: Path) -> dict:
+        return {str(p.relative_to(root)): hashlib.md5(p.read_bytes()).hexdigest() for p in root.rglob("*.png")}
+    assert digest(tmp_path / "raw") == digest(REPO / "data" / "digits")
+
+
+def test_kfp_local_run_matches_the_dvc_run_on_the_same_params(tmp_path):
+    """Parity: both engines run the same code on the same config; CPU and a fixed seed give equal metrics."""
+    project = make_project(tmp_path / "dvc")
+    project.repro()
+    dvc_metrics = project.json("reports/metrics.json")
+
+    env = dict(project.env, MLFLOW_TRACKING_URI=f"sqlite:///{tmp_path / 'kfp-mlflow' / 'mlflow.db'}")
+    out = tmp_path / "kfp-out"
+    result = subprocess.run(
+        [sys.executable, "-m", "pipelines.run_local", "--params", str(project.root / "params.yaml"),
+         "--data-uri", str(project.root / "data" / "digits"), "--output-dir", str(out)],
+        cwd=REPO, env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    kfp_metrics = json.loads((out / "metrics.json").read_text())
+    assert kfp_metrics == dvc_metrics
+    assert kfp_metrics["macro_f1"] >= 0.9
+
+    for registration in (project.json("reports/registration.json"), json.loads((out / "registration.json").read_text())):
+        assert registration["version"] == "1" and registration["promoted"] is True
+    # The kfp run registered into its own store, tagged as the kubeflow engine.
+    import mlflow
+    client = mlflow.MlflowClient(tracking_uri=env["MLFLOW_TRACKING_URI"], registry_uri=env["MLFLOW_TRACKING_URI"])
+    version = client.get_model_version_by_alias("digits-classifier", "champion")
+    assert version.tags["engine"] == "kubeflow"
+    assert client.get_run(version.run_id).data.tags["engine"] == "kubeflow"
+
+
+class RecordingKfpApi(BaseHTTPRequestHandler):
+    """Stands in for the Kubeflow Pipelines v2beta1 REST API and records every request."""
+    requests: list = []
+
+    def _reply(self, body: dict) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def do_GET(self):  # noqa: N802
+        self.requests.append(("GET", self.path, None, {k.lower(): v for k, v in self.headers.items()}))
+        self._reply({"experiments": []} if "/experiments" in self.path else {})
+
+    def do_POST(self):  # noqa: N802
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])) or b"{}")
+        self.requests.append(("POST", self.path, body, {k.lower(): v for k, v in self.headers.items()}))
+        if self.path.startswith("/apis/v2beta1/experiments"):
+            self._reply({"experiment_id": "exp-1", "display_name": body.get("display_name")})
+        else:
+            self._reply({"run_id": "run-42", "display_name": body.get("display_name"), "experiment_id": "exp-1"})
+
+    def log_message(self, *args):
+        pass
+
+
+def test_submit_uploads_spec_and_params_to_a_stand_in_kfp_api_server():
+    server = ThreadingHTTPServer(("127.0.0.1", 0), RecordingKfpApi)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    host = f"http://127.0.0.1:{server.server_port}"
+    try:
+        result = subprocess.run(
+            [sys.executable, "-m", "pipelines.submit", "--host", host, "--namespace", "team-a", "--experiment", "exp",
+             "--run-name", "nightly", "--image", "registry.test/dm:2", "--param", "train.epochs=40",
+             "--param", "dvc_repo=https://git.example/repo.git", "--param", "dvc_rev=v1.2"],
+            cwd=REPO, env={**os.environ, "KFP_TOKEN": "t0ken"}, capture_output=True, text=True,
+            timeout=120)
+    finally:
+        server.shutdown()
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.strip().splitlines()[-1] == f"{host}/#/runs/details/run-42"
+
+    posts = {path.split("?")[0]: (body, headers) for method, path, body, headers in RecordingKfpApi.requests
+             if method == "POST"}
+    experiment, _ = posts["/apis/v2beta1/experiments"]
+    assert experiment["display_name"] == "exp" and experiment["namespace"] == "team-a"
+    run, headers = posts["/apis/v2beta1/runs"]
+    assert headers["authorization"] == "Bearer t0ken"
+    assert run["display_name"] == "nightly" and run["experiment_id"] == "exp-1"
+    spec, platform = run["pipeline_spec"]["pipeline_spec"], run["pipeline_spec"]["platform_spec"]
+    assert spec["pipelineInfo"]["name"] == "digits-mlops"
+    secrets = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]["exec-train-step"]["secretAsEnv"]
+    assert {s["secretName"] for s in secrets} == {"mlflow-credentials"}
+    assert {e["container"]["image"] for e in spec["deploymentSpec"]["executors"].values()} == {"registry.test/dm:2"}
+    parameters = run["runtime_config"]["parameters"]
+    assert parameters["train"]["epochs"] == 40 and parameters["train"]["lr"] == load_params(REPO / "params.yaml").train.lr
+    assert parameters["dvc_repo"] == "https://git.example/repo.git" and parameters["dvc_rev"] == "v1.2"
+
+
+def test_submit_rejects_an_unknown_param_before_contacting_the_server():
+    result = subprocess.run([sys.executable, "-m", "pipelines.submit", "--host", "http://127.0.0.1:9",
+                             "--param", "train.epocs=3"], cwd=REPO, capture_output=True, text=True)
+    assert result.returncode == 1
+    assert result.stderr.strip() == "error: --param: train.epocs: Extra inputs are not permitted; fix this value"
