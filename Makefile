@@ -9,7 +9,7 @@ export PATH := $(abspath $(VENV))/bin:$(PATH)
 export MLFLOW_DISABLE_TELEMETRY := true
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: run test setup setup-dev data plots mlflow-ui clean
+.PHONY: run test setup setup-dev data plots mlflow-ui system-deps clean
 
 run: setup data
 	$(VENV)/bin/dvc repro
@@ -47,6 +47,11 @@ build/plots-template.html:
 	  for js in vega/build/vega.min.js vega-lite/build/vega-lite.min.js vega-embed/build/vega-embed.min.js; do \
 	    echo '<script>'; cat build/vega/node_modules/$$js; echo '</script>'; done; \
 	  echo '</head><body>{plot_divs}</body></html>'; } > $@.tmp && mv $@.tmp $@
+
+# Debian packages for the container-image test (buildah, podman, debootstrap); needs root.
+# Without them tests/test_image.py is skipped, except in CI (CI=true), where it fails.
+system-deps:
+	bash .ci/system-deps.sh
 
 # Browse the embedded store at http://127.0.0.1:5000
 mlflow-ui: setup
