@@ -1,10 +1,11 @@
-"""augment: add randomly transformed copies of the training images; val/test are never touched.
+"""augment: add randomly transformed copies of the training split; val/test are never touched.
 
-Each image gets its own random rotation, scale, translation (a shifted crop) and, when enabled,
-horizontal flip, drawn by kornia per sample on a batched tensor, seeded so reruns are identical.
+Images: each copy gets its own random rotation, scale, translation (a shifted crop) and, when
+enabled, horizontal flip, drawn by kornia per sample on a batched tensor.
+Tables: optional oversampling of smaller classes, and copies with Gaussian jitter on the scaled
+numeric features. Both seeded, so reruns are identical.
 
-    python -m components.augment --train outputs/split/train.npz --normaliser outputs/normaliser.json \
-        --out outputs/augmented/train.npz
+    python -m components.augment --split outputs/split --preprocess outputs/preprocess --out outputs/augmented/train.npz
 """
 
 import argparse
@@ -19,7 +20,7 @@ from kfp.dsl import Artifact, Dataset, Input, Output
 
 from components.errors import run_cli
 from components.io import load_arrays, save_arrays
-from components.normalise import Normaliser
+from components.normalise import load_preprocess
 from components.params import Augment, load_params
 
 log = logging.getLogger(__name__)
@@ -48,35 +49,56 @@ def augment_images(raw: np.ndarray, labels: np.ndarray, cfg: Augment, seed: int)
     return np.concatenate([raw, augmented]), np.concatenate([labels] * (cfg.copies + 1))
 
 
-def augment_file(train_path: Path, normaliser_path: Path, cfg: Augment, seed: int, out: Path) -> None:
-    """train.npz -> originals plus augmented copies, normalised with the train statistics."""
-    train = load_arrays(train_path)
-    raw, labels = augment_images(train["raw"], train["y"], cfg, seed)
-    # Augment raw pixels (background stays 0 where the affine pads), then apply the train-fitted scaling.
-    x = Normaliser.load(normaliser_path).transform(raw)
+def augment_table(x: np.ndarray, labels: np.ndarray, numeric: np.ndarray, cfg: Augment,
+                  seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Scaled features (n, d) -> optionally class-balanced rows, then `copies` jittered copies of them."""
+    rng = np.random.default_rng(seed)
+    if cfg.oversample:
+        counts = np.bincount(labels)
+        extra = [rng.choice(np.flatnonzero(labels == c), counts.max() - n, replace=True)
+                 for c, n in enumerate(counts) if 0 < n < counts.max()]
+        if extra:
+            index = np.concatenate([np.arange(len(labels)), *extra])
+            x, labels = x[index], labels[index]
+    if cfg.jitter == 0 or cfg.copies == 0:
+        return x, labels
+    copies = np.repeat(x[None], cfg.copies, axis=0)
+    copies[..., numeric] += rng.normal(0, cfg.jitter, size=copies[..., numeric].shape).astype(np.float32)
+    return np.concatenate([x, *copies]), np.concatenate([labels] * (cfg.copies + 1))
+
+
+def augment_file(split_dir: Path, preprocess_dir: Path, cfg: Augment, seed: int, out: Path) -> None:
+    """split_dir/train.npz -> originals plus augmented copies, preprocessed like every split."""
+    train = load_arrays(split_dir / "train.npz")
+    meta, preprocessor = load_preprocess(preprocess_dir)
+    if meta["kind"] == "image_folder":
+        raw, labels = augment_images(train["raw"], train["y"], cfg, seed)
+        # Augment raw pixels (background stays 0 where the affine pads), then apply the train-fitted scaling.
+        x = preprocessor.transform(raw)
+    else:
+        x, labels = augment_table(train["x"], train["y"], preprocessor.numeric_mask(), cfg, seed)
     save_arrays(out, x=x, y=labels, classes=train["classes"])
-    log.info("train split: %d images -> %d with %d augmented copies each", len(train["y"]), len(labels), cfg.copies)
+    log.info("train split: %d examples -> %d after augmentation", len(train["y"]), len(labels))
 
 
 def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(description="Add augmented copies of the training split.")
     parser.add_argument("--params", default="params.yaml")
-    parser.add_argument("--train", type=Path, required=True)
-    parser.add_argument("--normaliser", type=Path, required=True)
+    parser.add_argument("--split", type=Path, required=True, help="normalise's output folder")
+    parser.add_argument("--preprocess", type=Path, required=True)
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
     params = load_params(args.params)
-    augment_file(args.train, args.normaliser, params.augment, params.seed, args.out)
+    augment_file(args.split, args.preprocess, params.augment, params.seed, args.out)
 
 
-def augment_step(splits: Input[Dataset], normaliser: Input[Artifact], seed: int, augment: dict,
+def augment_step(splits: Input[Dataset], preprocess: Input[Artifact], seed: int, augment: dict,
                  augmented: Output[Dataset]):
-    """Kubeflow: augments splits/train.npz only."""
+    """Kubeflow: augments the train split only."""
     from pathlib import Path
     from components.augment import augment_file
     from components.params import Augment
-    augment_file(Path(splits.path) / "train.npz", Path(normaliser.path), Augment.model_validate(augment), seed,
-                 Path(augmented.path))
+    augment_file(Path(splits.path), Path(preprocess.path), Augment.model_validate(augment), seed, Path(augmented.path))
 
 
 if __name__ == "__main__":

@@ -1,8 +1,12 @@
-"""clean: decode every image, drop unreadable files and duplicates, report each drop with its reason.
+"""clean: read the raw data, drop what cannot be trained on, and report every dropped or changed row.
 
-    python -m components.clean --data data/digits --out outputs/clean.npz --report reports/clean.json
+Image folders: decode every image, drop unreadable files and duplicates (by pixel hash).
+Tables (CSV/Parquet): check the target and feature columns, drop rows without a target, duplicates,
+rows with missing values (when asked), z-score outliers (when asked); count values left for the
+normalise stage to impute. Both: classes too small for the stratified split are dropped or fail.
+
+    python -m components.clean --out outputs/clean --report reports/clean.json
 """
-
 import argparse
 import hashlib
 import io
@@ -12,37 +16,84 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
 
 from kfp.dsl import Artifact, Dataset, Input, Output
 
 from components.errors import UserError, run_cli
-from components.io import save_arrays, write_json
-from components.params import Data, load_params
+from components.io import atomic_path, save_arrays, write_json
+from components.params import Clean, Data, Split, load_params
 
 log = logging.getLogger(__name__)
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp"}
+TABLE_FORMATS = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
 
 
 @dataclass
 class Cleaned:
-    images: np.ndarray          # uint8, (n, height, width, channels)
-    labels: np.ndarray          # int64 index into classes
-    classes: list[str]
-    paths: list[str]
-    dropped: list[dict] = field(default_factory=list)   # {"path", "reason", "detail"}
+    labels: list[str]                                   # class label of each kept example
+    ids: list[str]                                      # file path (images) or row number (tables)
+    images: np.ndarray | None = None                    # uint8 (n, height, width, channels)
+    table: pd.DataFrame | None = None                   # feature columns only
+    numeric: list[str] = field(default_factory=list)
+    categorical: list[str] = field(default_factory=list)
+    dropped: list[dict] = field(default_factory=list)   # {"id", "reason", "detail"[, "column"]}
+    imputed: dict[str, int] = field(default_factory=dict)
 
-    def report(self, n_files: int) -> dict:
+    def keep(self, mask: np.ndarray, reason: str, detail: str, column: str | None = None) -> None:
+        """Drop the examples where mask is False, recording why."""
+        for i in np.flatnonzero(~mask):
+            self.dropped.append({"id": self.ids[i], "reason": reason, "detail": detail}
+                                | ({"column": column} if column else {}))
+        self.labels = [x for x, k in zip(self.labels, mask) if k]
+        self.ids = [x for x, k in zip(self.ids, mask) if k]
+        if self.images is not None:
+            self.images = self.images[mask]
+        if self.table is not None:
+            self.table = self.table[mask].reset_index(drop=True)
+
+    def report(self, n_input: int) -> dict:
+        by_column: dict[str, Counter] = {}
+        for d in self.dropped:
+            if "column" in d:
+                by_column.setdefault(d["reason"], Counter())[d["column"]] += 1
         return {
-            "n_files": n_files,
-            "n_kept": len(self.paths),
+            "n_input": n_input,
+            "n_kept": len(self.ids),
             "n_dropped": len(self.dropped),
             "dropped_by_reason": dict(Counter(d["reason"] for d in self.dropped)),
-            "kept_per_class": {c: int(n) for c, n in zip(self.classes, np.bincount(self.labels, minlength=len(self.classes)))},
+            "dropped_by_column": {reason: dict(counts) for reason, counts in by_column.items()},
+            "imputed_by_column": self.imputed,
+            "kept_per_class": dict(sorted(Counter(self.labels).items())),
             "dropped": self.dropped,
         }
 
+
+def min_class_size(split: Split) -> int:
+    """The fewest examples a class needs so the stratified split can put some in train, val and test."""
+    return max(3, int(np.ceil(1 / min(split.val_fraction, split.test_fraction))))
+
+
+def drop_small_classes(cleaned: Cleaned, cfg: Clean, split: Split, source: str) -> None:
+    needed = min_class_size(split)
+    small = {c: n for c, n in Counter(cleaned.labels).items() if n < needed}
+    if small and cfg.small_classes == "fail":
+        name, n = sorted(small.items())[0]
+        raise UserError(f"{source}: class {name!r} has {n} examples, too few for the stratified "
+                        f"{split.val_fraction}/{split.test_fraction} val/test split (need {needed}); "
+                        "add examples, remove the class, or set clean.small_classes: drop")
+    if small:
+        cleaned.keep(np.array([label not in small for label in cleaned.labels]), "small_class",
+                      f"class has fewer than {needed} examples")
+    classes = sorted(set(cleaned.labels))
+    if len(classes) < 2:
+        found = f"only class {classes[0]!r}" if classes else "no class"
+        raise UserError(f"{source}: {found} left after cleaning; a classifier needs at least two classes")
+
+
+# ---------------------------------------------------------------- image folders
 
 def decode(content: bytes, data: Data) -> np.ndarray:
     """Bytes of one image file -> uint8 (height, width, channels) in the configured mode and size."""
@@ -55,19 +106,25 @@ def decode(content: bytes, data: Data) -> np.ndarray:
     return array[..., None] if array.ndim == 2 else array
 
 
-def clean_images(files: list[tuple[str, str, bytes]], data: Data) -> Cleaned:
+def clean_images(files: list[tuple[str, str, bytes]], data: Data, cfg: Clean = Clean()) -> Cleaned:
     """files: (path, class label, file content), sorted by path. Keeps the first of each duplicate."""
     kept: list[tuple[str, str, np.ndarray]] = []
     dropped: list[dict] = []
     first_seen: dict[str, tuple[str, str]] = {}
-    for path, label, content in tqdm(files, desc="clean", unit="img", leave=False):
+    for path, label, content in tqdm(files, desc="clean", unit="img", leave=False, disable=None):
         if Path(path).suffix.lower() not in IMAGE_SUFFIXES:
-            dropped.append({"path": path, "reason": "unsupported_file", "detail": "not a PNG/JPEG/BMP file"})
-            continue
-        try:
-            pixels = decode(content, data)
-        except (UnidentifiedImageError, OSError, ValueError) as exc:
-            dropped.append({"path": path, "reason": "unreadable", "detail": str(exc).splitlines()[0]})
+            problem = {"id": path, "reason": "unsupported_file", "detail": "not a PNG/JPEG/BMP file"}
+        else:
+            try:
+                pixels = decode(content, data)
+                problem = None
+            except (UnidentifiedImageError, OSError, ValueError) as exc:
+                problem = {"id": path, "reason": "unreadable", "detail": str(exc).splitlines()[0]}
+        if problem is not None:
+            if cfg.on_bad_file == "fail":
+                raise UserError(f"{path}: {problem['detail']}; fix or remove the file, "
+                                "or set clean.on_bad_file: drop")
+            dropped.append(problem)
             continue
         digest = hashlib.sha256(pixels.tobytes() + str(pixels.shape).encode()).hexdigest()
         if digest in first_seen:
@@ -75,7 +132,7 @@ def clean_images(files: list[tuple[str, str, bytes]], data: Data) -> Cleaned:
             detail = f"same pixels as {original}"
             if original_label != label:
                 detail += f" (labelled {original_label!r} there, {label!r} here)"
-            dropped.append({"path": path, "reason": "duplicate", "detail": detail})
+            dropped.append({"id": path, "reason": "duplicate", "detail": detail})
             continue
         first_seen[digest] = (path, label)
         kept.append((path, label, pixels))
@@ -89,15 +146,8 @@ def clean_images(files: list[tuple[str, str, bytes]], data: Data) -> Cleaned:
         raise UserError(
             f"{odd_path}: image is {odd.shape[0]}x{odd.shape[1]} but most are {common[0]}x{common[1]}; "
             "set data.image_size: [height, width] in params.yaml to resize all images")
-    classes = sorted({label for _, label, _ in kept})
-    index = {c: i for i, c in enumerate(classes)}
-    return Cleaned(
-        images=np.stack([pixels for _, _, pixels in kept]),
-        labels=np.array([index[label] for _, label, _ in kept], dtype=np.int64),
-        classes=classes,
-        paths=[path for path, _, _ in kept],
-        dropped=dropped,
-    )
+    return Cleaned(labels=[label for _, label, _ in kept], ids=[path for path, _, _ in kept],
+                   images=np.stack([pixels for _, _, pixels in kept]), dropped=dropped)
 
 
 def read_image_folder(root: Path) -> tuple[list[tuple[str, str, bytes]], list[dict]]:
@@ -108,42 +158,175 @@ def read_image_folder(root: Path) -> tuple[list[tuple[str, str, bytes]], list[di
     for path in sorted(p for p in root.rglob("*") if p.is_file()):
         relative = path.relative_to(root)
         if len(relative.parts) < 2:
-            stray.append({"path": str(path), "reason": "not_in_class_folder", "detail": "put it in <class>/"})
+            stray.append({"id": str(path), "reason": "not_in_class_folder", "detail": "put it in <class>/"})
             continue
         files.append((str(path), relative.parts[0], path.read_bytes()))
     return files, stray
 
 
-def clean_folder(root: Path, data: Data, out: Path, report_path: Path) -> dict:
-    """Read the image folder, clean it, write the arrays and the report; both engines call this."""
-    files, stray = read_image_folder(root)
-    cleaned = clean_images(files, data)
-    cleaned.dropped[:0] = stray
-    report = cleaned.report(n_files=len(files) + len(stray))
-    save_arrays(out, images=cleaned.images, labels=cleaned.labels,
-                classes=np.array(cleaned.classes), paths=np.array(cleaned.paths))
+# ---------------------------------------------------------------- tables
+
+def read_table(path: Path, fmt: str | None) -> pd.DataFrame:
+    """CSV or Parquet, by data.format or the extension; every failure names the file."""
+    fmt = fmt or TABLE_FORMATS.get(path.suffix.lower())
+    if fmt is None:
+        raise UserError(f"{path}: unknown format {path.suffix or '(no extension)'!r}; use a .csv or .parquet file "
+                        "or set data.format")
+    if not path.is_file():
+        raise UserError(f"{path}: file not found; set data.path in params.yaml")
+    if path.stat().st_size == 0:
+        raise UserError(f"{path}: file is empty; export the table again")
+    try:
+        table = pd.read_csv(path) if fmt == "csv" else pd.read_parquet(path)
+    except pd.errors.EmptyDataError:
+        raise UserError(f"{path}: file is empty; export the table again") from None
+    except Exception as exc:  # noqa: BLE001 - parsers raise many types; all mean "cannot read this file"
+        raise UserError(f"{path}: cannot be read as {fmt.upper()} ({str(exc).splitlines()[0][:120]}); "
+                        "check the file or set data.format") from None
+    if table.empty:
+        raise UserError(f"{path}: no data rows; export the table again")
+    return table
+
+
+def column_types(table: pd.DataFrame, features: list[str], data: Data, where) -> tuple[list[str], list[str]]:
+    """Split features into numeric and categorical; a numeric column holding text is an error."""
+    numeric, categorical = [], []
+    for column in features:
+        values = table[column]
+        if values.isna().all():
+            raise UserError(f"{where(None)}: column {column!r} is entirely empty; fill it or leave it out of "
+                            "data.features")
+        if column in data.categorical or pd.api.types.is_bool_dtype(values):
+            categorical.append(column)
+            continue
+        if pd.api.types.is_numeric_dtype(values):
+            numeric.append(column)
+            continue
+        present = values.dropna()
+        parsed = pd.to_numeric(present, errors="coerce")
+        if column in data.numeric or parsed.notna().mean() >= 0.9:   # mostly numbers: the rest are typos
+            bad = present.index[parsed.isna()]
+            if len(bad):
+                raise UserError(f"{where(bad[0])}: column {column!r} holds {present[bad[0]]!r}, not a number; "
+                                f"fix the value or list {column!r} in data.categorical")
+            numeric.append(column)
+        else:
+            categorical.append(column)
+    return numeric, categorical
+
+
+def clean_table(table: pd.DataFrame, data: Data, cfg: Clean, source: str) -> Cleaned:
+    """Validate and clean a table; rows are identified by their 0-based position in the file."""
+    is_csv = (data.format or TABLE_FORMATS.get(Path(source).suffix.lower())) == "csv"
+
+    def where(row) -> str:
+        return source if row is None else f"{source} {'line ' + str(row + 2) if is_csv else 'row ' + str(row)}"
+
+    if data.target not in table.columns:
+        raise UserError(f"{source}: target column {data.target!r} not found (columns: {', '.join(map(str, table.columns))}); "
+                        "set data.target")
+    features = data.features or [c for c in table.columns if c != data.target]
+    missing_columns = [c for c in features if c not in table.columns]
+    if missing_columns:
+        raise UserError(f"{source}: feature column {missing_columns[0]!r} not found; fix data.features")
+    numeric, categorical = column_types(table, features, data, where)
+    frame = table[features].copy()
+    frame[numeric] = frame[numeric].apply(pd.to_numeric).astype("float64")
+    for column in categorical:
+        frame[column] = frame[column].map(lambda v: v if pd.isna(v) else str(v)).astype("object")
+    target = table[data.target]
+    cleaned = Cleaned(labels=[None if pd.isna(v) else str(v) for v in target], ids=[str(i) for i in range(len(frame))],
+                      table=frame, numeric=numeric, categorical=categorical)
+
+    cleaned.keep(target.notna().to_numpy(), "missing_target", f"no value in {data.target!r}", data.target)
+    with_target = cleaned.table.assign(_target=cleaned.labels)
+    cleaned.keep(~with_target.duplicated().to_numpy(), "duplicate", "same values as an earlier row")
+
+    for column in numeric:
+        infinite = np.isinf(cleaned.table[column].to_numpy())
+        if infinite.any():
+            row = int(cleaned.ids[int(np.flatnonzero(infinite)[0])])
+            raise UserError(f"{where(row)}: column {column!r} holds infinity; fix the value or drop the row")
+    for column in features:
+        absent = cleaned.table[column].isna().to_numpy()
+        if not absent.any():
+            continue
+        strategy = cfg.missing_by_column.get(column, cfg.missing)
+        if strategy == "fail":
+            row = int(cleaned.ids[int(np.flatnonzero(absent)[0])])
+            raise UserError(f"{where(row)}: column {column!r} has no value; fill it, or set clean.missing "
+                            f"(or clean.missing_by_column.{column}) to impute or drop")
+        if strategy == "drop":
+            cleaned.keep(~absent, "missing_value", f"no value in {column!r}", column)
+        else:
+            cleaned.imputed[column] = int(absent.sum())     # imputed by normalise, with train statistics
+
+    if cfg.outliers == "zscore_drop":
+        for column in numeric:
+            values = cleaned.table[column]
+            z = ((values - values.mean()) / (values.std(ddof=0) or 1)).abs()
+            cleaned.keep(~(z > cfg.zscore).to_numpy(), "outlier", f"|z| > {cfg.zscore} in {column!r}", column)
+    return cleaned
+
+
+# ---------------------------------------------------------------- stage
+
+def clean_dataset(data: Data, cfg: Clean, split: Split, out_dir: Path, report_path: Path,
+                  root: Path | None = None) -> dict:
+    """Read data.path (or root), clean it, write out_dir/{meta.json, images.npz | table.parquet} and the report."""
+    source = root or Path(data.path)
+    if data.kind == "image_folder":
+        files, stray = read_image_folder(source)
+        cleaned = clean_images(files, data, cfg)
+        cleaned.dropped[:0] = stray
+        n_input = len(files) + len(stray)
+    else:
+        table = read_table(source, data.format)
+        cleaned = clean_table(table, data, cfg, str(source))
+        n_input = len(table)
+    drop_small_classes(cleaned, cfg, split, str(source))
+
+    classes = sorted(set(cleaned.labels))
+    index = {c: i for i, c in enumerate(classes)}
+    labels = np.array([index[c] for c in cleaned.labels], dtype=np.int64)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if cleaned.images is not None:
+        save_arrays(out_dir / "images.npz", images=cleaned.images, labels=labels, classes=np.array(classes),
+                    ids=np.array(cleaned.ids))
+    else:
+        with atomic_path(out_dir / "table.parquet") as tmp:
+            cleaned.table.assign(_label=labels, _id=cleaned.ids).to_parquet(tmp, index=False)
+    write_json(out_dir / "meta.json", {"kind": data.kind, "classes": classes, "numeric": cleaned.numeric,
+                                       "categorical": cleaned.categorical, "target": data.target,
+                                       "image_size": data.image_size, "channels": data.channels})
+    report = cleaned.report(n_input)
     write_json(report_path, report)
-    log.info("kept %d of %d files; dropped %s", report["n_kept"], report["n_files"], report["dropped_by_reason"] or "none")
+    log.info("kept %d of %d; dropped %s", report["n_kept"], n_input, report["dropped_by_reason"] or "none")
     return report
 
 
 def main(argv: list[str]) -> None:
-    parser = argparse.ArgumentParser(description="Decode, deduplicate and report an image folder.")
+    parser = argparse.ArgumentParser(description="Read, validate and clean the raw data; report every drop.")
     parser.add_argument("--params", default="params.yaml")
     parser.add_argument("--data", type=Path, help="overrides data.path")
-    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--out", type=Path, required=True, help="output folder")
     parser.add_argument("--report", type=Path, required=True)
     args = parser.parse_args(argv)
-    data = load_params(args.params).data
-    clean_folder(args.data or Path(data.path), data, args.out, args.report)
+    params = load_params(args.params)
+    clean_dataset(params.data, params.clean, params.split, args.out, args.report, args.data)
 
 
-def clean_step(raw: Input[Dataset], data: dict, clean: Output[Dataset], report: Output[Artifact]):
-    """Kubeflow: the same stage on the fetched data; `data` is params.yaml's data section."""
+def clean_step(raw: Input[Dataset], data: dict, clean_cfg: dict, split: dict, clean: Output[Dataset],
+               report: Output[Artifact]):
+    """Kubeflow: the same stage on the fetched data (a folder, or a folder holding the table file)."""
     from pathlib import Path
-    from components.clean import clean_folder
-    from components.params import Data
-    clean_folder(Path(raw.path), Data.model_validate(data), Path(clean.path), Path(report.path))
+    from components.clean import clean_dataset
+    from components.params import Params
+    params = Params.model_validate({"data": data, "clean": clean_cfg, "split": split})
+    source = Path(raw.path)
+    if params.data.kind == "tabular" and source.is_dir():
+        source = source / Path(params.data.path).name
+    clean_dataset(params.data, params.clean, params.split, Path(clean.path), Path(report.path), source)
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@
 
 import argparse
 import logging
+import re
 from pathlib import Path
 
 import numpy as np
@@ -41,6 +42,11 @@ def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, classes: list
     }
 
 
+def metric_safe(name: str) -> str:
+    """MLflow metric names allow letters, digits and _-. /: only; class names may hold anything."""
+    return re.sub(r"[^\w\-. /:]", "_", name)
+
+
 def confusion_records(y_true: np.ndarray, y_pred: np.ndarray, classes: list[str]) -> list[dict]:
     """One {actual, predicted} row per test example: the layout of DVC's `confusion` plot template."""
     return [{"actual": classes[t], "predicted": classes[p]} for t, p in zip(y_true, y_pred)]
@@ -71,7 +77,7 @@ def evaluate_files(model_path: Path, test_path: Path, run_info_path: Path, metri
 
     metrics = classification_metrics(y_true, y_pred, classes)
     matrix = confusion_matrix(y_true, y_pred, labels=list(range(len(classes))))
-    predictions = pd.DataFrame({"path": test["paths"], "actual": [classes[i] for i in y_true],
+    predictions = pd.DataFrame({"id": test["ids"], "actual": [classes[i] for i in y_true],
                                 "predicted": [classes[i] for i in y_pred], "confidence": proba.max(axis=1).round(6)})
     figure = confusion_figure(matrix, classes)
 
@@ -86,12 +92,12 @@ def evaluate_files(model_path: Path, test_path: Path, run_info_path: Path, metri
     import mlflow
     with tracking.resume_run(read_json(run_info_path)["run_id"]):
         mlflow.log_metrics({f"test_{k}": v for k, v in metrics.items() if k != "per_class"})
-        mlflow.log_metrics({f"test_f1_class_{name}": m["f1"] for name, m in metrics["per_class"].items()})
+        mlflow.log_metrics({"test_f1_class_" + metric_safe(name): m["f1"] for name, m in metrics["per_class"].items()})
         mlflow.log_figure(figure, "plots/confusion_matrix.png")
         mlflow.log_dict(metrics, "reports/metrics.json")
         mlflow.log_artifact(str(plots_dir / "confusion_matrix.json"), artifact_path="plots")
         mlflow.log_artifact(str(predictions_path), artifact_path="reports")
-    log.info("test macro-F1 %.4f, accuracy %.4f on %d images", metrics["macro_f1"], metrics["accuracy"], len(y_true))
+    log.info("test macro-F1 %.4f, accuracy %.4f on %d test examples", metrics["macro_f1"], metrics["accuracy"], len(y_true))
     return metrics, matrix, classes
 
 

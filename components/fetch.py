@@ -21,7 +21,8 @@ log = logging.getLogger(__name__)
 
 
 def fetch(dest: Path, uri: str = "", dvc_repo: str = "", dvc_rev: str = "", dvc_path: str = "data/digits") -> int:
-    """Copy the data folder to dest (created whole or not at all); returns the number of files."""
+    """Copy the data folder, or a single table file into dest/, to dest (created whole or not at all);
+    returns the number of files."""
     if bool(uri) == bool(dvc_repo):
         raise UserError("give exactly one data source: a URI (data_uri) or a DVC repo (dvc_repo, dvc_rev, dvc_path)")
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -32,13 +33,15 @@ def fetch(dest: Path, uri: str = "", dvc_repo: str = "", dvc_rev: str = "", dvc_
             fs, path = fsspec.core.url_to_fs(uri)
             if not fs.exists(path):
                 raise UserError(f"{uri}: not found; check data_uri")
-            fs.get(path.rstrip("/") + "/", str(staging) + "/", recursive=True)
         else:
             from dvc.api import DVCFileSystem
-            fs = DVCFileSystem(dvc_repo, rev=dvc_rev or None)
-            if not fs.exists(dvc_path):
+            fs, path = DVCFileSystem(dvc_repo, rev=dvc_rev or None), dvc_path
+            if not fs.exists(path):
                 raise UserError(f"{dvc_repo}@{dvc_rev or 'HEAD'}: {dvc_path} is not tracked there; check dvc_path")
-            fs.get(dvc_path.rstrip("/") + "/", str(staging) + "/", recursive=True)
+        if fs.isdir(path):          # an image folder: its contents become dest/
+            fs.get(path.rstrip("/") + "/", str(staging) + "/", recursive=True)
+        else:                       # a table file: dest/<file name>
+            fs.get(path, str(staging / Path(path).name))
         n_files = sum(1 for p in staging.rglob("*") if p.is_file())
         if n_files == 0:
             raise UserError(f"{uri or dvc_repo + ':' + dvc_path}: no files found")

@@ -28,24 +28,54 @@ class SmallCNN(nn.Module):
         return self.head(self.features(x))
 
 
-def save_model(path: str | Path, net: SmallCNN, config: dict) -> None:
-    """config: what it takes to rebuild the net (in_channels, n_classes, width) plus the class names."""
+class MLP(nn.Module):
+    """Fully connected layers for tables: scaled numeric and one-hot features in, class logits out."""
+
+    def __init__(self, in_features: int, n_classes: int, hidden: list[int]):
+        super().__init__()
+        layers: list[nn.Module] = []
+        for size in hidden:
+            layers += [nn.Linear(in_features, size), nn.ReLU(inplace=True), nn.Dropout(0.1)]
+            in_features = size
+        self.net = nn.Sequential(*layers, nn.Linear(in_features, n_classes))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+def build_model(config: dict) -> nn.Module:
+    """config["arch"]: "cnn" for images (n, c, h, w), "mlp" for tables (n, features)."""
+    n_classes = len(config["classes"])
+    if config["arch"] == "mlp":
+        return MLP(config["in_features"], n_classes, config["hidden"])
+    return SmallCNN(config["in_channels"], n_classes, config["width"])
+
+
+def model_config(x: np.ndarray, classes: list[str], width: int, hidden: list[int]) -> dict:
+    """What it takes to rebuild the network for inputs shaped like x."""
+    if x.ndim == 2:
+        return {"arch": "mlp", "in_features": int(x.shape[1]), "hidden": list(hidden), "classes": classes}
+    return {"arch": "cnn", "in_channels": int(x.shape[1]), "width": width, "classes": classes}
+
+
+def save_model(path: str | Path, net: nn.Module, config: dict) -> None:
+    """config: model_config(...), what it takes to rebuild the net, with the class names."""
     from components.io import atomic_path
     with atomic_path(path) as tmp:
         torch.save({"config": config, "state_dict": net.state_dict()}, tmp)
 
 
-def load_model(path: str | Path, device: str = "cpu") -> tuple[SmallCNN, dict]:
+def load_model(path: str | Path, device: str = "cpu") -> tuple[nn.Module, dict]:
     saved = torch.load(path, map_location=device, weights_only=True)
     config = saved["config"]
-    net = SmallCNN(config["in_channels"], len(config["classes"]), config["width"]).to(device)
+    net = build_model(config).to(device)
     net.load_state_dict(saved["state_dict"])
     return net.eval(), config
 
 
 @torch.no_grad()
 def predict_proba(net: nn.Module, x: np.ndarray, batch_size: int = 512, device: str = "cpu") -> np.ndarray:
-    """Normalised images (n, c, h, w) -> class probabilities (n, n_classes)."""
+    """Preprocessed inputs (images (n, c, h, w) or table rows (n, features)) -> class probabilities."""
     net.eval()
     out = [torch.softmax(net(torch.from_numpy(x[i:i + batch_size]).to(device)), dim=1).cpu()
            for i in range(0, len(x), batch_size)]

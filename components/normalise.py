@@ -1,28 +1,36 @@
-"""normalise: stratified train/val/test split, then scaling fitted on train only and applied to all.
+"""normalise: stratified train/val/test split, then preprocessing fitted on train only and applied to all.
 
-The fitted statistics (outputs/normaliser.json) travel with the registered model, so the served
-model takes raw pixels.
+Images: per-channel mean/std of the pixels. Tables: a pandera schema of the feature columns, then
+median / most-frequent imputation, optional IQR clipping, standard/min-max/robust scaling and
+one-hot categories (unknown ones ignored), all scikit-learn. The fitted preprocessor is saved in
+outputs/preprocess/ and travels with the registered model, so the served model takes raw input.
 
-    python -m components.normalise --clean outputs/clean.npz --out outputs/split --normaliser outputs/normaliser.json
+    python -m components.normalise --clean outputs/clean --out outputs/split --preprocess outputs/preprocess
 """
-
 import argparse
 import logging
-from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
+import joblib
 import numpy as np
+import pandas as pd
+from sklearn.base import BaseEstimator, OneToOneFeatureMixin, TransformerMixin
+from sklearn.compose import ColumnTransformer
+from sklearn.impute import SimpleImputer
 from sklearn.model_selection import train_test_split
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import MinMaxScaler, OneHotEncoder, RobustScaler, StandardScaler
 
 from kfp.dsl import Artifact, Dataset, Input, Output
 
 from components.errors import UserError, run_cli
-from components.io import load_arrays, read_json, save_arrays, write_json
-from components.params import Split, load_params
+from components.io import atomic_path, load_arrays, read_json, save_arrays, write_json
+from components.params import Clean, Normalise, Split, load_params
 
 log = logging.getLogger(__name__)
 SPLITS = ("train", "val", "test")
+SCALERS = {"standard": StandardScaler, "minmax": MinMaxScaler, "robust": RobustScaler}
 
 
 @dataclass
@@ -56,21 +64,105 @@ class Normaliser:
     def from_dict(cls, state: dict) -> "Normaliser":
         return cls(mean=list(state["mean"]), std=list(state["std"]))
 
-    @classmethod
-    def load(cls, path: str | Path) -> "Normaliser":
-        return cls.from_dict(read_json(path))
+
+class IQRClipper(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
+    """Clip each column to [Q1 - k*IQR, Q3 + k*IQR], the quartiles learnt on train."""
+
+    def __init__(self, factor: float = 1.5):
+        self.factor = factor
+
+    def fit(self, x, y=None):
+        x = np.asarray(x, dtype=float)
+        self.n_features_in_ = x.shape[1]
+        q1, q3 = np.nanpercentile(x, [25, 75], axis=0)
+        self.low_, self.high_ = q1 - self.factor * (q3 - q1), q3 + self.factor * (q3 - q1)
+        return self
+
+    def transform(self, x):
+        return np.clip(x, self.low_, self.high_)
 
 
-def stratified_split(labels: np.ndarray, classes: list[str], split: Split, seed: int) -> dict[str, np.ndarray]:
-    """Indices of each split, stratified by class and fixed by the seed."""
-    counts = Counter(labels.tolist())
-    needed = max(3, int(np.ceil(1 / min(split.val_fraction, split.test_fraction))))
-    small = [f"{classes[c]!r} ({n})" for c, n in sorted(counts.items()) if n < needed]
-    if small:
-        raise UserError(f"class {', '.join(small)} has too few images for a stratified {split.val_fraction}/"
-                        f"{split.test_fraction} val/test split (need {needed}); add images or drop the class folder")
-    if len(counts) < 2:
-        raise UserError(f"only one class ({classes[0]!r}) found; a classifier needs at least two class folders")
+def check_schema(schema, table: pd.DataFrame, source: str) -> pd.DataFrame:
+    """Validate (and coerce) a table with a pandera schema; the first failure becomes one line naming
+    the column and row. Used in training and, from the schema saved with the model, at prediction time."""
+    import pandera.pandas as pa
+    try:
+        return schema.validate(table, lazy=True)
+    except pa.errors.SchemaErrors as exc:
+        case = exc.failure_cases.iloc[0]
+        if case["column"] is None or case["index"] is None or pd.isna(case["index"]):
+            raise UserError(f"{source}: {case['failure_case']}; the model needs columns "
+                            f"{', '.join(schema.columns)}") from None
+        expected = "a number" if "float" in str(schema.columns[case["column"]].dtype) else "text"
+        raise UserError(f"{source}: column {case['column']!r} row {case['index']} holds {case['failure_case']!r}, "
+                        f"which does not fit the model's schema (expected {expected})") from None
+
+
+class TablePreprocessor:
+    """Schema check, imputation, clipping, scaling and one-hot encoding of the feature columns."""
+
+    def __init__(self, numeric: list[str], categorical: list[str], scaling: str = "standard",
+                 clip_factor: float | None = None):
+        self.numeric, self.categorical = numeric, categorical
+        steps = [SimpleImputer(strategy="median")] + ([IQRClipper(clip_factor)] if clip_factor else [])
+        self.transformer = ColumnTransformer([
+            ("numeric", make_pipeline(*steps, SCALERS[scaling]()), numeric),
+            ("categorical", make_pipeline(SimpleImputer(strategy="most_frequent"),
+                                          OneHotEncoder(handle_unknown="ignore", sparse_output=False)), categorical),
+        ])
+        import pandera.pandas as pa
+        self.schema = pa.DataFrameSchema(
+            {c: pa.Column(float, nullable=True, coerce=True) for c in numeric}
+            | {c: pa.Column(str, nullable=True, coerce=True) for c in categorical}, strict=False)
+
+    def validate(self, table: pd.DataFrame, source: str = "input") -> pd.DataFrame:
+        """Apply the saved schema; scikit-learn then gets object columns with NaN for missing categories."""
+        frame = check_schema(self.schema, table, source)[self.numeric + self.categorical].copy()
+        for column in self.categorical:
+            frame[column] = frame[column].astype(object).where(frame[column].notna(), np.nan)
+        return frame
+
+    def fit(self, table: pd.DataFrame) -> "TablePreprocessor":
+        self.transformer.fit(self.validate(table, "train split"))
+        return self
+
+    def transform(self, table: pd.DataFrame, source: str = "input") -> np.ndarray:
+        x = np.asarray(self.transformer.transform(self.validate(table, source)), dtype=np.float32)
+        if not np.isfinite(x).all():
+            row, col = np.argwhere(~np.isfinite(x))[0]
+            raise UserError(f"{source}: row {row}: feature {self.feature_names()[col]!r} is NaN or infinite after "
+                            "preprocessing; clean that value")
+        return x
+
+    def feature_names(self) -> list[str]:
+        return self.transformer.get_feature_names_out().tolist()
+
+    def numeric_mask(self) -> np.ndarray:
+        return np.array([name.startswith("numeric__") for name in self.feature_names()])
+
+
+def save_preprocess(path: Path, meta: dict, preprocessor) -> None:
+    """outputs/preprocess/: meta.json (kind, classes, input settings) + normaliser.json or transformer files."""
+    path.mkdir(parents=True, exist_ok=True)
+    if isinstance(preprocessor, Normaliser):
+        write_json(path / "normaliser.json", preprocessor.to_dict())
+    else:
+        with atomic_path(path / "transformer.joblib") as tmp:
+            joblib.dump(preprocessor, tmp)
+        with atomic_path(path / "schema.yaml") as tmp:          # human-readable copy of the input contract
+            tmp.write_text(preprocessor.schema.to_yaml())
+    write_json(path / "meta.json", meta)
+
+
+def load_preprocess(path: Path) -> tuple[dict, "Normaliser | TablePreprocessor"]:
+    meta = read_json(path / "meta.json")
+    if meta["kind"] == "image_folder":
+        return meta, Normaliser.from_dict(read_json(path / "normaliser.json"))
+    return meta, joblib.load(path / "transformer.joblib")
+
+
+def stratified_split(labels: np.ndarray, split: Split, seed: int) -> dict[str, np.ndarray]:
+    """Indices of each split, stratified by class and fixed by the seed (clean made every class big enough)."""
     everything = np.arange(len(labels))
     rest, test = train_test_split(everything, test_size=split.test_fraction, stratify=labels, random_state=seed)
     val_share = split.val_fraction / (1 - split.test_fraction)
@@ -78,49 +170,86 @@ def stratified_split(labels: np.ndarray, classes: list[str], split: Split, seed:
     return {"train": np.sort(train), "val": np.sort(val), "test": np.sort(test)}
 
 
-def split_and_normalise(images: np.ndarray, labels: np.ndarray, classes: list[str], split: Split,
+def split_and_normalise(images: np.ndarray, labels: np.ndarray, split: Split,
                         seed: int) -> tuple[dict[str, dict[str, np.ndarray]], Normaliser]:
-    """Split, fit the normaliser on the train split only, and transform every split."""
-    indices = stratified_split(labels, classes, split, seed)
+    """Images: split, fit the normaliser on the train split only, and transform every split."""
+    indices = stratified_split(labels, split, seed)
     normaliser = Normaliser().fit(images[indices["train"]])
-    parts = {
-        name: {"index": idx, "raw": images[idx], "x": normaliser.transform(images[idx]), "y": labels[idx]}
-        for name, idx in indices.items()
-    }
+    parts = {name: {"index": idx, "raw": images[idx], "x": normaliser.transform(images[idx]), "y": labels[idx]}
+             for name, idx in indices.items()}
     return parts, normaliser
 
 
-def normalise_files(clean_path: Path, split: Split, seed: int, out_dir: Path, normaliser_path: Path) -> None:
-    """clean.npz -> out_dir/{train,val,test}.npz and the fitted normaliser; both engines call this."""
-    clean = load_arrays(clean_path)
-    classes = clean["classes"].tolist()
-    parts, normaliser = split_and_normalise(clean["images"], clean["labels"], classes, split, seed)
+def split_and_preprocess_table(table: pd.DataFrame, labels: np.ndarray, meta: dict, split: Split, seed: int,
+                               normalise: Normalise, clean: Clean) -> tuple[dict, TablePreprocessor]:
+    """Tables: split, fit the preprocessor on the train rows only, and transform every split."""
+    indices = stratified_split(labels, split, seed)
+    clip = clean.iqr_factor if clean.outliers == "iqr_clip" else None
+    preprocessor = TablePreprocessor(meta["numeric"], meta["categorical"], normalise.numeric, clip)
+    preprocessor.fit(table.iloc[indices["train"]])
+    parts = {name: {"index": idx, "raw": table.iloc[idx].reset_index(drop=True),
+                    "x": preprocessor.transform(table.iloc[idx], f"{name} split"), "y": labels[idx]}
+             for name, idx in indices.items()}
+    return parts, preprocessor
+
+
+def load_raw(split_dir: Path, name: str):
+    """The raw inputs of one split, as the served model takes them: pixels (n, h, w, c) or a DataFrame."""
+    table = split_dir / f"{name}_raw.parquet"
+    if table.exists():
+        return pd.read_parquet(table)
+    return load_arrays(split_dir / f"{name}.npz")["raw"].astype(np.float32)
+
+
+def normalise_files(clean_dir: Path, split: Split, seed: int, normalise: Normalise, clean: Clean, out_dir: Path,
+                    preprocess_dir: Path) -> None:
+    """outputs/clean -> out_dir/{train,val,test}.npz (+ *_raw.parquet for tables) and the fitted preprocessor."""
+    meta = read_json(clean_dir / "meta.json")
+    if meta["kind"] == "image_folder":
+        clean = load_arrays(clean_dir / "images.npz")
+        ids, labels = clean["ids"], clean["labels"]
+        parts, preprocessor = split_and_normalise(clean["images"], labels, split, seed)
+    else:
+        table = pd.read_parquet(clean_dir / "table.parquet")
+        ids, labels = table.pop("_id").to_numpy().astype(str), table.pop("_label").to_numpy()
+        parts, preprocessor = split_and_preprocess_table(table, labels, meta, split, seed, normalise, clean)
+    out_dir.mkdir(parents=True, exist_ok=True)
     for name, part in parts.items():
-        save_arrays(out_dir / f"{name}.npz", classes=clean["classes"], paths=clean["paths"][part.pop("index")], **part)
-    write_json(normaliser_path, normaliser.to_dict())
-    log.info("split %s; train mean %s std %s", {k: len(v["y"]) for k, v in parts.items()},
-             np.round(normaliser.mean, 4).tolist(), np.round(normaliser.std, 4).tolist())
+        raw = part.pop("raw")
+        if isinstance(raw, pd.DataFrame):
+            with atomic_path(out_dir / f"{name}_raw.parquet") as tmp:
+                raw.to_parquet(tmp, index=False)
+        else:
+            part["raw"] = raw
+        save_arrays(out_dir / f"{name}.npz", classes=np.array(meta["classes"]), ids=ids[part.pop("index")], **part)
+    save_preprocess(preprocess_dir, meta, preprocessor)
+    log.info("split %s (stratified, seed %d); preprocessing fitted on the %d train examples",
+             {k: len(v["y"]) for k, v in parts.items()}, seed, len(parts["train"]["y"]))
 
 
 def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(description="Split stratified and normalise (fitted on train only).")
     parser.add_argument("--params", default="params.yaml")
-    parser.add_argument("--clean", type=Path, required=True)
+    parser.add_argument("--clean", type=Path, required=True, help="clean stage's output folder")
     parser.add_argument("--out", type=Path, required=True, help="folder for train/val/test .npz")
-    parser.add_argument("--normaliser", type=Path, required=True)
+    parser.add_argument("--preprocess", type=Path, required=True, help="folder for the fitted preprocessing")
     args = parser.parse_args(argv)
-    params = load_params(args.params)
-    normalise_files(args.clean, params.split, params.seed, args.out, args.normaliser)
+    p = load_params(args.params)
+    normalise_files(args.clean, p.split, p.seed, p.normalise, p.clean, args.out, args.preprocess)
 
 
-def normalise_step(clean: Input[Dataset], seed: int, split: dict, splits: Output[Dataset],
-                   normaliser: Output[Artifact]):
-    """Kubeflow: `splits` is a folder holding train.npz, val.npz and test.npz."""
+def normalise_step(clean: Input[Dataset], seed: int, split: dict, normalise: dict, clean_cfg: dict,
+                   splits: Output[Dataset], preprocess: Output[Artifact]):
+    """Kubeflow: `splits` is a folder holding train/val/test; `preprocess` travels with the model."""
     from pathlib import Path
     from components.normalise import normalise_files
-    from components.params import Split
-    normalise_files(Path(clean.path), Split.model_validate(split), seed, Path(splits.path), Path(normaliser.path))
+    from components.params import Clean, Normalise, Split
+    normalise_files(Path(clean.path), Split.model_validate(split), seed, Normalise.model_validate(normalise),
+                    Clean.model_validate(clean_cfg), Path(splits.path), Path(preprocess.path))
 
 
 if __name__ == "__main__":
-    run_cli(main)
+    # Run the importable module's main, so the pickled preprocessor refers to components.normalise.*
+    # rather than __main__.*, which no other process could load.
+    from components.normalise import main as importable_main
+    run_cli(importable_main)

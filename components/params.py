@@ -16,10 +16,40 @@ class Section(BaseModel):
 
 
 class Data(Section):
-    kind: Literal["image_folder"] = "image_folder"
+    kind: Literal["image_folder", "tabular"] = "image_folder"
     path: str = "data/digits"
+    # image_folder
     image_size: tuple[int, int] | None = None
     channels: Literal[1, 3] = 1
+    # tabular
+    format: Literal["csv", "parquet"] | None = None   # None: from the file extension
+    target: str | None = None
+    features: list[str] | None = None                 # None: every column but the target
+    categorical: list[str] = []                       # force these columns to be categories
+    numeric: list[str] = []                           # force these columns to be numbers
+
+    @model_validator(mode="after")
+    def table_has_target(self) -> "Data":
+        if self.kind == "tabular" and not self.target:
+            raise ValueError("data.kind tabular needs data.target, the column holding the class labels")
+        if set(self.categorical) & set(self.numeric):
+            raise ValueError(f"columns {sorted(set(self.categorical) & set(self.numeric))} are both categorical "
+                             "and numeric")
+        return self
+
+
+class Clean(Section):
+    on_bad_file: Literal["drop", "fail"] = "drop"      # unreadable / non-image files in an image folder
+    missing: Literal["impute", "drop", "fail"] = "impute"  # tables: impute = train median / most frequent
+    missing_by_column: dict[str, Literal["impute", "drop", "fail"]] = {}
+    outliers: Literal["none", "iqr_clip", "zscore_drop"] = "none"
+    iqr_factor: float = Field(1.5, gt=0)             # iqr_clip: clip to [Q1 - f*IQR, Q3 + f*IQR] of train
+    zscore: float = Field(4.0, gt=0)                 # zscore_drop: drop rows beyond this many std devs
+    small_classes: Literal["drop", "fail"] = "drop"  # classes too small for the stratified split
+
+
+class Normalise(Section):
+    numeric: Literal["standard", "minmax", "robust"] = "standard"   # tables; images: per-channel standard
 
 
 class Split(Section):
@@ -39,6 +69,8 @@ class Augment(Section):
     scale: tuple[float, float] = (0.9, 1.1)
     translate: float = Field(0.1, ge=0, lt=1)
     hflip: bool = False
+    jitter: float = Field(0.0, ge=0)    # tables: std of Gaussian noise on scaled numeric features in copies
+    oversample: bool = False            # tables: repeat rows of smaller classes up to the largest class
 
 
 class Train(Section):
@@ -48,6 +80,7 @@ class Train(Section):
     lr: float = Field(0.003, gt=0)
     patience: int = Field(5, ge=1)
     width: int = Field(32, ge=1)
+    hidden: list[int] = [64, 64]        # tables: the MLP's hidden layer sizes
     gpus: int = Field(1, ge=0)  # GPUs the Kubeflow train task requests (0: none); locally train.device decides
 
 
@@ -94,7 +127,9 @@ warnings.filterwarnings("ignore", message='Field name "register"', category=User
 class Params(Section):
     seed: int = 42
     data: Data = Data()
+    clean: Clean = Clean()
     split: Split = Split()
+    normalise: Normalise = Normalise()
     augment: Augment = Augment()
     train: Train = Train()
     register: Register = Register()

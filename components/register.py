@@ -1,18 +1,17 @@
-"""register: log the model (normaliser included) as a new version; move `champion` only to a better model.
+"""register: log the model (preprocessing included) as a new version; move `champion` only to a better model.
 
 Promotion rule: macro-F1 >= register.min_macro_f1, and, when a champion exists, the champion is
 re-scored on the *current* test split and the candidate must beat it: with
 register.require_significance, the lower bound of a paired-bootstrap confidence interval on the
 macro-F1 difference (candidate - champion) must be above 0.
 
-    python -m components.register --model outputs/model.pt --normaliser outputs/normaliser.json \
-        --test outputs/split/test.npz --predictions reports/predictions.csv \
+    python -m components.register --model outputs/model.pt --preprocess outputs/preprocess \
+        --split outputs/split --predictions reports/predictions.csv \
         --metrics reports/metrics.json --run-info outputs/train_run.json --out reports/registration.json
 """
 
 import argparse
 import logging
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +22,7 @@ from kfp.dsl import Artifact, Dataset, Input, Markdown, Model, Output
 
 from components.errors import run_cli
 from components.io import load_arrays, read_json, write_json
+from components.normalise import load_raw
 from components.params import Register, load_params
 
 log = logging.getLogger(__name__)
@@ -47,13 +47,17 @@ def paired_bootstrap(y_true: np.ndarray, candidate: np.ndarray, champion: np.nda
 
 
 def decide(y_true: np.ndarray, candidate: np.ndarray, champion: np.ndarray | None, n_classes: int,
-           cfg: Register, seed: int) -> dict:
-    """The promotion decision with its numbers; champion=None when there is no champion yet."""
+           cfg: Register, seed: int, champion_problem: str = "") -> dict:
+    """The promotion decision with its numbers; champion=None when there is no champion yet, or, with
+    champion_problem, when the champion cannot score this test split (never promote blindly then)."""
     cand_f1 = macro_f1(y_true, candidate, n_classes)
     decision = {"promoted": False, "candidate_macro_f1": cand_f1, "champion_macro_f1": None,
                 "ci_low": None, "ci_high": None}
     if cand_f1 < cfg.min_macro_f1:
         return decision | {"reason": f"macro_f1 {cand_f1:.4f} is below register.min_macro_f1 {cfg.min_macro_f1}"}
+    if champion_problem:
+        return decision | {"reason": f"the champion cannot score this test split ({champion_problem}); not promoted. "
+                                     "If the input format changed on purpose, move the alias by hand"}
     if champion is None:
         return decision | {"promoted": True, "reason": f"first model: macro_f1 {cand_f1:.4f} >= {cfg.min_macro_f1}"}
 
@@ -71,19 +75,24 @@ def decide(y_true: np.ndarray, candidate: np.ndarray, champion: np.ndarray | Non
                        "reason": f"macro_f1 {cand_f1:.4f} {verdict} champion's {champ_f1:.4f} on this test split; {ci}"}
 
 
-def champion_predictions(client, name: str, raw: np.ndarray, classes: list[str]) -> tuple[str | None, np.ndarray | None]:
-    """(version, predicted class indices) of the current champion re-scored on this test split."""
+def champion_predictions(client, name: str, raw, classes: list[str]) -> tuple[str | None, np.ndarray | None, str]:
+    """(version, predicted class indices, problem) of the current champion re-scored on this test split;
+    (None, None, "") without a champion, (version, None, why) when it cannot score this input."""
     import mlflow
     try:
         version = str(client.get_model_version_by_alias(name, ALIAS).version)
     except mlflow.exceptions.MlflowException:
-        return None, None
-    labels = mlflow.pyfunc.load_model(f"models:/{name}/{version}").predict(raw.astype(np.float32))["label"]
+        return None, None, ""
+    try:
+        from components.serving import score_registered_model
+        labels = score_registered_model(f"models:/{name}/{version}", raw)["label"].astype(str).tolist()
+    except RuntimeError as exc:      # e.g. the input format changed since the champion was trained
+        return version, None, str(exc)[:200]
     index = {c: i for i, c in enumerate(classes)}
-    return version, np.array([index.get(str(label), -1) for label in labels])
+    return version, np.array([index.get(label, -1) for label in labels]), ""
 
 
-def register_files(cfg: Register, seed: int, model_path: Path, normaliser_path: Path, test_path: Path,
+def register_files(cfg: Register, seed: int, model_path: Path, preprocess_dir: Path, split_dir: Path,
                    predictions_path: Path, metrics_path: Path, run_info_path: Path, out: Path,
                    engine: str = "dvc") -> dict:
     """Log and register the model, apply the champion rule, write registration.json; returns its content."""
@@ -91,26 +100,26 @@ def register_files(cfg: Register, seed: int, model_path: Path, normaliser_path: 
     import mlflow
     from mlflow.models import infer_signature
 
-    test = load_arrays(test_path)
+    test = load_arrays(split_dir / "test.npz")
     classes = test["classes"].tolist()
     index = {c: i for i, c in enumerate(classes)}
     candidate = np.array([index[str(c)] for c in pd.read_csv(predictions_path, dtype=str)["predicted"]])
     metrics, run_info = read_json(metrics_path), read_json(run_info_path)
-    raw = test["raw"].astype(np.float32)
+    raw = load_raw(split_dir, "test")
+    meta = read_json(preprocess_dir / "meta.json")
 
     tracking.configure()
     client = mlflow.MlflowClient()
-    champion_version, champion = champion_predictions(client, cfg.model_name, raw, classes)
-    decision = decide(test["y"], candidate, champion, len(classes), cfg, seed)
+    champion_version, champion, problem = champion_predictions(client, cfg.model_name, raw, classes)
+    decision = decide(test["y"], candidate, champion, len(classes), cfg, seed, champion_problem=problem)
 
     example = raw[:2]       # >= 2 rows so nothing freezes the batch size at 1
     example_output = serving.predictions_frame(np.full((2, len(classes)), 1 / len(classes), np.float32), classes)
-    with tracking.resume_run(run_info["run_id"]) as run, warnings.catch_warnings():
-        # The signature below validates input; MLflow's hint to use type hints instead does not apply.
-        warnings.filterwarnings("ignore", message=".*type hints to the `predict` method")
+    with tracking.resume_run(run_info["run_id"]) as run:
         info = mlflow.pyfunc.log_model(
             name="model", python_model=serving.__file__,
-            artifacts={"model": str(model_path), "normaliser": str(normaliser_path)},
+            artifacts={"model": str(model_path), "preprocess": str(preprocess_dir)},
+            metadata={key: meta[key] for key in ("kind", "classes", "image_size", "channels", "target")},
             code_paths=[str(Path(serving.__file__).parent)],
             signature=infer_signature(example, example_output), input_example=example,
             pip_requirements=serving.pinned_requirements(), registered_model_name=cfg.model_name)
@@ -154,27 +163,27 @@ def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(description="Register the model; promote it to champion if it earns it.")
     parser.add_argument("--params", default="params.yaml")
     parser.add_argument("--model", type=Path, required=True)
-    parser.add_argument("--normaliser", type=Path, required=True)
-    parser.add_argument("--test", type=Path, required=True)
+    parser.add_argument("--preprocess", type=Path, required=True)
+    parser.add_argument("--split", type=Path, required=True, help="normalise's output folder")
     parser.add_argument("--predictions", type=Path, required=True, help="evaluate's test predictions")
     parser.add_argument("--metrics", type=Path, required=True)
     parser.add_argument("--run-info", type=Path, required=True)
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
     params = load_params(args.params)
-    register_files(params.register, params.seed, args.model, args.normaliser, args.test, args.predictions,
+    register_files(params.register, params.seed, args.model, args.preprocess, args.split, args.predictions,
                    args.metrics, args.run_info, args.out)
 
 
-def register_step(model: Input[Model], normaliser: Input[Artifact], splits: Input[Dataset],
+def register_step(model: Input[Model], preprocess: Input[Artifact], splits: Input[Dataset],
                   predictions: Input[Dataset], metrics_json: Input[Artifact], run_info: Input[Artifact], seed: int,
                   register: dict, registration: Output[Artifact], report: Output[Markdown]):
     """Kubeflow: never cached, since it reads and moves the registry's champion."""
     from pathlib import Path
     from components.params import Register
     from components.register import register_files, summary_markdown
-    result = register_files(Register.model_validate(register), seed, Path(model.path), Path(normaliser.path),
-                            Path(splits.path) / "test.npz", Path(predictions.path), Path(metrics_json.path),
+    result = register_files(Register.model_validate(register), seed, Path(model.path), Path(preprocess.path),
+                            Path(splits.path), Path(predictions.path), Path(metrics_json.path),
                             Path(run_info.path), Path(registration.path), engine="kubeflow")
     Path(report.path).write_text(summary_markdown(result))
 

@@ -1,10 +1,15 @@
-"""How the shipped sample data was made: scikit-learn's handwritten digits as class folders of PNGs.
+"""How the shipped sample data was made.
 
-The result is tracked by DVC (data.dvc) and stored in the in-repo DVC remote `.dvc/sample-remote`,
-so `dvc pull` restores byte-identical files; this module is kept to show the provenance and to let
-tests build small real image folders.
+- data/digits/: scikit-learn's handwritten digits (1,797 8x8 grey images) as class folders of PNGs;
+- data/penguins/penguins.csv: the Palmer penguins table from the palmerpenguins package, as
+  published (344 rows, missing values, categorical island/sex, 3 species).
+
+Both are tracked by DVC (data.dvc) and stored in the in-repo DVC remote `.dvc/sample-remote`, so
+`dvc pull` restores byte-identical files; this module shows the provenance and lets tests build
+small real data sets.
 
     python -m components.sample_data data/digits
+    python -m components.sample_data --penguins data/penguins/penguins.csv
 """
 from __future__ import annotations
 
@@ -39,12 +44,26 @@ def export_digits(dest: str | Path, limit_per_class: int | None = None) -> int:
     return len(images)
 
 
+def export_penguins(dest: str | Path) -> int:
+    """Copy the palmerpenguins CSV (missing values included) to dest; returns the number of rows."""
+    from importlib.resources import files
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    content = files("palmerpenguins").joinpath("data", "penguins.csv").read_bytes()
+    dest.write_bytes(content)
+    return content.count(b"\n") - 1
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("dest", type=Path)
     parser.add_argument("--limit-per-class", type=int, default=None)
+    parser.add_argument("--penguins", action="store_true", help="write the penguins CSV to dest instead")
     args = parser.parse_args(argv)
-    print(f"wrote {export_digits(args.dest, args.limit_per_class)} images under {args.dest}")
+    if args.penguins:
+        print(f"wrote {export_penguins(args.dest)} rows to {args.dest}")
+    else:
+        print(f"wrote {export_digits(args.dest, args.limit_per_class)} images under {args.dest}")
 
 
 if __name__ == "__main__":

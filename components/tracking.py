@@ -24,13 +24,22 @@ def tracking_uri() -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
 
 
+def absolute_tracking_uri() -> str:
+    """The tracking URI with a relative sqlite path made absolute, for processes with another working dir."""
+    uri = tracking_uri()
+    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+        return f"sqlite:///{Path(uri.removeprefix('sqlite:///')).resolve()}"
+    return uri
+
+
 def _sqlite_file(uri: str) -> Path | None:
     return Path(uri.removeprefix("sqlite:///")) if uri.startswith("sqlite:///") else None
 
 
 def configure() -> str:
-    """Point MLflow at the store; a local sqlite store gets its folder created."""
-    uri = tracking_uri()
+    """Point MLflow at the store (MLflow exports it to child processes too); a local sqlite store gets its
+    folder created and an absolute path, so children with another working directory find the same store."""
+    uri = absolute_tracking_uri()
     db = _sqlite_file(uri)
     if db is not None:
         db.parent.mkdir(parents=True, exist_ok=True)

@@ -23,7 +23,7 @@ from kfp.dsl import Artifact, Dataset, Input, Model, Output
 
 from components.errors import run_cli
 from components.io import atomic_path, load_arrays, write_json
-from components.model import SmallCNN, predict_proba, resolve_device, save_model
+from components.model import build_model, model_config, predict_proba, resolve_device, save_model
 from components.params import Params, Train, load_params
 
 log = logging.getLogger(__name__)
@@ -31,19 +31,20 @@ log = logging.getLogger(__name__)
 
 def fit(train_x: np.ndarray, train_y: np.ndarray, val_x: np.ndarray, val_y: np.ndarray, n_classes: int,
         cfg: Train, seed: int, device: str,
-        on_epoch: Callable[[dict], None] = lambda row: None) -> tuple[SmallCNN, list[dict]]:
-    """Train on normalised (n, c, h, w) images; return the net at its best validation macro-F1 and the history."""
+        on_epoch: Callable[[dict], None] = lambda row: None) -> tuple[torch.nn.Module, list[dict]]:
+    """Train on preprocessed inputs (images (n, c, h, w): a CNN; table rows (n, d): an MLP);
+    return the net at its best validation macro-F1 and the history."""
     torch.manual_seed(seed)
     if device == "cpu":
         torch.use_deterministic_algorithms(True)      # same seed, same model, on CPU
-    net = SmallCNN(train_x.shape[1], n_classes, cfg.width).to(device)
+    net = build_model(model_config(train_x, [str(c) for c in range(n_classes)], cfg.width, cfg.hidden)).to(device)
     optimizer = torch.optim.Adam(net.parameters(), lr=cfg.lr)
     x, y = torch.from_numpy(train_x).to(device), torch.from_numpy(train_y).to(device)
     order = torch.Generator().manual_seed(seed)
 
     history: list[dict] = []
     best_f1, best_state, epochs_without_gain = -1.0, None, 0
-    bar = tqdm(range(1, cfg.epochs + 1), desc="train", unit="epoch")
+    bar = tqdm(range(1, cfg.epochs + 1), desc="train", unit="epoch", disable=None)  # None: only on a terminal
     for epoch in bar:
         net.train()
         loss_sum = torch.zeros((), device=device)    # accumulated on the device: no host sync per step
@@ -104,8 +105,7 @@ def train_files(train_path: Path, val_path: Path, params: Params, model_path: Pa
         best = max(history, key=lambda row: row["val_macro_f1"])
         mlflow.log_metrics({"best_val_macro_f1": best["val_macro_f1"], "epochs_run": len(history)})
 
-    save_model(model_path, net.cpu(), {"in_channels": int(train["x"].shape[1]), "width": params.train.width,
-                                       "classes": classes, "image_shape": list(train["x"].shape[1:])})
+    save_model(model_path, net.cpu(), model_config(train["x"], classes, params.train.width, params.train.hidden))
     write_history(history_path, history)
     run_info = {"run_id": run.info.run_id, "experiment_id": run.info.experiment_id,
                 "tracking_uri": tracking.tracking_uri(), "device": device,
@@ -131,15 +131,15 @@ def main(argv: list[str]) -> None:
 
 
 def train_step(augmented: Input[Dataset], splits: Input[Dataset], clean_report: Input[Artifact], seed: int,
-               data: dict, split: dict, augment: dict, train: dict, mlflow: dict,
+               data: dict, clean_cfg: dict, split: dict, normalise: dict, augment: dict, train: dict, mlflow: dict,
                model: Output[Model], run_info: Output[Artifact], history: Output[Artifact]):
     """Kubeflow: takes every params section the run logs, as the DVC run does.
     MLflow's address and credentials come from the environment (a Kubernetes Secret)."""
     from pathlib import Path
     from components.params import Params
     from components.train import train_files
-    params = Params.model_validate(
-        {"seed": seed, "data": data, "split": split, "augment": augment, "train": train, "mlflow": mlflow})
+    params = Params.model_validate({"seed": seed, "data": data, "clean": clean_cfg, "split": split,
+                                    "normalise": normalise, "augment": augment, "train": train, "mlflow": mlflow})
     train_files(Path(augmented.path), Path(splits.path) / "val.npz", params, Path(model.path), Path(run_info.path),
                 Path(history.path), Path(clean_report.path), engine="kubeflow")
 

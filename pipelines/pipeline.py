@@ -54,7 +54,9 @@ def build_pipeline(params: Params, image: str | None = None):
         dvc_path: str = params.data.path,
         seed: int = params.seed,
         data: dict = p["data"],
+        clean: dict = p["clean"],
         split: dict = p["split"],
+        normalise: dict = p["normalise"],
         augment: dict = p["augment"],
         train: dict = p["train"],
         register: dict = p["register"],
@@ -62,14 +64,15 @@ def build_pipeline(params: Params, image: str | None = None):
     ) -> NamedTuple("Outputs", metrics_json=Artifact, registration=Artifact):
         fetched = _limit(fetch_op(data_uri=data_uri, dvc_repo=dvc_repo, dvc_rev=dvc_rev, dvc_path=dvc_path),
                          k.resources).set_display_name("fetch")
-        cleaned = _limit(clean_op(raw=fetched.outputs["raw"], data=data), k.resources).set_display_name("clean")
-        split_task = _limit(normalise_op(clean=cleaned.outputs["clean"], seed=seed, split=split),
-                            k.resources).set_display_name("normalise")
-        augmented = _limit(augment_op(splits=split_task.outputs["splits"], normaliser=split_task.outputs["normaliser"],
+        cleaned = _limit(clean_op(raw=fetched.outputs["raw"], data=data, clean_cfg=clean, split=split),
+                         k.resources).set_display_name("clean")
+        split_task = _limit(normalise_op(clean=cleaned.outputs["clean"], seed=seed, split=split, normalise=normalise,
+                                         clean_cfg=clean), k.resources).set_display_name("normalise")
+        augmented = _limit(augment_op(splits=split_task.outputs["splits"], preprocess=split_task.outputs["preprocess"],
                                       seed=seed, augment=augment), k.resources).set_display_name("augment")
         trained = _limit(train_op(augmented=augmented.outputs["augmented"], splits=split_task.outputs["splits"],
-                                  clean_report=cleaned.outputs["report"], seed=seed, data=data, split=split,
-                                  augment=augment, train=train, mlflow=mlflow),
+                                  clean_report=cleaned.outputs["report"], seed=seed, data=data, clean_cfg=clean,
+                                  split=split, normalise=normalise, augment=augment, train=train, mlflow=mlflow),
                          k.train_resources).set_display_name("train")
         if params.train.gpus > 0:
             trained.set_accelerator_type("nvidia.com/gpu").set_accelerator_limit(params.train.gpus)
@@ -79,7 +82,7 @@ def build_pipeline(params: Params, image: str | None = None):
                 kubernetes.add_toleration(trained, **toleration.model_dump(exclude_none=True))
         scored = _limit(evaluate_op(model=trained.outputs["model"], splits=split_task.outputs["splits"],
                                     run_info=trained.outputs["run_info"]), k.resources).set_display_name("evaluate")
-        registered = _limit(register_op(model=trained.outputs["model"], normaliser=split_task.outputs["normaliser"],
+        registered = _limit(register_op(model=trained.outputs["model"], preprocess=split_task.outputs["preprocess"],
                                         splits=split_task.outputs["splits"], predictions=scored.outputs["predictions"],
                                         metrics_json=scored.outputs["metrics_json"],
                                         run_info=trained.outputs["run_info"], seed=seed, register=register),

@@ -16,7 +16,6 @@ from pathlib import Path
 
 from components.errors import run_cli
 from components.params import load_params
-from components.tracking import DEFAULT_TRACKING_URI
 
 log = logging.getLogger(__name__)
 
@@ -30,11 +29,8 @@ def run_local(output_dir: Path, params_path: Path = Path("params.yaml"), data_ur
     if not (data_uri or dvc_repo):
         data_uri = str(Path(params.data.path).resolve())
     # Tasks are separate processes with their own working directory: give them absolute locations.
-    uri = os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
-    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
-        uri = f"sqlite:///{Path(uri.removeprefix('sqlite:///')).resolve()}"
-    os.environ["MLFLOW_TRACKING_URI"] = uri
     from components import tracking
+    os.environ["MLFLOW_TRACKING_URI"] = tracking.absolute_tracking_uri()
     tracking.configure()
     tracking.experiment_id(params.mlflow.experiment)   # create the store once, before tasks race to migrate it
 

@@ -20,7 +20,7 @@ from pipelines.compile import compile_pipeline
 
 SERVICE_ACCOUNT_TOKEN = Path("/var/run/secrets/kubernetes.io/serviceaccount/token")
 SOURCE_PARAMS = ("data_uri", "dvc_repo", "dvc_rev", "dvc_path")
-SECTIONS = ("data", "split", "augment", "train", "register", "mlflow")
+SECTIONS = ("data", "clean", "split", "normalise", "augment", "train", "register", "mlflow")
 
 
 def pipeline_arguments(params: Params, overrides: list[str]) -> dict:

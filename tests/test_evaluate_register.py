@@ -78,3 +78,9 @@ def test_paired_bootstrap_is_seeded_and_widens_with_confidence(truth):
     wide = paired_bootstrap(truth, a, b, 4, resamples=300, confidence=0.99, seed=5)
     assert narrow == paired_bootstrap(truth, a, b, 4, resamples=300, confidence=0.8, seed=5)
     assert wide[0] < narrow[0] < narrow[1] < wide[1]
+
+
+def test_a_champion_that_cannot_score_the_test_split_is_never_replaced_blindly(truth):
+    decision = decide(truth, truth.copy(), None, 4, Register(), seed=0, champion_problem="expects 8x8 images")
+    assert decision["promoted"] is False and "cannot score this test split (expects 8x8 images)" in decision["reason"]
+    assert decision["candidate_macro_f1"] == 1.0

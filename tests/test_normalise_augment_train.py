@@ -7,8 +7,9 @@ import torch
 
 from components.augment import augment_images
 from components.errors import UserError
-from components.normalise import Normaliser, split_and_normalise, stratified_split
-from components.params import Augment, Split, Train
+from components.clean import Cleaned, drop_small_classes
+from components.normalise import Normaliser, split_and_normalise
+from components.params import Augment, Clean, Split, Train
 from components.sample_data import digit_images
 from components.train import fit
 
@@ -21,10 +22,9 @@ def digits():
 
 def test_split_is_stratified_deterministic_and_scaled_with_train_statistics(digits):
     images, labels = digits
-    classes = [str(c) for c in range(10)]
-    parts, normaliser = split_and_normalise(images, labels, classes, Split(), seed=3)
-    again, _ = split_and_normalise(images, labels, classes, Split(), seed=3)
-    other, _ = split_and_normalise(images, labels, classes, Split(), seed=4)
+    parts, normaliser = split_and_normalise(images, labels, Split(), seed=3)
+    again, _ = split_and_normalise(images, labels, Split(), seed=3)
+    other, _ = split_and_normalise(images, labels, Split(), seed=4)
     assert all(np.array_equal(parts[k]["index"], again[k]["index"]) for k in parts)
     assert not np.array_equal(parts["test"]["index"], other["test"]["index"])
     assert [len(parts[k]["y"]) for k in ("train", "val", "test")] == [195, 45, 60]
@@ -35,11 +35,18 @@ def test_split_is_stratified_deterministic_and_scaled_with_train_statistics(digi
     assert Normaliser.from_dict(normaliser.to_dict()).transform(images[:3]).tobytes() == normaliser.transform(images[:3]).tobytes()
 
 
-def test_class_too_small_to_split_is_named(digits):
+def test_class_too_small_to_split_is_dropped_and_reported_or_fails(digits):
     images, labels = digits
     keep = np.r_[np.flatnonzero(labels != 7), np.flatnonzero(labels == 7)[:2]]
-    with pytest.raises(UserError, match=r"class '7' \(2\) has too few images"):
-        stratified_split(labels[keep], [str(c) for c in range(10)], Split(), seed=0)
+    cleaned = Cleaned(labels=[str(c) for c in labels[keep]], ids=[f"img{i}" for i in keep], images=images[keep])
+    with pytest.raises(UserError, match=r"data/x: class '7' has 2 examples, too few .* \(need 7\)"):
+        drop_small_classes(cleaned, Clean(small_classes="fail"), Split(), "data/x")
+    drop_small_classes(cleaned, Clean(), Split(), "data/x")
+    assert "7" not in cleaned.labels and len(cleaned.images) == len(cleaned.labels) == 270
+    assert [d["reason"] for d in cleaned.dropped] == ["small_class"] * 2
+    two = Cleaned(labels=["a"] * 10 + ["b"] * 2, ids=[str(i) for i in range(12)])
+    with pytest.raises(UserError, match="only class 'a' left after cleaning"):
+        drop_small_classes(two, Clean(), Split(), "data/x")
 
 
 def test_augmentation_is_seeded_with_per_sample_parameters(digits):
@@ -64,7 +71,7 @@ def test_augmentation_is_seeded_with_per_sample_parameters(digits):
 
 def test_training_is_deterministic_on_cpu_and_early_stops(digits):
     images, labels = digits
-    parts, _ = split_and_normalise(images, labels, [str(c) for c in range(10)], Split(), seed=0)
+    parts, _ = split_and_normalise(images, labels, Split(), seed=0)
     cfg = Train(epochs=4, batch_size=32, width=8, patience=1)
     args = (parts["train"]["x"], parts["train"]["y"], parts["val"]["x"], parts["val"]["y"], 10, cfg, 0, "cpu")
     rows = []

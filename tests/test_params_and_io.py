@@ -51,3 +51,4 @@ def test_sample_data_matches_data_dvc_exactly():
                             text=True, check=True)
     assert result.stdout.strip() == "{}"
     assert sum(1 for p in (REPO / "data" / "digits").rglob("*.png")) == 1797
+    assert (REPO / "data" / "penguins" / "penguins.csv").read_text().count("\n") == 345    # header + 344 rows

@@ -25,8 +25,8 @@ def test_first_repro_runs_every_stage_in_pipeline_order(trained):
     assert list(lock["stages"]) == STAGES
     # Each stage consumes what the one before it produced.
     deps = {name: {d["path"] for d in stage.get("deps", [])} for name, stage in lock["stages"].items()}
-    assert "outputs/clean.npz" in deps["normalise"]
-    assert {"outputs/split/train.npz", "outputs/normaliser.json"} <= deps["augment"]
+    assert "outputs/clean" in deps["normalise"]
+    assert {"outputs/split", "outputs/preprocess"} <= deps["augment"]
     assert "outputs/augmented/train.npz" in deps["train"]
     assert "outputs/model.pt" in deps["evaluate"]
     assert {"reports/metrics.json", "reports/predictions.csv"} <= deps["register"]
@@ -60,7 +60,7 @@ def test_metrics_json_equals_scikit_learn_on_the_test_predictions(trained):
 
 
 def test_normaliser_is_fitted_on_the_train_split_only(trained):
-    stats = trained.json("outputs/normaliser.json")
+    stats = trained.json("outputs/preprocess/normaliser.json")
     split = {name: load_arrays(trained.root / f"outputs/split/{name}.npz") for name in ("train", "val", "test")}
     train_pixels = split["train"]["raw"] / 255.0
     assert stats["mean"] == pytest.approx([train_pixels.mean()], abs=1e-9)
@@ -72,18 +72,18 @@ def test_normaliser_is_fitted_on_the_train_split_only(trained):
         expected = (part["raw"].astype(np.float32) / 255 - stats["mean"][0]) / stats["std"][0]
         np.testing.assert_allclose(part["x"][:, 0], expected[..., 0], rtol=1e-5, atol=1e-5)
     # stratified and disjoint
-    paths = [set(part["paths"].tolist()) for part in split.values()]
+    paths = [set(part["ids"].tolist()) for part in split.values()]
     assert not (paths[0] & paths[1] or paths[0] & paths[2] or paths[1] & paths[2])
     for part in split.values():
         assert len(set(np.bincount(part["y"]).tolist())) == 1, "60 per class splits evenly per class"
 
 
 def test_augmentation_touches_only_the_train_split(trained):
-    clean = load_arrays(trained.root / "outputs/clean.npz")
-    by_path = dict(zip(clean["paths"].tolist(), clean["images"]))
+    clean = load_arrays(trained.root / "outputs/clean/images.npz")
+    by_path = dict(zip(clean["ids"].tolist(), clean["images"]))
     split = {name: load_arrays(trained.root / f"outputs/split/{name}.npz") for name in ("train", "val", "test")}
     for name in ("val", "test"):        # val/test are exactly the cleaned images
-        expected = np.stack([by_path[p] for p in split[name]["paths"].tolist()])
+        expected = np.stack([by_path[p] for p in split[name]["ids"].tolist()])
         np.testing.assert_array_equal(split[name]["raw"], expected)
     augmented = load_arrays(trained.root / "outputs/augmented/train.npz")
     n = len(split["train"]["y"])
@@ -154,6 +154,17 @@ def test_caching_and_the_champion_rule_through_repro(trained):
     # every version links back to the pipeline run that trained it
     run_ids = {str(v.version): v.run_id for v in versions}
     assert run_ids["1"] == run_ids["2"] != run_ids["3"] == run_ids["4"]
+
+    # A later, incompatible code change (scores reversed) must not touch how the champion is re-scored:
+    # it runs with the code it was logged with, in its own process.
+    with open(trained.root / "components" / "model.py", "a") as module:
+        module.write("\n_original = predict_proba\n\n\ndef predict_proba(*args, **kwargs):\n"
+                     "    return _original(*args, **kwargs)[:, ::-1]\n")
+    trained.set_params({"register": {"min_macro_f1": 0.9}})
+    assert trained.repro("--single-item", "register") == ["register"]
+    rescored = trained.json("reports/registration.json")
+    champion_f1 = retrained["candidate_macro_f1"] if retrained["promoted"] else same["champion_macro_f1"]
+    assert rescored["champion_macro_f1"] == pytest.approx(champion_f1) and champion_f1 > 0.9
 
 
 @pytest.mark.skipif(shutil.which("npm") is None, reason="npm is needed to fetch vega for offline plots")

@@ -69,7 +69,7 @@ def test_pipeline_parameters_default_from_params_yaml_and_carry_no_credentials(c
     params = load_params(REPO / "params.yaml").model_dump(mode="json", exclude_none=True)
     inputs = spec["root"]["inputDefinitions"]["parameters"]
     assert inputs["seed"]["defaultValue"] == params["seed"]
-    for section in ("data", "split", "augment", "train", "register", "mlflow"):
+    for section in ("data", "clean", "split", "normalise", "augment", "train", "register", "mlflow"):
         assert inputs[section]["defaultValue"] == params[section], section
     assert "kubeflow" not in inputs
     assert not [n for n in inputs if any(w in n.upper() for w in ("TRACKING_URI", "PASSWORD", "USERNAME", "TOKEN"))]
@@ -82,6 +82,15 @@ def test_fetch_reads_the_data_through_dvc_api_at_a_git_revision(tmp_path):
     def digest(root: Path) -> dict:
         return {str(p.relative_to(root)): hashlib.md5(p.read_bytes()).hexdigest() for p in root.rglob("*.png")}
     assert digest(tmp_path / "raw") == digest(REPO / "data" / "digits")
+
+
+def test_fetch_takes_a_single_table_file_from_a_uri(tmp_path):
+    source = REPO / "data" / "penguins" / "penguins.csv"
+    assert fetch(tmp_path / "raw", uri=str(source)) == 1
+    assert (tmp_path / "raw" / "penguins.csv").read_bytes() == source.read_bytes()
+    with pytest.raises(Exception, match="not found; check data_uri"):
+        fetch(tmp_path / "other", uri=str(tmp_path / "missing.csv"))
+    assert not (tmp_path / "other").exists()
 
 
 def test_kfp_local_run_matches_the_dvc_run_on_the_same_params(tmp_path):
