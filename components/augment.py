@@ -1,6 +1,6 @@
 """augment: add randomly transformed copies of the training split; val/test are never touched.
 
-Images: each copy gets its own random rotation, scale, translation (a shifted crop) and, when
+Images: each copy gets its own random rotation, scale, translation (zero-padded affine) and, when
 enabled, horizontal flip, drawn by kornia per sample on a batched tensor.
 Tables: optional oversampling of smaller classes, and copies with Gaussian jitter on the scaled
 numeric features. Both seeded, so reruns are identical.

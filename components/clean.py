@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 from tqdm import tqdm
 
 from kfp.dsl import Artifact, Dataset, Input, Output
@@ -98,6 +98,10 @@ def drop_small_classes(cleaned: Cleaned, cfg: Clean, split: Split, source: str) 
 def decode(content: bytes, data: Data) -> np.ndarray:
     """Bytes of one image file -> uint8 (height, width, channels) in the configured mode and size."""
     with Image.open(io.BytesIO(content)) as image:
+        image = ImageOps.exif_transpose(image)          # camera photos: apply the EXIF rotation
+        if image.mode.startswith("I"):                   # 16-bit grey: scale 0..65535 to 0..255, do not clip
+            wide = np.asarray(image, dtype=np.float64)
+            image = Image.fromarray(np.clip(np.rint(wide / 257), 0, 255).astype(np.uint8), mode="L")
         image = image.convert("L" if data.channels == 1 else "RGB")
         if data.image_size is not None:
             height, width = data.image_size
@@ -166,9 +170,22 @@ def read_image_folder(root: Path) -> tuple[list[tuple[str, str, bytes]], list[di
 
 # ---------------------------------------------------------------- tables
 
+def as_label(value) -> str | None:
+    """A category or class value as text, the same however the file typed it: 3, 3.0 and "3" -> "3"."""
+    if pd.isna(value):
+        return None
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def table_format(path: Path, fmt: str | None) -> str | None:
+    return fmt or TABLE_FORMATS.get(path.suffix.lower())
+
+
 def read_table(path: Path, fmt: str | None) -> pd.DataFrame:
     """CSV or Parquet, by data.format or the extension; every failure names the file."""
-    fmt = fmt or TABLE_FORMATS.get(path.suffix.lower())
+    fmt = table_format(path, fmt)
     if fmt is None:
         raise UserError(f"{path}: unknown format {path.suffix or '(no extension)'!r}; use a .csv or .parquet file "
                         "or set data.format")
@@ -217,7 +234,7 @@ def column_types(table: pd.DataFrame, features: list[str], data: Data, where) ->
 
 def clean_table(table: pd.DataFrame, data: Data, cfg: Clean, source: str) -> Cleaned:
     """Validate and clean a table; rows are identified by their 0-based position in the file."""
-    is_csv = (data.format or TABLE_FORMATS.get(Path(source).suffix.lower())) == "csv"
+    is_csv = table_format(Path(source), data.format) == "csv"
 
     def where(row) -> str:
         return source if row is None else f"{source} {'line ' + str(row + 2) if is_csv else 'row ' + str(row)}"
@@ -226,16 +243,24 @@ def clean_table(table: pd.DataFrame, data: Data, cfg: Clean, source: str) -> Cle
         raise UserError(f"{source}: target column {data.target!r} not found (columns: {', '.join(map(str, table.columns))}); "
                         "set data.target")
     features = data.features or [c for c in table.columns if c != data.target]
-    missing_columns = [c for c in features if c not in table.columns]
-    if missing_columns:
-        raise UserError(f"{source}: feature column {missing_columns[0]!r} not found; fix data.features")
+    if data.target in features:
+        raise UserError(f"{source}: the target {data.target!r} is listed in data.features; remove it (it would leak "
+                        "the label into the inputs)")
+    checks = (("data.features", features, list(table.columns), "in the file"),
+              ("data.categorical", data.categorical, features, "a feature"),
+              ("data.numeric", data.numeric, features, "a feature"),
+              ("clean.missing_by_column", list(cfg.missing_by_column), features, "a feature"))
+    for setting, names, known, what in checks:      # a typo in params must not go unnoticed
+        unknown = [c for c in names if c not in known]
+        if unknown:
+            raise UserError(f"{source}: {setting} names column {unknown[0]!r}, which is not {what}; fix the name")
     numeric, categorical = column_types(table, features, data, where)
     frame = table[features].copy()
     frame[numeric] = frame[numeric].apply(pd.to_numeric).astype("float64")
     for column in categorical:
-        frame[column] = frame[column].map(lambda v: v if pd.isna(v) else str(v)).astype("object")
+        frame[column] = frame[column].map(as_label).astype("object")
     target = table[data.target]
-    cleaned = Cleaned(labels=[None if pd.isna(v) else str(v) for v in target], ids=[str(i) for i in range(len(frame))],
+    cleaned = Cleaned(labels=[as_label(v) for v in target], ids=[str(i) for i in range(len(frame))],
                       table=frame, numeric=numeric, categorical=categorical)
 
     cleaned.keep(target.notna().to_numpy(), "missing_target", f"no value in {data.target!r}", data.target)
@@ -247,19 +272,19 @@ def clean_table(table: pd.DataFrame, data: Data, cfg: Clean, source: str) -> Cle
         if infinite.any():
             row = int(cleaned.ids[int(np.flatnonzero(infinite)[0])])
             raise UserError(f"{where(row)}: column {column!r} holds infinity; fix the value or drop the row")
-    for column in features:
+    strategy = {column: cfg.missing_by_column.get(column, cfg.missing) for column in features}
+    for column in features:             # fail and drop first, so the counts below are of rows kept
         absent = cleaned.table[column].isna().to_numpy()
-        if not absent.any():
-            continue
-        strategy = cfg.missing_by_column.get(column, cfg.missing)
-        if strategy == "fail":
+        if absent.any() and strategy[column] == "fail":
             row = int(cleaned.ids[int(np.flatnonzero(absent)[0])])
             raise UserError(f"{where(row)}: column {column!r} has no value; fill it, or set clean.missing "
                             f"(or clean.missing_by_column.{column}) to impute or drop")
-        if strategy == "drop":
+        if absent.any() and strategy[column] == "drop":
             cleaned.keep(~absent, "missing_value", f"no value in {column!r}", column)
-        else:
-            cleaned.imputed[column] = int(absent.sum())     # imputed by normalise, with train statistics
+    for column in features:
+        absent = int(cleaned.table[column].isna().sum())
+        if absent and strategy[column] == "impute":
+            cleaned.imputed[column] = absent        # imputed by normalise, with train statistics
 
     if cfg.outliers == "zscore_drop":
         for column in numeric:
@@ -324,8 +349,9 @@ def clean_step(raw: Input[Dataset], data: dict, clean_cfg: dict, split: dict, cl
     from components.params import Params
     params = Params.model_validate({"data": data, "clean": clean_cfg, "split": split})
     source = Path(raw.path)
-    if params.data.kind == "tabular" and source.is_dir():
-        source = source / Path(params.data.path).name
+    if params.data.kind == "tabular" and source.is_dir():      # fetch put the one table file in a folder
+        files = [p for p in source.iterdir() if p.is_file()]
+        source = files[0] if len(files) == 1 else source / Path(params.data.path).name
     clean_dataset(params.data, params.clean, params.split, Path(clean.path), Path(report.path), source)
 
 

@@ -43,8 +43,9 @@ def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, classes: list
 
 
 def metric_safe(name: str) -> str:
-    """MLflow metric names allow letters, digits and _-. /: only; class names may hold anything."""
-    return re.sub(r"[^\w\-. /:]", "_", name)
+    """MLflow metric names allow letters, digits and _-. :/ (no empty or relative path parts); class names
+    may hold anything, so keep only letters, digits and _-. and space."""
+    return re.sub(r"[^\w\-. ]", "_", name)
 
 
 def confusion_records(y_true: np.ndarray, y_pred: np.ndarray, classes: list[str]) -> list[dict]:
@@ -52,15 +53,31 @@ def confusion_records(y_true: np.ndarray, y_pred: np.ndarray, classes: list[str]
     return [{"actual": classes[t], "predicted": classes[p]} for t, p in zip(y_true, y_pred)]
 
 
-def confusion_figure(matrix: np.ndarray, classes: list[str]):
+def _pyplot():
     import matplotlib
-    matplotlib.use("Agg")
+    matplotlib.use("Agg")           # files only, never a window
     import matplotlib.pyplot as plt
-    from sklearn.metrics import ConfusionMatrixDisplay
+    return plt
 
-    fig, ax = plt.subplots(figsize=(1.2 + 0.5 * len(classes), 1 + 0.5 * len(classes)), dpi=120)
+
+def confusion_figure(matrix: np.ndarray, classes: list[str]):
+    from sklearn.metrics import ConfusionMatrixDisplay
+    fig, ax = _pyplot().subplots(figsize=(1.2 + 0.5 * len(classes), 1 + 0.5 * len(classes)), dpi=120)
     ConfusionMatrixDisplay(matrix, display_labels=classes).plot(ax=ax, colorbar=False, cmap="Blues")
     ax.set_title("Confusion matrix (test split)")
+    fig.tight_layout()
+    return fig
+
+
+def precision_recall_figure(y_true: np.ndarray, proba: np.ndarray, classes: list[str]):
+    """One-vs-rest precision-recall curve per class, with its average precision, on the test split."""
+    from sklearn.metrics import PrecisionRecallDisplay
+    fig, ax = _pyplot().subplots(figsize=(7, 5), dpi=120)
+    for i, name in enumerate(classes):
+        if (y_true == i).any():
+            PrecisionRecallDisplay.from_predictions(y_true == i, proba[:, i], name=name, ax=ax, plot_chance_level=False)
+    ax.set(title="Precision-recall per class (test split, one-vs-rest)", xlabel="Recall", ylabel="Precision")
+    ax.legend(fontsize="small", loc="lower left", ncol=2)
     fig.tight_layout()
     return fig
 
@@ -80,6 +97,7 @@ def evaluate_files(model_path: Path, test_path: Path, run_info_path: Path, metri
     predictions = pd.DataFrame({"id": test["ids"], "actual": [classes[i] for i in y_true],
                                 "predicted": [classes[i] for i in y_pred], "confidence": proba.max(axis=1).round(6)})
     figure = confusion_figure(matrix, classes)
+    pr_figure = precision_recall_figure(y_true, proba, classes)
 
     write_json(metrics_path, metrics)
     with atomic_path(predictions_path) as tmp:
@@ -87,6 +105,8 @@ def evaluate_files(model_path: Path, test_path: Path, run_info_path: Path, metri
     write_json(plots_dir / "confusion_matrix.json", confusion_records(y_true, y_pred, classes))
     with atomic_path(plots_dir / "confusion_matrix.png") as tmp:
         figure.savefig(tmp, format="png")
+    with atomic_path(plots_dir / "precision_recall.png") as tmp:
+        pr_figure.savefig(tmp, format="png")
 
     from components import tracking
     import mlflow
@@ -94,6 +114,7 @@ def evaluate_files(model_path: Path, test_path: Path, run_info_path: Path, metri
         mlflow.log_metrics({f"test_{k}": v for k, v in metrics.items() if k != "per_class"})
         mlflow.log_metrics({"test_f1_class_" + metric_safe(name): m["f1"] for name, m in metrics["per_class"].items()})
         mlflow.log_figure(figure, "plots/confusion_matrix.png")
+        mlflow.log_figure(pr_figure, "plots/precision_recall.png")
         mlflow.log_dict(metrics, "reports/metrics.json")
         mlflow.log_artifact(str(plots_dir / "confusion_matrix.json"), artifact_path="plots")
         mlflow.log_artifact(str(predictions_path), artifact_path="reports")

@@ -66,7 +66,8 @@ def main(argv: list[str]) -> None:
 
 def fetch_step(raw: Output[Dataset], data_uri: str = "", dvc_repo: str = "", dvc_rev: str = "",
                dvc_path: str = "data/digits"):
-    """Kubeflow: the pipeline's first task; `raw` is the image folder the clean task reads."""
+    """Kubeflow: the pipeline's first task; `raw` is the image folder, or a folder holding the table file,
+    that the clean task reads."""
     from pathlib import Path
     from components.fetch import fetch
     fetch(Path(raw.path), data_uri, dvc_repo, dvc_rev, dvc_path)

@@ -50,8 +50,6 @@ class Normaliser:
         if self.mean is None:
             raise RuntimeError("Normaliser.transform called before fit")
         images = np.asarray(images, dtype=np.float32)
-        if images.ndim == 3:                                   # grey images given without a channel axis
-            images = images[..., None]
         if images.shape[-1] != len(self.mean):
             raise UserError(f"input has {images.shape[-1]} channels, the model expects {len(self.mean)}")
         scaled = (images / np.float32(255.0) - np.float32(self.mean)) / np.float32(self.std)
@@ -116,7 +114,13 @@ class TablePreprocessor:
             | {c: pa.Column(str, nullable=True, coerce=True) for c in categorical}, strict=False)
 
     def validate(self, table: pd.DataFrame, source: str = "input") -> pd.DataFrame:
-        """Apply the saved schema; scikit-learn then gets object columns with NaN for missing categories."""
+        """Apply the saved schema; categories are written as in training (3, 3.0, "3" -> "3") and
+        scikit-learn gets object columns with NaN for missing ones."""
+        from components.clean import as_label
+        table = table.copy()
+        for column in self.categorical:
+            if column in table:
+                table[column] = table[column].map(as_label).astype(object)
         frame = check_schema(self.schema, table, source)[self.numeric + self.categorical].copy()
         for column in self.categorical:
             frame[column] = frame[column].astype(object).where(frame[column].notna(), np.nan)
@@ -206,9 +210,9 @@ def normalise_files(clean_dir: Path, split: Split, seed: int, normalise: Normali
     """outputs/clean -> out_dir/{train,val,test}.npz (+ *_raw.parquet for tables) and the fitted preprocessor."""
     meta = read_json(clean_dir / "meta.json")
     if meta["kind"] == "image_folder":
-        clean = load_arrays(clean_dir / "images.npz")
-        ids, labels = clean["ids"], clean["labels"]
-        parts, preprocessor = split_and_normalise(clean["images"], labels, split, seed)
+        arrays = load_arrays(clean_dir / "images.npz")
+        ids, labels = arrays["ids"], arrays["labels"]
+        parts, preprocessor = split_and_normalise(arrays["images"], labels, split, seed)
     else:
         table = pd.read_parquet(clean_dir / "table.parquet")
         ids, labels = table.pop("_id").to_numpy().astype(str), table.pop("_label").to_numpy()

@@ -56,11 +56,12 @@ def predict(model_uri: str, source: Path, output: Path) -> pd.DataFrame:
     if meta.get("kind") == "tabular":
         table = read_table(source, None)
         ids, raw = [str(i) for i in range(len(table))], table.drop(columns=[meta["target"]], errors="ignore")
-        # The input contract saved with the model, checked here for a clear error before MLflow's own checks.
+        # The input contract saved with the model: a clear error before MLflow's own checks, and the
+        # columns coerced to the logged types (an all-integer CSV column becomes float64, as in training).
         import pandera.pandas as pa
         from components.normalise import check_schema
         schema_file = mlflow.artifacts.download_artifacts(f"{model_uri}/artifacts/preprocess/schema.yaml")
-        check_schema(pa.DataFrameSchema.from_yaml(Path(schema_file)), raw, str(source))
+        raw = check_schema(pa.DataFrameSchema.from_yaml(Path(schema_file)), raw, str(source))
     else:
         if not source.is_dir():
             raise UserError(f"{source}: not a folder; {model_uri} takes a folder of images")

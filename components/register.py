@@ -103,7 +103,9 @@ def register_files(cfg: Register, seed: int, model_path: Path, preprocess_dir: P
     test = load_arrays(split_dir / "test.npz")
     classes = test["classes"].tolist()
     index = {c: i for i, c in enumerate(classes)}
-    candidate = np.array([index[str(c)] for c in pd.read_csv(predictions_path, dtype=str)["predicted"]])
+    # keep_default_na=False: a class called "NA" or "None" is a label, not a missing value
+    predicted = pd.read_csv(predictions_path, dtype=str, keep_default_na=False)["predicted"]
+    candidate = np.array([index[c] for c in predicted])
     metrics, run_info = read_json(metrics_path), read_json(run_info_path)
     raw = load_raw(split_dir, "test")
     meta = read_json(preprocess_dir / "meta.json")

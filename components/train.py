@@ -1,9 +1,10 @@
-"""train: a small CNN with Adam and cross-entropy, early-stopped on validation macro-F1.
+"""train: a small CNN (images) or MLP (tables), Adam and cross-entropy, early-stopped on validation macro-F1.
 
 Starts the pipeline execution's MLflow run; evaluate and register continue it (outputs/train_run.json).
 
     python -m components.train --train outputs/augmented/train.npz --val outputs/split/val.npz \
-        --model outputs/model.pt --run-info outputs/train_run.json --history reports/plots/training.csv
+        --clean-report reports/clean.json --model outputs/model.pt --run-info outputs/train_run.json \
+        --history reports/plots/training.csv
 """
 
 import argparse

@@ -1,2 +1,2 @@
-"""Kubeflow pipeline definitions. The kfp v2 pipeline that runs the components/ stages on a
-cluster is built in the Kubeflow issue; the DVC pipeline (dvc.yaml) is the one that runs today."""
+"""The Kubeflow pipeline: pipeline.py defines it from the same components/ code that dvc.yaml runs;
+compile, run_local (kfp.local, no cluster) and submit are its command-line entry points."""

@@ -9,12 +9,12 @@ from kfp import compiler
 
 from components.errors import run_cli
 from components.io import atomic_path
-from components.params import load_params
+from components.params import Params, load_params
 from pipelines.pipeline import build_pipeline
 
 
-def compile_pipeline(output: Path, params_path: Path = Path("params.yaml"), image: str | None = None) -> Path:
-    pipeline = build_pipeline(load_params(params_path), image)
+def compile_pipeline(output: Path, params: Params, image: str | None = None) -> Path:
+    pipeline = build_pipeline(params, image)
     with atomic_path(output) as tmp:
         compiler.Compiler().compile(pipeline, str(tmp))
     return output
@@ -26,7 +26,7 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--params", type=Path, default=Path("params.yaml"))
     parser.add_argument("--image", help="container image for every task (default: kubeflow.image in params)")
     args = parser.parse_args(argv)
-    print(compile_pipeline(args.output, args.params, args.image))
+    print(compile_pipeline(args.output, load_params(args.params), args.image))
 
 
 if __name__ == "__main__":

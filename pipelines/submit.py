@@ -9,6 +9,7 @@ Token: $KFP_TOKEN, else the in-cluster service-account token, else none (e.g. a 
 """
 import argparse
 import os
+import sys
 import tempfile
 from pathlib import Path
 
@@ -23,8 +24,10 @@ SOURCE_PARAMS = ("data_uri", "dvc_repo", "dvc_rev", "dvc_path")
 SECTIONS = ("data", "clean", "split", "normalise", "augment", "train", "register", "mlflow")
 
 
-def pipeline_arguments(params: Params, overrides: list[str]) -> dict:
-    """KEY=VALUE overrides -> the pipeline's arguments; section keys are validated by the schema."""
+def apply_overrides(params: Params, overrides: list[str]) -> tuple[Params, dict]:
+    """KEY=VALUE overrides -> (params with them applied, the pipeline's arguments). Keys are pipeline
+    parameters or params.yaml keys, validated by the schema; kubeflow.* and train.gpus shape the
+    compiled spec itself (image, resources, GPUs), the rest become run arguments."""
     raw = params.model_dump(mode="json", exclude_none=True)
     source: dict = {}
     for item in overrides:
@@ -36,15 +39,35 @@ def pipeline_arguments(params: Params, overrides: list[str]) -> dict:
             source[key] = str(value)
             continue
         *parents, leaf = key.split(".")
-        if (parents[:1] or [leaf])[0] not in SECTIONS + ("seed",):
+        if (parents[:1] or [leaf])[0] not in SECTIONS + ("seed", "kubeflow"):
             raise UserError(f"--param {key}: not a pipeline parameter; use one of {', '.join(SOURCE_PARAMS)}, "
-                            f"seed, or a params.yaml key under {', '.join(SECTIONS)}")
+                            f"seed, or a params.yaml key under {', '.join(SECTIONS + ('kubeflow',))}")
         node = raw
         for part in parents:
             node = node.setdefault(part, {})
         node[leaf] = value
-    checked = validate_params(raw, "--param").model_dump(mode="json", exclude_none=True)
-    return source | {"seed": checked["seed"]} | {name: checked[name] for name in SECTIONS}
+    params = validate_params(raw, "--param")
+    checked = params.model_dump(mode="json", exclude_none=True)
+    return params, source | {"seed": checked["seed"]} | {name: checked[name] for name in SECTIONS}
+
+
+def pin_revision(repo: str, rev: str) -> str:
+    """A branch or tag -> its commit, so KFP's cache (keyed on the arguments) never serves an old fetch
+    for a moving branch. A commit stays as it is; if the repo cannot be asked, the name is kept."""
+    import re
+    import subprocess
+    if re.fullmatch(r"[0-9a-f]{40}", rev):
+        return rev
+    try:
+        out = subprocess.run(["git", "ls-remote", repo, rev or "HEAD"], capture_output=True, text=True,
+                             timeout=60, check=True).stdout.split()
+    except (OSError, subprocess.SubprocessError):
+        out = []
+    if not out:
+        print(f"warning: could not resolve {repo}@{rev or 'HEAD'} to a commit; KFP may reuse a cached fetch",
+              file=sys.stderr)
+        return rev
+    return out[0]
 
 
 def token() -> str | None:
@@ -59,11 +82,12 @@ def submit(host: str, params_path: Path, overrides: list[str], namespace: str | 
     """Returns the run's URL in the Kubeflow Pipelines UI."""
     import kfp
 
-    params = load_params(params_path)
-    arguments = pipeline_arguments(params, overrides)
+    params, arguments = apply_overrides(load_params(params_path), overrides)
+    if arguments.get("dvc_repo"):
+        arguments["dvc_rev"] = pin_revision(arguments["dvc_repo"], arguments.get("dvc_rev", ""))
     client = kfp.Client(host=host, namespace=namespace or "kubeflow", existing_token=token())
     with tempfile.TemporaryDirectory() as tmp:
-        package = compile_pipeline(Path(tmp) / "pipeline.yaml", params_path, image)
+        package = compile_pipeline(Path(tmp) / "pipeline.yaml", params, image)
         result = client.create_run_from_pipeline_package(
             str(package), arguments=arguments, run_name=run_name, namespace=namespace,
             experiment_name=experiment or params.mlflow.experiment, service_account=service_account)

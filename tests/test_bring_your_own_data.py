@@ -70,8 +70,13 @@ def test_table_preprocessing_is_fitted_on_train_and_travels_with_the_model(pengu
 
 
 def test_batch_predict_matches_the_predictions_behind_metrics_json(penguins, tmp_path):
+    # The test split's rows as they stand in the raw CSV (integer columns, the target column included),
+    # as a new file from a user would look.
+    test_rows = np.load(penguins.root / "outputs/split/test.npz")["ids"].astype(int)
     source = tmp_path / "new_penguins.csv"
-    pd.read_parquet(penguins.root / "outputs/split/test_raw.parquet").to_csv(source, index=False)
+    raw = pd.read_csv(penguins.root / PENGUINS, dtype=str, keep_default_na=False).iloc[test_rows]
+    raw.to_csv(source, index=False)
+    assert (pd.read_csv(source).dtypes["flipper_length_mm"] == "int64"), "the case that needs schema coercion"
     out = tmp_path / "predicted.csv"
     result = subprocess.run([sys.executable, "-m", "components.predict", "--model", "models:/penguins-classifier@champion",
                              "--input", str(source), "--output", str(out)], cwd=tmp_path, env=penguins.env,
@@ -188,7 +193,31 @@ BAD_TABLES = {
                                      "t.csv line 31: column 'size' holds infinity; fix the value or drop the row"),
     "missing value with missing: fail": ("t.csv", table(colour=["red"] * 29 + [None]), {"missing": "fail"},
                                          "t.csv line 31: column 'colour' has no value"),
+    "typo in a column setting": ("t.csv", table(), {"missing_by_column": {"colur": "drop"}},
+                                 "t.csv: clean.missing_by_column names column 'colur', which is not a feature"),
 }
+
+
+def test_the_target_listed_as_a_feature_is_refused(tmp_path, capsys):
+    path = write(tmp_path / "data" / "t.csv", table())
+    code, lines, _, _ = run_clean(tmp_path, capsys, {"kind": "tabular", "path": str(path), "target": "kind",
+                                                     "features": ["size", "kind"]}, {})
+    assert code == 1 and "the target 'kind' is listed in data.features" in lines[0]
+
+
+def test_categories_and_labels_read_the_same_however_the_file_typed_them(tmp_path):
+    """A numeric column used as a category: 3.0 in a training CSV with gaps and 3 in a new file are one category."""
+    from components.clean import clean_table
+    from components.normalise import TablePreprocessor
+    from components.params import Clean, Data
+    frame = table(level=[1.0, 2.0, None] * 10, kind=[0.0, 1.0, None] * 10)
+    data = Data(kind="tabular", target="kind", categorical=["level"])
+    cleaned = clean_table(frame, data, Clean(), "t.csv")
+    assert set(cleaned.labels) == {"0", "1"} and set(cleaned.table["level"].dropna()) == {"1", "2"}
+    preprocessor = TablePreprocessor(cleaned.numeric, cleaned.categorical).fit(cleaned.table)
+    new = pd.DataFrame({"size": [10.0], "colour": ["red"], "level": [2]})          # an int this time
+    level = [i for i, name in enumerate(preprocessor.feature_names()) if name == "categorical__level_2"]
+    assert preprocessor.transform(new)[0, level] == [1.0], "the int 2 must hit the category '2', not 'unknown'"
 
 
 def run_clean(tmp_path, capsys, data: dict, clean_cfg: dict):

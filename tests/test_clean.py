@@ -84,3 +84,11 @@ def test_cli_error_is_one_line_naming_the_folder_and_exit_1(tmp_path):
     assert not (tmp_path / "o").exists() and not (tmp_path / "r.json").exists()
     debug = subprocess.run(args + ["--debug"], capture_output=True, text=True)
     assert debug.returncode == 1 and "Traceback" in debug.stderr
+
+
+def test_16_bit_images_are_scaled_not_clipped():
+    import io
+    from components.clean import decode
+    buffer = io.BytesIO()
+    Image.fromarray(np.array([[0, 257, 4112, 32896, 65535]], dtype=np.uint16)).save(buffer, format="PNG")
+    assert decode(buffer.getvalue(), Data())[0, :, 0].tolist() == [0, 1, 16, 128, 255]

@@ -56,7 +56,15 @@ def test_metrics_json_equals_scikit_learn_on_the_test_predictions(trained):
     # the dvc plots confusion data is the same predictions, one record per test image
     records = trained.json("reports/plots/confusion_matrix.json")
     assert [(r["actual"], r["predicted"]) for r in records] == list(zip(y_true, y_pred))
-    assert (trained.root / "reports/plots/confusion_matrix.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    for picture in ("confusion_matrix.png", "precision_recall.png"):
+        assert (trained.root / "reports/plots" / picture).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # ...and the same pictures are in the MLflow run, beside the test metrics
+    import mlflow
+    client = mlflow.MlflowClient(tracking_uri=trained.env["MLFLOW_TRACKING_URI"])
+    run_id = trained.json("outputs/train_run.json")["run_id"]
+    assert {a.path for a in client.list_artifacts(run_id, "plots")} >= {
+        "plots/confusion_matrix.png", "plots/precision_recall.png", "plots/confusion_matrix.json"}
+    assert client.get_run(run_id).data.metrics["test_macro_f1"] == pytest.approx(metrics["macro_f1"])
 
 
 def test_normaliser_is_fitted_on_the_train_split_only(trained):

@@ -156,6 +156,7 @@ def test_submit_uploads_spec_and_params_to_a_stand_in_kfp_api_server():
         result = subprocess.run(
             [sys.executable, "-m", "pipelines.submit", "--host", host, "--namespace", "team-a", "--experiment", "exp",
              "--run-name", "nightly", "--image", "registry.test/dm:2", "--param", "train.epochs=40",
+             "--param", "train.gpus=2", "--param", "kubeflow.train_resources.memory_limit=32Gi",
              "--param", "dvc_repo=https://git.example/repo.git", "--param", "dvc_rev=v1.2"],
             cwd=REPO, env={**os.environ, "KFP_TOKEN": "t0ken"}, capture_output=True, text=True,
             timeout=120)
@@ -176,9 +177,30 @@ def test_submit_uploads_spec_and_params_to_a_stand_in_kfp_api_server():
     secrets = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]["exec-train-step"]["secretAsEnv"]
     assert {s["secretName"] for s in secrets} == {"mlflow-credentials"}
     assert {e["container"]["image"] for e in spec["deploymentSpec"]["executors"].values()} == {"registry.test/dm:2"}
+    train = spec["deploymentSpec"]["executors"]["exec-train-step"]["container"]["resources"]
+    assert train["accelerator"]["resourceCount"] == "2", "compile-time settings follow --param too"
+    assert train["resourceMemoryLimit"] == "32Gi"
     parameters = run["runtime_config"]["parameters"]
     assert parameters["train"]["epochs"] == 40 and parameters["train"]["lr"] == load_params(REPO / "params.yaml").train.lr
     assert parameters["dvc_repo"] == "https://git.example/repo.git" and parameters["dvc_rev"] == "v1.2"
+
+
+def test_a_branch_is_pinned_to_its_commit_so_kfp_caching_cannot_serve_stale_data():
+    from pipelines.submit import pin_revision
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip()
+    assert pin_revision(str(REPO), "HEAD") == head
+    assert pin_revision(str(REPO), head) == head
+
+
+def test_clean_step_reads_a_fetched_table_whatever_its_file_name(tmp_path):
+    from types import SimpleNamespace
+    from components.clean import clean_step
+    fetch(tmp_path / "raw", uri=str(REPO / "data" / "penguins" / "penguins.csv"))
+    (tmp_path / "raw" / "penguins.csv").rename(tmp_path / "raw" / "new_penguins.csv")
+    p = load_params(REPO / "examples" / "penguins" / "params.yaml").model_dump(mode="json", exclude_none=True)
+    clean_step(SimpleNamespace(path=str(tmp_path / "raw")), p["data"], p["clean"], p["split"],
+               SimpleNamespace(path=str(tmp_path / "clean")), SimpleNamespace(path=str(tmp_path / "clean.json")))
+    assert json.loads((tmp_path / "clean.json").read_text())["n_kept"] == 342
 
 
 def test_submit_rejects_an_unknown_param_before_contacting_the_server():
