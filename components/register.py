@@ -133,15 +133,11 @@ def register_files(cfg: Register, seed: int, model_path: Path, preprocess_dir: P
         client.set_model_version_tag(cfg.model_name, version, "promotion", decision["reason"])
         if decision["promoted"]:
             client.set_registered_model_alias(cfg.model_name, ALIAS, version)
-        mlflow.log_dict(decision | {"version": version}, "reports/registration.json")
+        registration = decision | {"version": version, "model_name": cfg.model_name,
+                                   "champion_version_before": champion_version, "run_id": run.info.run_id}
+        mlflow.log_dict(registration, "reports/registration.json")
         mlflow.set_tags({"registered_version": version} | tracking.flatten("register", cfg.model_dump(mode="json")))
 
-    registration = {"promoted": decision["promoted"], "version": version, "reason": decision["reason"],
-                    "candidate_macro_f1": decision["candidate_macro_f1"],
-                    "champion_macro_f1": decision["champion_macro_f1"],
-                    "ci_low": decision["ci_low"], "ci_high": decision["ci_high"],
-                    "model_name": cfg.model_name, "champion_version_before": champion_version,
-                    "run_id": run.info.run_id}
     write_json(out, registration)
     log.info("%s version %s: %s", cfg.model_name, version,
              ("promoted to @champion - " if decision["promoted"] else "not promoted - ") + decision["reason"])
