@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # System packages the tests need beyond Python: tests/test_image.py builds the Dockerfile with
-# buildah, imports a debootstrap'ed Debian base with podman and runs a component in the image.
+# buildah, imports a debootstrap'ed Debian base with podman and runs a component in the image;
+# tests/test_mlflow_server.py opens the MLflow UI in Debian's chromium (driven by Playwright, no
+# browser download); tests/test_mlflow_shared_server.py runs PostgreSQL's server binaries.
 # Debian/Ubuntu, as root. Idempotent: installs only what is missing, and leaves a working setup alone.
 set -euo pipefail
 
@@ -15,6 +17,7 @@ declare -A need=(
     [podman]=podman              # `podman import`: a rootfs tarball -> local base image
     [debootstrap]=debootstrap    # the Debian base, from the apt mirror (no registry needed)
     [wget]=wget                  # debootstrap's downloader
+    [chromium]=chromium          # the MLflow UI test's browser
 )
 missing=()
 for cmd in "${!need[@]}"; do
@@ -22,6 +25,7 @@ for cmd in "${!need[@]}"; do
 done
 [[ -e /usr/share/keyrings/debian-archive-keyring.gpg ]] || missing+=(debian-archive-keyring)
 [[ -e /etc/ssl/certs/ca-certificates.crt ]] || missing+=(ca-certificates)   # never upgrade it in passing
+compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || missing+=(postgresql)  # server binaries; tests start their own
 
 if ((${#missing[@]})); then
     echo "system-deps: installing ${missing[*]}"
@@ -29,7 +33,7 @@ if ((${#missing[@]})); then
     apt-get update -qq
     apt-get install -y -qq --no-install-recommends "${missing[@]}"
 else
-    echo "system-deps: buildah, podman, debootstrap already installed"
+    echo "system-deps: buildah, podman, debootstrap, chromium, postgresql already installed"
 fi
 
 # containers-storage: the default overlay driver works as root on ext4/xfs; where it cannot mount

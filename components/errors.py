@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import sys
 from typing import Callable
 
@@ -23,6 +24,7 @@ def run_cli(main: Callable[[list[str]], None], argv: list[str] | None = None) ->
         level=logging.DEBUG if debug else getattr(logging, os.environ.get("LOG_LEVEL", "INFO").upper(), logging.INFO),
         format="%(levelname)s %(name)s: %(message)s",
     )
+    unwind_on_sigterm()
     try:
         main([a for a in argv if a != "--debug"])
     except KeyboardInterrupt:
@@ -35,3 +37,13 @@ def run_cli(main: Callable[[list[str]], None], argv: list[str] | None = None) ->
         print(f"{kind}: {message}" + ("" if isinstance(exc, UserError) else " (rerun with --debug for details)"),
               file=sys.stderr)
         sys.exit(1)
+
+
+def unwind_on_sigterm() -> None:
+    """SIGTERM (Kubeflow deleting a pod, `kill`) unwinds like Ctrl-C, so an open MLflow run is ended as
+    FAILED by its context manager instead of being left RUNNING."""
+    signal.signal(signal.SIGTERM, _interrupt)
+
+
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")

@@ -1,8 +1,8 @@
-"""evaluate: test-split metrics with scikit-learn, a confusion matrix for `dvc plots` and MLflow.
+"""evaluate: test-split metrics with scikit-learn, a confusion matrix and precision-recall curves for
+`dvc plots` (register logs the same files to MLflow).
 
     python -m components.evaluate --model outputs/model.pt --test outputs/split/test.npz \
-        --run-info outputs/train_run.json --metrics reports/metrics.json \
-        --predictions reports/predictions.csv --plots reports/plots
+        --metrics reports/metrics.json --predictions reports/predictions.csv --plots reports/plots
 """
 
 import argparse
@@ -12,12 +12,12 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support
+from sklearn.metrics import accuracy_score, confusion_matrix, precision_recall_fscore_support
 
 from kfp.dsl import Artifact, ClassificationMetrics, Dataset, Input, Metrics, Model, Output
 
 from components.errors import run_cli
-from components.io import atomic_path, load_arrays, read_json, write_json
+from components.io import atomic_path, load_arrays, write_json
 from components.model import load_model, predict_proba
 
 log = logging.getLogger(__name__)
@@ -27,13 +27,16 @@ def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, classes: list
     """The keys of reports/metrics.json, all from scikit-learn; classes absent from the test split score 0."""
     labels = list(range(len(classes)))
     macro = precision_recall_fscore_support(y_true, y_pred, labels=labels, average="macro", zero_division=0)
+    weighted = precision_recall_fscore_support(y_true, y_pred, labels=labels, average="weighted", zero_division=0)
     per_class = precision_recall_fscore_support(y_true, y_pred, labels=labels, average=None, zero_division=0)
     return {
         "accuracy": float(accuracy_score(y_true, y_pred)),
         "macro_precision": float(macro[0]),
         "macro_recall": float(macro[1]),
         "macro_f1": float(macro[2]),
-        "weighted_f1": float(f1_score(y_true, y_pred, labels=labels, average="weighted", zero_division=0)),
+        "weighted_precision": float(weighted[0]),
+        "weighted_recall": float(weighted[1]),
+        "weighted_f1": float(weighted[2]),
         "n_test": int(len(y_true)),
         "per_class": {
             name: {"precision": float(p), "recall": float(r), "f1": float(f), "support": int(s)}
@@ -82,9 +85,9 @@ def precision_recall_figure(y_true: np.ndarray, proba: np.ndarray, classes: list
     return fig
 
 
-def evaluate_files(model_path: Path, test_path: Path, run_info_path: Path, metrics_path: Path,
-                   predictions_path: Path, plots_dir: Path) -> tuple[dict, np.ndarray, list[str]]:
-    """Score the model on test.npz, write metrics/predictions/plots, log them to the run.
+def evaluate_files(model_path: Path, test_path: Path, metrics_path: Path, predictions_path: Path,
+                   plots_dir: Path) -> tuple[dict, np.ndarray, list[str]]:
+    """Score the model on test.npz, write metrics/predictions/plots.
     Returns (metrics, confusion matrix, class names)."""
     net, config = load_model(model_path)
     classes = config["classes"]
@@ -108,16 +111,6 @@ def evaluate_files(model_path: Path, test_path: Path, run_info_path: Path, metri
     with atomic_path(plots_dir / "precision_recall.png") as tmp:
         pr_figure.savefig(tmp, format="png")
 
-    from components import tracking
-    import mlflow
-    with tracking.resume_run(read_json(run_info_path)["run_id"]):
-        mlflow.log_metrics({f"test_{k}": v for k, v in metrics.items() if k != "per_class"})
-        mlflow.log_metrics({"test_f1_class_" + metric_safe(name): m["f1"] for name, m in metrics["per_class"].items()})
-        mlflow.log_figure(figure, "plots/confusion_matrix.png")
-        mlflow.log_figure(pr_figure, "plots/precision_recall.png")
-        mlflow.log_dict(metrics, "reports/metrics.json")
-        mlflow.log_artifact(str(plots_dir / "confusion_matrix.json"), artifact_path="plots")
-        mlflow.log_artifact(str(predictions_path), artifact_path="reports")
     log.info("test macro-F1 %.4f, accuracy %.4f on %d test examples", metrics["macro_f1"], metrics["accuracy"], len(y_true))
     return metrics, matrix, classes
 
@@ -126,22 +119,21 @@ def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(description="Score the trained model on the test split.")
     parser.add_argument("--model", type=Path, required=True)
     parser.add_argument("--test", type=Path, required=True)
-    parser.add_argument("--run-info", type=Path, required=True)
     parser.add_argument("--metrics", type=Path, required=True)
     parser.add_argument("--predictions", type=Path, required=True)
     parser.add_argument("--plots", type=Path, required=True, help="folder for confusion_matrix.json/.png")
     args = parser.parse_args(argv)
-    evaluate_files(args.model, args.test, args.run_info, args.metrics, args.predictions, args.plots)
+    evaluate_files(args.model, args.test, args.metrics, args.predictions, args.plots)
 
 
-def evaluate_step(model: Input[Model], splits: Input[Dataset], run_info: Input[Artifact], metrics: Output[Metrics],
+def evaluate_step(model: Input[Model], splits: Input[Dataset], metrics: Output[Metrics],
                   confusion: Output[ClassificationMetrics], metrics_json: Output[Artifact],
                   predictions: Output[Dataset], plots: Output[Artifact]):
     """Kubeflow: the same files, plus Metrics and ClassificationMetrics so the KFP UI shows them."""
     from pathlib import Path
     from components.evaluate import evaluate_files
-    scores, matrix, classes = evaluate_files(Path(model.path), Path(splits.path) / "test.npz", Path(run_info.path),
-                                             Path(metrics_json.path), Path(predictions.path), Path(plots.path))
+    scores, matrix, classes = evaluate_files(Path(model.path), Path(splits.path) / "test.npz", Path(metrics_json.path),
+                                             Path(predictions.path), Path(plots.path))
     for key, value in scores.items():
         if key != "per_class":
             metrics.log_metric(key, value)

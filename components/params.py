@@ -90,10 +90,16 @@ class Register(Section):
     require_significance: bool = True
     confidence: float = Field(0.95, gt=0, lt=1)
     bootstrap_resamples: int = Field(1000, ge=100)
+    lock_timeout_s: int = Field(300, ge=30)  # wait this long for a concurrent registration's champion lock
 
 
 class Mlflow(Section):
     experiment: str = "digits"
+    # A tracking server that is down or answers 5xx: each request is retried with exponential backoff
+    # (backoff_s * 2**n seconds), then register stops with one line; rerunning it resumes the same run.
+    http_retries: int = Field(3, ge=0)
+    http_backoff_s: int = Field(1, ge=0)
+    http_timeout_s: int = Field(30, ge=1)
 
 
 class Resources(Section):

@@ -1,4 +1,9 @@
-"""register: log the model (preprocessing included) as a new version; move `champion` only to a better model.
+"""register: the pipeline execution's MLflow run, a new model version, and `champion` only for a better model.
+
+The only stage that talks to MLflow. It logs what the stages before it wrote (params, lineage tags, per-epoch
+curves, test metrics, confusion matrix, precision-recall curves, clean report) into one run, logs the model
+(weights + preprocessing, so it takes raw input) and registers it. A tracking server that is down or failing
+costs no training: after bounded retries this stage stops with one line, and rerunning it resumes the same run.
 
 Promotion rule: macro-F1 >= register.min_macro_f1, and, when a champion exists, the champion is
 re-scored on the *current* test split and the candidate must beat it: with
@@ -6,24 +11,29 @@ register.require_significance, the lower bound of a paired-bootstrap confidence 
 macro-F1 difference (candidate - champion) must be above 0.
 
     python -m components.register --model outputs/model.pt --preprocess outputs/preprocess \
-        --split outputs/split --predictions reports/predictions.csv \
-        --metrics reports/metrics.json --run-info outputs/train_run.json --out reports/registration.json
+        --split outputs/split --predictions reports/predictions.csv --metrics reports/metrics.json \
+        --plots reports/plots --train-info outputs/train_info.json --history reports/plots/training.csv \
+        --clean-report reports/clean.json --out reports/registration.json
 """
 
 import argparse
+import csv
+import hashlib
+import json
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from sklearn.metrics import f1_score
+from sklearn.metrics import confusion_matrix, f1_score
 
 from kfp.dsl import Artifact, Dataset, Input, Markdown, Model, Output
 
 from components.errors import run_cli
 from components.io import load_arrays, read_json, write_json
 from components.normalise import load_raw
-from components.params import Register, load_params
+from components.params import Params, Register, load_params
 
 log = logging.getLogger(__name__)
 ALIAS = "champion"
@@ -81,66 +91,150 @@ def champion_predictions(client, name: str, raw, classes: list[str]) -> tuple[st
     import mlflow
     try:
         version = str(client.get_model_version_by_alias(name, ALIAS).version)
-    except mlflow.exceptions.MlflowException:
-        return None, None, ""
+    except mlflow.exceptions.MlflowException as exc:
+        if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+            return None, None, ""
+        raise
     try:
         from components.serving import score_registered_model
         labels = score_registered_model(f"models:/{name}/{version}", raw)["label"].astype(str).tolist()
     except RuntimeError as exc:      # e.g. the input format changed since the champion was trained
-        return version, None, str(exc)[:200]
+        message = str(exc)
+        if "API request to" in message:      # the server, not the champion, failed: never decide on that
+            raise mlflow.exceptions.MlflowException(message[message.index("API request to"):]) from None
+        return version, None, message[:200]
     index = {c: i for i, c in enumerate(classes)}
     return version, np.array([index.get(label, -1) for label in labels]), ""
 
 
-def register_files(cfg: Register, seed: int, model_path: Path, preprocess_dir: Path, split_dir: Path,
-                   predictions_path: Path, metrics_path: Path, run_info_path: Path, out: Path,
-                   engine: str = "dvc") -> dict:
-    """Log and register the model, apply the champion rule, write registration.json; returns its content."""
-    from components import serving, tracking
+@dataclass
+class StageFiles:
+    """What the stages before register wrote: the same paths under DVC and inside Kubeflow artifacts."""
+    model: Path
+    preprocess: Path
+    split: Path
+    predictions: Path
+    metrics: Path
+    plots: Path          # evaluate's confusion_matrix.{png,json} and precision_recall.png
+    train_info: Path
+    history: Path
+    clean_report: Path
+
+    def execution_digest(self, logged_params: dict, engine: str) -> str:
+        """Names one pipeline execution: the trained model, its test metrics, the params and the engine."""
+        digest = hashlib.sha256(self.model.read_bytes() + self.metrics.read_bytes())
+        digest.update(json.dumps(logged_params, sort_keys=True, default=str).encode() + engine.encode())
+        return digest.hexdigest()[:16]
+
+
+def log_execution(files: StageFiles, metrics: dict, train_info: dict, lineage: dict, y_true: np.ndarray,
+                  y_pred: np.ndarray, classes: list[str], logged_params: dict) -> None:
+    """Everything but the model into the active run. On a resumed run, what is already there is not logged twice."""
+    import mlflow
+    from mlflow.entities import Metric
+    from components.evaluate import metric_safe
+
+    run = mlflow.active_run()
+    present = set(mlflow.MlflowClient().get_run(run.info.run_id).data.metrics)
+    mlflow.set_tags(lineage)
+    mlflow.log_params(logged_params)
+    if "train_loss" not in present:
+        with open(files.history, newline="") as fh:
+            rows = list(csv.DictReader(fh))
+        mlflow.MlflowClient().log_batch(run.info.run_id, metrics=[
+            Metric(key, float(row[key]), int(row["time_ms"]), int(row["epoch"]))
+            for row in rows for key in ("train_loss", "val_macro_f1")])
+    if "test_macro_f1" not in present:
+        mlflow.log_metrics({f"test_{k}": v for k, v in metrics.items() if k != "per_class"}
+                           | {"test_f1_class_" + metric_safe(name): m["f1"] for name, m in metrics["per_class"].items()}
+                           | {"best_val_macro_f1": train_info["best_val_macro_f1"], "epochs_run": train_info["epochs_run"]})
+    matrix = confusion_matrix(y_true, y_pred, labels=list(range(len(classes))))
+    mlflow.log_dict({"labels": classes, "rows_actual_columns_predicted": matrix.tolist()}, "plots/confusion_matrix_table.json")
+    for path, folder in ((files.plots / "confusion_matrix.png", "plots"), (files.plots / "confusion_matrix.json", "plots"),
+                         (files.plots / "precision_recall.png", "plots"), (files.history, "plots"),
+                         (files.metrics, "reports"), (files.predictions, "reports"), (files.clean_report, "reports")):
+        mlflow.log_artifact(str(path), artifact_path=folder)
+
+
+def log_and_register_model(files: StageFiles, raw, classes: list[str], model_name: str) -> str:
+    """Log the pyfunc model to the active run and register it; a resumed run reuses the version it already made."""
     import mlflow
     from mlflow.models import infer_signature
+    from components import serving
 
-    test = load_arrays(split_dir / "test.npz")
+    client, run_id = mlflow.MlflowClient(), mlflow.active_run().info.run_id
+    earlier = client.search_model_versions(f"name = '{model_name}' and run_id = '{run_id}'")
+    if earlier:
+        return str(earlier[0].version)
+    meta = read_json(files.preprocess / "meta.json")
+    example = raw[:2]       # >= 2 rows so nothing freezes the batch size at 1
+    example_output = serving.predictions_frame(np.full((2, len(classes)), 1 / len(classes), np.float32), classes)
+    info = mlflow.pyfunc.log_model(
+        name="model", python_model=serving.__file__,
+        artifacts={"model": str(files.model), "preprocess": str(files.preprocess)},
+        metadata={key: meta[key] for key in ("kind", "classes", "image_size", "channels", "target")},
+        code_paths=[str(Path(serving.__file__).parent)],
+        signature=infer_signature(example, example_output), input_example=example,
+        pip_requirements=serving.pinned_requirements(), registered_model_name=model_name)
+    return str(info.registered_model_version)
+
+
+def register_files(params: Params, files: StageFiles, out: Path, engine: str = "dvc") -> dict:
+    """Log the execution's run, register the model, apply the champion rule, write registration.json."""
+    from components import tracking
+    import mlflow
+
+    cfg = params.register
+    test = load_arrays(files.split / "test.npz")
     classes = test["classes"].tolist()
     index = {c: i for i, c in enumerate(classes)}
     # keep_default_na=False: a class called "NA" or "None" is a label, not a missing value
-    predicted = pd.read_csv(predictions_path, dtype=str, keep_default_na=False)["predicted"]
+    predicted = pd.read_csv(files.predictions, dtype=str, keep_default_na=False)["predicted"]
     candidate = np.array([index[c] for c in predicted])
-    metrics, run_info = read_json(metrics_path), read_json(run_info_path)
-    raw = load_raw(split_dir, "test")
-    meta = read_json(preprocess_dir / "meta.json")
+    metrics, train_info = read_json(files.metrics), read_json(files.train_info)
+    raw = load_raw(files.split, "test")
+    # register.* goes on the run as tags (it may change between attempts); kubeflow.* and mlflow.* (where and
+    # how to log) do not shape the model, and raising mlflow.http_retries must still resume the same run
+    logged_params = tracking.flatten("", params.model_dump(mode="json", exclude={"register", "kubeflow", "mlflow"}))
+    execution = files.execution_digest(logged_params, engine)
+    lineage = tracking.lineage_tags(train_info["device"], engine)
 
-    tracking.configure()
+    tracking.configure(params.mlflow)
     client = mlflow.MlflowClient()
-    champion_version, champion, problem = champion_predictions(client, cfg.model_name, raw, classes)
-    decision = decide(test["y"], candidate, champion, len(classes), cfg, seed, champion_problem=problem)
-
-    example = raw[:2]       # >= 2 rows so nothing freezes the batch size at 1
-    example_output = serving.predictions_frame(np.full((2, len(classes)), 1 / len(classes), np.float32), classes)
-    with tracking.resume_run(run_info["run_id"]) as run:
-        info = mlflow.pyfunc.log_model(
-            name="model", python_model=serving.__file__,
-            artifacts={"model": str(model_path), "preprocess": str(preprocess_dir)},
-            metadata={key: meta[key] for key in ("kind", "classes", "image_size", "channels", "target")},
-            code_paths=[str(Path(serving.__file__).parent)],
-            signature=infer_signature(example, example_output), input_example=example,
-            pip_requirements=serving.pinned_requirements(), registered_model_name=cfg.model_name)
-        version = str(info.registered_model_version)
-        tags = tracking.lineage_tags(run_info["device"], engine) | {
+    rerun = ("rerun `dvc repro` (only register runs)" if engine == "dvc"
+             else "rerun the pipeline (KFP reuses the cached tasks; register runs again)")
+    on_disk = f"the trained model and test metrics are saved: once the server is fixed, {rerun} to log and register them"
+    with tracking.server_errors(on_disk), \
+            tracking.start_execution_run(params.mlflow.experiment, execution, f"{engine}-{execution[:8]}",
+                                         train_info["started_ms"]) as run:
+        log_execution(files, metrics, train_info, lineage, test["y"], candidate, classes, logged_params)
+        version = log_and_register_model(files, raw, classes, cfg.model_name)
+        tags = lineage | {
             f"test_{k}": f"{metrics[k]:.6f}" for k in ("macro_f1", "accuracy", "macro_precision", "macro_recall")}
         for key, value in tags.items():
             client.set_model_version_tag(cfg.model_name, version, key, value)
-        client.set_model_version_tag(cfg.model_name, version, "promotion", decision["reason"])
-        if decision["promoted"]:
-            client.set_registered_model_alias(cfg.model_name, ALIAS, version)
-        registration = decision | {"version": version, "model_name": cfg.model_name,
-                                   "champion_version_before": champion_version, "run_id": run.info.run_id}
+
+        with tracking.champion_lock(cfg.model_name, execution, cfg.lock_timeout_s):
+            champion_version, champion, problem = champion_predictions(client, cfg.model_name, raw, classes)
+            if champion_version == version:      # an earlier attempt of this registration promoted it already
+                registration = json.loads(client.get_model_version(cfg.model_name, version).tags["registration"])
+            else:
+                decision = decide(test["y"], candidate, champion, len(classes), cfg, params.seed,
+                                  champion_problem=problem)
+                registration = decision | {"version": version, "model_name": cfg.model_name,
+                                           "champion_version_before": champion_version, "run_id": run.info.run_id}
+                client.set_model_version_tag(cfg.model_name, version, "promotion", decision["reason"])
+                # the whole decision, before the alias moves: a rerun that finds it done reports it as it was
+                client.set_model_version_tag(cfg.model_name, version, "registration", json.dumps(registration))
+                if decision["promoted"]:
+                    client.set_registered_model_alias(cfg.model_name, ALIAS, version)
+
         mlflow.log_dict(registration, "reports/registration.json")
         mlflow.set_tags({"registered_version": version} | tracking.flatten("register", cfg.model_dump(mode="json")))
 
     write_json(out, registration)
     log.info("%s version %s: %s", cfg.model_name, version,
-             ("promoted to @champion - " if decision["promoted"] else "not promoted - ") + decision["reason"])
+             ("promoted to @champion - " if registration["promoted"] else "not promoted - ") + registration["reason"])
     return registration
 
 
@@ -158,31 +252,36 @@ def summary_markdown(registration: dict) -> str:
 
 
 def main(argv: list[str]) -> None:
-    parser = argparse.ArgumentParser(description="Register the model; promote it to champion if it earns it.")
+    parser = argparse.ArgumentParser(description="Log the run to MLflow, register the model, promote it if it earns it.")
     parser.add_argument("--params", default="params.yaml")
-    parser.add_argument("--model", type=Path, required=True)
-    parser.add_argument("--preprocess", type=Path, required=True)
-    parser.add_argument("--split", type=Path, required=True, help="normalise's output folder")
-    parser.add_argument("--predictions", type=Path, required=True, help="evaluate's test predictions")
-    parser.add_argument("--metrics", type=Path, required=True)
-    parser.add_argument("--run-info", type=Path, required=True)
+    for name in ("model", "preprocess", "split", "predictions", "metrics", "plots", "train-info", "history",
+                 "clean-report"):
+        parser.add_argument(f"--{name}", type=Path, required=True)
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
-    params = load_params(args.params)
-    register_files(params.register, params.seed, args.model, args.preprocess, args.split, args.predictions,
-                   args.metrics, args.run_info, args.out)
+    files = StageFiles(args.model, args.preprocess, args.split, args.predictions, args.metrics, args.plots,
+                       args.train_info, args.history, args.clean_report)
+    register_files(load_params(args.params), files, args.out)
 
 
 def register_step(model: Input[Model], preprocess: Input[Artifact], splits: Input[Dataset],
-                  predictions: Input[Dataset], metrics_json: Input[Artifact], run_info: Input[Artifact], seed: int,
-                  register: dict, registration: Output[Artifact], report: Output[Markdown]):
-    """Kubeflow: never cached, since it reads and moves the registry's champion."""
+                  predictions: Input[Dataset], metrics_json: Input[Artifact], plots: Input[Artifact],
+                  train_info: Input[Artifact], history: Input[Artifact], clean_report: Input[Artifact],
+                  seed: int, data: dict, clean_cfg: dict, split: dict, normalise: dict, augment: dict, train: dict,
+                  register: dict, mlflow: dict, registration: Output[Artifact], report: Output[Markdown]):
+    """Kubeflow: takes every params section the run logs, as the DVC stage does. Never cached, since it reads
+    and moves the registry's champion. MLflow's address and credentials come from a Kubernetes Secret."""
     from pathlib import Path
-    from components.params import Register
-    from components.register import register_files, summary_markdown
-    result = register_files(Register.model_validate(register), seed, Path(model.path), Path(preprocess.path),
-                            Path(splits.path), Path(predictions.path), Path(metrics_json.path),
-                            Path(run_info.path), Path(registration.path), engine="kubeflow")
+    from components.errors import unwind_on_sigterm
+    from components.params import Params
+    from components.register import StageFiles, register_files, summary_markdown
+    unwind_on_sigterm()             # a deleted pod ends the MLflow run as FAILED
+    params = Params.model_validate({"seed": seed, "data": data, "clean": clean_cfg, "split": split,
+                                    "normalise": normalise, "augment": augment, "train": train,
+                                    "register": register, "mlflow": mlflow})
+    files = StageFiles(*(Path(a.path) for a in (model, preprocess, splits, predictions, metrics_json, plots,
+                                                train_info, history, clean_report)))
+    result = register_files(params, files, Path(registration.path), engine="kubeflow")
     Path(report.path).write_text(summary_markdown(result))
 
 

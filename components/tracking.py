@@ -5,9 +5,15 @@ root (where DVC runs the stages). MLFLOW_TRACKING_URI overrides it.
 """
 from __future__ import annotations
 
+import contextlib
 import os
+import re
+import socket
 import subprocess
+import time
+import uuid
 from pathlib import Path
+from typing import TYPE_CHECKING, Iterator
 
 import yaml
 
@@ -18,6 +24,12 @@ import mlflow  # noqa: E402  (after the telemetry switch)
 from mlflow.tracking import MlflowClient  # noqa: E402
 
 from components.errors import UserError  # noqa: E402
+
+if TYPE_CHECKING:
+    from components.params import Mlflow
+
+# Tags that find an unfinished run again, so a register that failed half-way resumes its own run.
+EXECUTION_TAG = "pipeline_execution"
 
 
 def tracking_uri() -> str:
@@ -36,10 +48,17 @@ def _sqlite_file(uri: str) -> Path | None:
     return Path(uri.removeprefix("sqlite:///")) if uri.startswith("sqlite:///") else None
 
 
-def configure() -> str:
+def configure(http: "Mlflow | None" = None) -> str:
     """Point MLflow at the store (MLflow exports it to child processes too); a local sqlite store gets its
-    folder created and an absolute path, so children with another working directory find the same store."""
+    folder created and an absolute path, so children with another working directory find the same store.
+    `http` (params.mlflow) bounds the retries against a tracking server; children inherit them too."""
     uri = absolute_tracking_uri()
+    if http is not None:
+        # MLflow's own client retries connection errors and 5xx answers with exponential backoff (urllib3);
+        # its defaults (7 retries, 120 s timeout) wait minutes on a dead server, so params.yaml bounds them.
+        os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = str(http.http_retries)
+        os.environ["MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR"] = str(http.http_backoff_s)
+        os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] = str(http.http_timeout_s)
     db = _sqlite_file(uri)
     if db is not None:
         db.parent.mkdir(parents=True, exist_ok=True)
@@ -56,18 +75,113 @@ def experiment_id(name: str) -> str:
         return existing.experiment_id
     db = _sqlite_file(uri)
     location = (db.parent / "artifacts").resolve().as_uri() if db is not None else None
-    return MlflowClient().create_experiment(name, artifact_location=location)
-
-
-def resume_run(run_id: str) -> mlflow.ActiveRun:
-    """Continue the run that train started, so one pipeline execution is one MLflow run."""
-    configure()
     try:
-        MlflowClient().get_run(run_id)
-    except mlflow.exceptions.MlflowException:
-        raise UserError(f"MLflow run {run_id} (from train) is not in {tracking_uri()}; "
-                        "rerun training with `dvc repro -f train`") from None
-    return mlflow.start_run(run_id=run_id)
+        # The kind makes the MLflow UI open this experiment on its training runs, not on its GenAI trace views.
+        return MlflowClient().create_experiment(name, artifact_location=location,
+                                                tags={"mlflow.experimentKind": "custom_model_development"})
+    except mlflow.exceptions.MlflowException as exc:
+        if exc.error_code != "RESOURCE_ALREADY_EXISTS":      # another registration created it meanwhile
+            raise
+        return mlflow.get_experiment_by_name(name).experiment_id
+
+
+def start_execution_run(experiment: str, execution: str, run_name: str, start_ms: int) -> mlflow.ActiveRun:
+    """The MLflow run of one pipeline execution (`execution`: a digest of what it produced), dated from when
+    training started. A run of the same execution that did not finish (the server went away, the process
+    was killed) is resumed, not duplicated."""
+    experiment_id_ = experiment_id(experiment)
+    client = MlflowClient()
+    unfinished = client.search_runs(
+        [experiment_id_], f"tags.{EXECUTION_TAG} = '{execution}' and attributes.status != 'FINISHED'",
+        order_by=["attributes.start_time DESC"], max_results=1)
+    # resolve_tags adds what mlflow.start_run would: user, source, git commit
+    from mlflow.tracking.context.registry import resolve_tags
+    run = unfinished[0] if unfinished else client.create_run(
+        experiment_id_, start_time=start_ms, tags=resolve_tags({EXECUTION_TAG: execution}), run_name=run_name)
+    return mlflow.start_run(run_id=run.info.run_id)
+
+
+def _server_problem(exc: BaseException) -> str | None:
+    """What is wrong with the tracking server, if that is what `exc` says, else None. MLflow's REST client
+    reports a server it cannot reach, or one that gave only 5xx answers until its retries ran out, as
+    'API request to <url> failed with exception ...', and a refusal as '... failed with error code 401'."""
+    import requests
+    text = str(exc)
+    if isinstance(exc, (requests.exceptions.ConnectionError, requests.exceptions.Timeout)) or (
+            isinstance(exc, mlflow.exceptions.MlflowException) and text.startswith("API request to")
+            and "failed with exception" in text):
+        detail = re.search(r"too many \d+ error responses|Connection refused|timed out|Name or service not known|"
+                           r"Failed to resolve|Connection reset|Remote end closed", text)
+        retries = os.environ.get("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "7")
+        state = "failing" if "error responses" in text else "not reachable"
+        return f"is {state} (gave up after {retries} retries: {detail.group(0) if detail else text[:80]})"
+    refused = re.search(r"failed with error code (40[13])", text)
+    if isinstance(exc, mlflow.exceptions.MlflowException) and refused:
+        return (f"refused the request (HTTP {refused.group(1)}): check MLFLOW_TRACKING_USERNAME and "
+                "MLFLOW_TRACKING_PASSWORD, the user's permissions, and that the server's --allowed-hosts lists this "
+                "host name")
+    return None
+
+
+@contextlib.contextmanager
+def server_errors(what_stays: str) -> Iterator[None]:
+    """Turn a tracking server that is down, failing or refusing (after MLflow's bounded retries) into one line
+    that names the server and says what to do; other errors pass through unchanged."""
+    try:
+        yield
+    except Exception as exc:
+        problem = _server_problem(exc) if tracking_uri().startswith(("http://", "https://")) else None
+        if problem is None:
+            raise
+        raise UserError(f"MLflow tracking server {tracking_uri()} {problem}; {what_stays}") from None
+
+
+@contextlib.contextmanager
+def champion_lock(name: str, owner: str, timeout_s: int) -> Iterator[None]:
+    """Serialise champion decisions for one registered model across processes and machines.
+
+    MLflow aliases have no compare-and-set, so two registrations at the same moment could each see the same
+    champion and both move the alias. The lock is a registered model `<name>.champion-lock`: creating one
+    that exists fails atomically in every MLflow backend, so one holder decides at a time. Its description
+    names the holder: `owner` (the pipeline execution) first, so a lock left behind by an earlier attempt of
+    the same execution (killed, or its server went away) is taken over at once; any other lock older than
+    `timeout_s` is taken to be a killed process's and broken.
+    """
+    client = MlflowClient()
+    lock = f"{name}.champion-lock"
+    token = (f"{owner} {socket.gethostname()} pid {os.getpid()} {uuid.uuid4().hex[:8]}: "
+             f"held while it moves @champion of {name}; deleted when done")
+    deadline, wait = time.monotonic() + timeout_s, 0.2
+    while True:
+        try:
+            client.create_registered_model(lock, description=token)
+            break
+        except mlflow.exceptions.MlflowException as exc:
+            if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+                raise
+        try:
+            held = client.get_registered_model(lock)
+        except mlflow.exceptions.MlflowException:
+            continue                                    # released meanwhile: try again
+        if held.description == token:                   # our create, retried by the client after a lost answer
+            break
+        left_by_this_execution = (held.description or "").split(" ")[0] == owner
+        if left_by_this_execution or time.time() - held.creation_timestamp / 1000 > timeout_s:
+            with contextlib.suppress(mlflow.exceptions.MlflowException):
+                client.delete_registered_model(lock)
+            continue
+        if time.monotonic() > deadline:
+            raise UserError(f"registered model '{lock}' has been held for over {timeout_s} s by another registration "
+                            f"({held.description}); if none is running, delete '{lock}' in MLflow and rerun register")
+        time.sleep(wait)
+        wait = min(wait * 2, 5.0)
+    try:
+        yield
+    finally:
+        # only our own lock: a holder that was too slow may have had it broken and taken by another
+        with contextlib.suppress(mlflow.exceptions.MlflowException):
+            if client.get_registered_model(lock).description == token:
+                client.delete_registered_model(lock)
 
 
 def git_commit() -> tuple[str, bool]:

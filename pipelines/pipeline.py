@@ -71,25 +71,25 @@ def build_pipeline(params: Params, image: str | None = None):
         augmented = _limit(augment_op(splits=split_task.outputs["splits"], preprocess=split_task.outputs["preprocess"],
                                       seed=seed, augment=augment), k.resources).set_display_name("augment")
         trained = _limit(train_op(augmented=augmented.outputs["augmented"], splits=split_task.outputs["splits"],
-                                  clean_report=cleaned.outputs["report"], seed=seed, data=data, clean_cfg=clean,
-                                  split=split, normalise=normalise, augment=augment, train=train, mlflow=mlflow),
-                         k.train_resources).set_display_name("train")
+                                  seed=seed, train=train), k.train_resources).set_display_name("train")
         if params.train.gpus > 0:
             trained.set_accelerator_type("nvidia.com/gpu").set_accelerator_limit(params.train.gpus)
             for label, value in k.gpu_node_selector.items():
                 kubernetes.add_node_selector(trained, label_key=label, label_value=value)
             for toleration in k.gpu_tolerations:
                 kubernetes.add_toleration(trained, **toleration.model_dump(exclude_none=True))
-        scored = _limit(evaluate_op(model=trained.outputs["model"], splits=split_task.outputs["splits"],
-                                    run_info=trained.outputs["run_info"]), k.resources).set_display_name("evaluate")
+        scored = _limit(evaluate_op(model=trained.outputs["model"], splits=split_task.outputs["splits"]),
+                        k.resources).set_display_name("evaluate")
         registered = _limit(register_op(model=trained.outputs["model"], preprocess=split_task.outputs["preprocess"],
                                         splits=split_task.outputs["splits"], predictions=scored.outputs["predictions"],
-                                        metrics_json=scored.outputs["metrics_json"],
-                                        run_info=trained.outputs["run_info"], seed=seed, register=register),
+                                        metrics_json=scored.outputs["metrics_json"], plots=scored.outputs["plots"],
+                                        train_info=trained.outputs["train_info"], history=trained.outputs["history"],
+                                        clean_report=cleaned.outputs["report"], seed=seed, data=data, clean_cfg=clean,
+                                        split=split, normalise=normalise, augment=augment, train=train,
+                                        register=register, mlflow=mlflow),
                             k.resources).set_display_name("register")
         registered.set_caching_options(False)      # it reads and moves the registry's champion: always run
-        for task in (trained, scored, registered):
-            with_mlflow(task)
+        with_mlflow(registered)                    # the only task that talks to MLflow
         return NamedTuple("Outputs", metrics_json=Artifact, registration=Artifact)(
             scored.outputs["metrics_json"], registered.outputs["registration"])
 

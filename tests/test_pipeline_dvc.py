@@ -5,6 +5,7 @@ import shutil
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -16,7 +17,8 @@ from components.io import load_arrays
 from conftest import REPO
 
 STAGES = ["clean", "normalise", "augment", "train", "evaluate", "register"]
-METRIC_KEYS = {"accuracy", "macro_precision", "macro_recall", "macro_f1", "weighted_f1", "n_test", "per_class"}
+METRIC_KEYS = {"accuracy", "macro_precision", "macro_recall", "macro_f1", "weighted_precision", "weighted_recall",
+               "weighted_f1", "n_test", "per_class"}
 
 
 def test_first_repro_runs_every_stage_in_pipeline_order(trained):
@@ -45,7 +47,8 @@ def test_metrics_json_equals_scikit_learn_on_the_test_predictions(trained):
     assert metrics["n_test"] == len(test["y"]) == 120
     assert metrics["accuracy"] == pytest.approx(accuracy_score(y_true, y_pred))
     assert metrics["macro_f1"] == pytest.approx(f1_score(y_true, y_pred, average="macro", labels=classes))
-    assert metrics["weighted_f1"] == pytest.approx(f1_score(y_true, y_pred, average="weighted", labels=classes))
+    weighted = precision_recall_fscore_support(y_true, y_pred, labels=classes, average="weighted", zero_division=0)
+    assert [metrics[f"weighted_{k}"] for k in ("precision", "recall", "f1")] == pytest.approx(weighted[:3])
     precision, recall, f1, support = precision_recall_fscore_support(y_true, y_pred, labels=classes, zero_division=0)
     assert metrics["macro_precision"] == pytest.approx(precision.mean())
     assert metrics["macro_recall"] == pytest.approx(recall.mean())
@@ -61,10 +64,64 @@ def test_metrics_json_equals_scikit_learn_on_the_test_predictions(trained):
     # ...and the same pictures are in the MLflow run, beside the test metrics
     import mlflow
     client = mlflow.MlflowClient(tracking_uri=trained.env["MLFLOW_TRACKING_URI"])
-    run_id = trained.json("outputs/train_run.json")["run_id"]
+    run_id = trained.json("reports/registration.json")["run_id"]
     assert {a.path for a in client.list_artifacts(run_id, "plots")} >= {
         "plots/confusion_matrix.png", "plots/precision_recall.png", "plots/confusion_matrix.json"}
     assert client.get_run(run_id).data.metrics["test_macro_f1"] == pytest.approx(metrics["macro_f1"])
+
+
+def test_the_mlflow_run_holds_everything_a_person_browses_for(trained):
+    import mlflow
+    mlflow.set_tracking_uri(trained.env["MLFLOW_TRACKING_URI"])
+    client = mlflow.MlflowClient()
+    registration = trained.json("reports/registration.json")
+    run = client.get_run(registration["run_id"])
+    assert run.info.status == "FINISHED"
+    assert run.info.start_time == trained.json("outputs/train_info.json")["started_ms"], "dated from training"
+    assert client.get_experiment(run.info.experiment_id).name == "digits"
+    # flattened params, exactly as params.yaml says
+    params = yaml.safe_load((trained.root / "params.yaml").read_text())
+    assert run.data.params["train.epochs"] == str(params["train"]["epochs"]) == "8"
+    assert run.data.params["augment.scale"] == str(params["augment"]["scale"])
+    assert run.data.params["seed"] == "42" and "kubeflow.image" not in run.data.params
+    assert run.data.tags["register.min_macro_f1"] == "0.9"
+    # per-epoch curves: one point per epoch, equal to the history DVC plots
+    history = pd.read_csv(trained.root / "reports/plots/training.csv")
+    for key in ("train_loss", "val_macro_f1"):
+        points = client.get_metric_history(run.info.run_id, key)
+        assert [m.step for m in points] == history["epoch"].tolist()
+        assert [m.value for m in points] == pytest.approx(history[key].tolist())
+        assert [m.timestamp for m in points] == history["time_ms"].tolist()
+    # final test metrics: the same numbers as metrics.json, per-class F1 included
+    metrics = trained.json("reports/metrics.json")
+    for key in ("accuracy", "macro_precision", "macro_recall", "macro_f1", "weighted_precision", "weighted_recall",
+                "weighted_f1"):
+        assert run.data.metrics[f"test_{key}"] == pytest.approx(metrics[key]), key
+    for name, scores in metrics["per_class"].items():
+        assert run.data.metrics[f"test_f1_class_{name}"] == pytest.approx(scores["f1"])
+    # lineage tags
+    tags = run.data.tags
+    assert tags["engine"] == "dvc" and tags["device"] == "cpu"
+    assert tags["data_hash"] == yaml.safe_load((trained.root / "data.dvc").read_text())["outs"][0]["md5"]
+    assert tags["git_commit"] == "unknown" and tags["git_dirty"] == "false"      # the temp project is not in git
+    # artifacts: pictures, the confusion matrix as JSON, the clean report
+    artifacts = {a.path for folder in ("plots", "reports") for a in client.list_artifacts(run.info.run_id, folder)}
+    assert artifacts >= {"plots/confusion_matrix.png", "plots/precision_recall.png", "plots/confusion_matrix.json",
+                         "plots/confusion_matrix_table.json", "plots/training.csv", "reports/clean.json",
+                         "reports/metrics.json", "reports/registration.json"}
+    table = mlflow.artifacts.load_dict(f"runs:/{run.info.run_id}/plots/confusion_matrix_table.json")
+    matrix = np.array(table["rows_actual_columns_predicted"])
+    assert matrix.sum() == metrics["n_test"] and np.trace(matrix) / matrix.sum() == pytest.approx(metrics["accuracy"])
+    assert mlflow.artifacts.load_dict(f"runs:/{run.info.run_id}/reports/clean.json") == trained.json("reports/clean.json")
+    # the model: signature, input example and pinned requirements; the version links back to this run
+    version = client.get_model_version("digits-classifier", registration["version"])
+    assert version.run_id == run.info.run_id
+    info = mlflow.models.get_model_info(f"models:/digits-classifier/{registration['version']}")
+    assert info.signature.inputs.to_dict()[0]["tensor-spec"]["shape"] == (-1, 8, 8, 1)
+    assert info.saved_input_example_info is not None
+    requirements = mlflow.pyfunc.get_model_dependencies(f"models:/digits-classifier/{registration['version']}")
+    pins = Path(requirements).read_text().split()
+    assert any(line.startswith("torch==") for line in pins) and any(line.startswith("mlflow==") for line in pins)
 
 
 def test_normaliser_is_fitted_on_the_train_split_only(trained):
@@ -159,9 +216,12 @@ def test_caching_and_the_champion_rule_through_repro(trained):
     champion = client.get_model_version_by_alias("digits-classifier", "champion")
     assert str(champion.version) == ("3" if retrained["promoted"] else "1")
     assert champion.tags["data_hash"].endswith(".dir") and champion.tags["engine"] == "dvc"
-    # every version links back to the pipeline run that trained it
+    # every register execution is its own finished run, and each version links back to it
     run_ids = {str(v.version): v.run_id for v in versions}
-    assert run_ids["1"] == run_ids["2"] != run_ids["3"] == run_ids["4"]
+    assert len(set(run_ids.values())) == 4
+    for version, run_id in run_ids.items():
+        run = client.get_run(run_id)
+        assert run.info.status == "FINISHED" and run.data.tags["registered_version"] == version
 
     # A later, incompatible code change (scores reversed) must not touch how the champion is re-scored:
     # it runs with the code it was logged with, in its own process.

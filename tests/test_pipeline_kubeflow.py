@@ -55,11 +55,12 @@ def test_compiled_spec_requests_gpu_for_train_and_limits_every_task(compiled):
         assert tasks[step]["cachingOptions"]["enableCache"] is True, step
 
     k8s = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
-    for step in ("train-step", "evaluate-step", "register-step"):
-        envs = {e["envVar"]: (s["secretName"], s.get("optional", False))
-                for s in k8s[f"exec-{step}"]["secretAsEnv"] for e in s["keyToEnv"]}
-        assert envs["MLFLOW_TRACKING_URI"] == ("mlflow-credentials", False)
-        assert envs["MLFLOW_TRACKING_PASSWORD"] == ("mlflow-credentials", True)
+    envs = {e["envVar"]: (s["secretName"], s.get("optional", False))
+            for s in k8s["exec-register-step"]["secretAsEnv"] for e in s["keyToEnv"]}
+    assert envs["MLFLOW_TRACKING_URI"] == ("mlflow-credentials", False)
+    assert envs["MLFLOW_TRACKING_PASSWORD"] == ("mlflow-credentials", True)
+    for step in ("train-step", "evaluate-step"):     # only register talks to MLflow: no credentials elsewhere
+        assert "secretAsEnv" not in k8s.get(f"exec-{step}", {}), step
     assert k8s["exec-train-step"]["tolerations"][0]["key"] == "nvidia.com/gpu"
     assert "exec-clean-step" not in k8s, "data tasks get no secrets and no GPU scheduling"
 
@@ -73,7 +74,8 @@ def test_pipeline_parameters_default_from_params_yaml_and_carry_no_credentials(c
         assert inputs[section]["defaultValue"] == params[section], section
     assert "kubeflow" not in inputs
     assert not [n for n in inputs if any(w in n.upper() for w in ("TRACKING_URI", "PASSWORD", "USERNAME", "TOKEN"))]
-    assert inputs["mlflow"]["defaultValue"] == {"experiment": "digits"}, "the server address comes from a Secret"
+    assert inputs["mlflow"]["defaultValue"]["experiment"] == "digits"
+    assert not [k for k in inputs["mlflow"]["defaultValue"] if "uri" in k.lower()], "the address comes from a Secret"
 
 
 def test_fetch_reads_the_data_through_dvc_api_at_a_git_revision(tmp_path):
@@ -174,7 +176,7 @@ def test_submit_uploads_spec_and_params_to_a_stand_in_kfp_api_server():
     assert run["display_name"] == "nightly" and run["experiment_id"] == "exp-1"
     spec, platform = run["pipeline_spec"]["pipeline_spec"], run["pipeline_spec"]["platform_spec"]
     assert spec["pipelineInfo"]["name"] == "digits-mlops"
-    secrets = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]["exec-train-step"]["secretAsEnv"]
+    secrets = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]["exec-register-step"]["secretAsEnv"]
     assert {s["secretName"] for s in secrets} == {"mlflow-credentials"}
     assert {e["container"]["image"] for e in spec["deploymentSpec"]["executors"].values()} == {"registry.test/dm:2"}
     train = spec["deploymentSpec"]["executors"]["exec-train-step"]["container"]["resources"]
