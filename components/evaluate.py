@@ -106,6 +106,9 @@ def evaluate_files(model_path: Path, test_path: Path, metrics_path: Path, predic
     with atomic_path(predictions_path) as tmp:
         predictions.to_csv(tmp, index=False)
     write_json(plots_dir / "confusion_matrix.json", confusion_records(y_true, y_pred, classes))
+    # the same matrix as one table with its labels, for people (MLflow shows it beside the PNG)
+    write_json(plots_dir / "confusion_matrix_table.json",
+               {"labels": classes, "rows_actual_columns_predicted": matrix.tolist()})
     with atomic_path(plots_dir / "confusion_matrix.png") as tmp:
         figure.savefig(tmp, format="png")
     with atomic_path(plots_dir / "precision_recall.png") as tmp:

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from sklearn.metrics import confusion_matrix, f1_score
+from sklearn.metrics import f1_score
 
 from kfp.dsl import Artifact, Dataset, Input, Markdown, Model, Output
 
@@ -115,7 +115,7 @@ class StageFiles:
     split: Path
     predictions: Path
     metrics: Path
-    plots: Path          # evaluate's confusion_matrix.{png,json} and precision_recall.png
+    plots: Path          # evaluate's confusion_matrix.{png,json}, confusion_matrix_table.json, precision_recall.png
     train_info: Path
     history: Path
     clean_report: Path
@@ -127,30 +127,28 @@ class StageFiles:
         return digest.hexdigest()[:16]
 
 
-def log_execution(files: StageFiles, metrics: dict, train_info: dict, lineage: dict, y_true: np.ndarray,
-                  y_pred: np.ndarray, classes: list[str], logged_params: dict) -> None:
+def log_execution(files: StageFiles, metrics: dict, train_info: dict, lineage: dict, logged_params: dict) -> None:
     """Everything but the model into the active run. On a resumed run, what is already there is not logged twice."""
     import mlflow
     from mlflow.entities import Metric
     from components.evaluate import metric_safe
 
-    run = mlflow.active_run()
-    present = set(mlflow.MlflowClient().get_run(run.info.run_id).data.metrics)
+    client, run_id = mlflow.MlflowClient(), mlflow.active_run().info.run_id
+    present = set(client.get_run(run_id).data.metrics)
     mlflow.set_tags(lineage)
     mlflow.log_params(logged_params)
     if "train_loss" not in present:
         with open(files.history, newline="") as fh:
             rows = list(csv.DictReader(fh))
-        mlflow.MlflowClient().log_batch(run.info.run_id, metrics=[
+        client.log_batch(run_id, metrics=[
             Metric(key, float(row[key]), int(row["time_ms"]), int(row["epoch"]))
             for row in rows for key in ("train_loss", "val_macro_f1")])
     if "test_macro_f1" not in present:
         mlflow.log_metrics({f"test_{k}": v for k, v in metrics.items() if k != "per_class"}
                            | {"test_f1_class_" + metric_safe(name): m["f1"] for name, m in metrics["per_class"].items()}
                            | {"best_val_macro_f1": train_info["best_val_macro_f1"], "epochs_run": train_info["epochs_run"]})
-    matrix = confusion_matrix(y_true, y_pred, labels=list(range(len(classes))))
-    mlflow.log_dict({"labels": classes, "rows_actual_columns_predicted": matrix.tolist()}, "plots/confusion_matrix_table.json")
     for path, folder in ((files.plots / "confusion_matrix.png", "plots"), (files.plots / "confusion_matrix.json", "plots"),
+                         (files.plots / "confusion_matrix_table.json", "plots"),
                          (files.plots / "precision_recall.png", "plots"), (files.history, "plots"),
                          (files.metrics, "reports"), (files.predictions, "reports"), (files.clean_report, "reports")):
         mlflow.log_artifact(str(path), artifact_path=folder)
@@ -207,7 +205,7 @@ def register_files(params: Params, files: StageFiles, out: Path, engine: str = "
     with tracking.server_errors(on_disk), \
             tracking.start_execution_run(params.mlflow.experiment, execution, f"{engine}-{execution[:8]}",
                                          train_info["started_ms"]) as run:
-        log_execution(files, metrics, train_info, lineage, test["y"], candidate, classes, logged_params)
+        log_execution(files, metrics, train_info, lineage, logged_params)
         version = log_and_register_model(files, raw, classes, cfg.model_name)
         tags = lineage | {
             f"test_{k}": f"{metrics[k]:.6f}" for k in ("macro_f1", "accuracy", "macro_precision", "macro_recall")}

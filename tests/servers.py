@@ -16,6 +16,8 @@ import urllib.request
 from pathlib import Path
 
 BIN = Path(sys.executable).parent
+# Fail fast against a dead or failing server: 2 retries with 1 s backoff, not MLflow's minutes.
+QUICK_RETRIES = {"mlflow": {"http_retries": 2, "http_backoff_s": 1, "http_timeout_s": 10}}
 
 
 def free_port() -> int:

@@ -14,14 +14,12 @@ import yaml
 from PIL import Image
 
 from conftest import make_project
-from servers import MlflowServer, ci_or_skip, create_store, wait_for
+from servers import QUICK_RETRIES, MlflowServer, ci_or_skip, create_store, wait_for
 
 CHROMIUM = Path("/usr/bin/chromium")
 # Headless flags that keep Chromium off the (closed) network: no background or component-update traffic.
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-# Fail fast against a stopped server: 2 retries with 1 s backoff, not MLflow's minutes.
-QUICK_RETRIES = {"mlflow": {"http_retries": 2, "http_backoff_s": 1, "http_timeout_s": 10}}
 
 
 def sqlite_server(root: Path, port: int | None = None) -> MlflowServer:

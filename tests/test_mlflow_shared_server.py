@@ -19,10 +19,9 @@ import pytest
 import yaml
 
 from conftest import REPO, make_project
-from servers import MlflowServer, Postgres, ci_or_skip, create_store, postgres_bin, wait_for
+from servers import QUICK_RETRIES, MlflowServer, Postgres, ci_or_skip, create_store, postgres_bin, wait_for
 
 ADMIN_PASSWORD = secrets.token_hex(12)
-QUICK_RETRIES = {"mlflow": {"http_retries": 2, "http_backoff_s": 1, "http_timeout_s": 10}}
 
 
 def pod_spec() -> dict:
