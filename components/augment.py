@@ -1,7 +1,7 @@
 """augment: add randomly transformed copies of the training split; val/test are never touched.
 
 Images: each copy gets its own random rotation, scale, translation (zero-padded affine) and, when
-enabled, horizontal flip, drawn by kornia per sample on a batched tensor.
+enabled, horizontal flip, drawn by kornia per sample on a batched tensor, on the GPU when there is one.
 Tables: optional oversampling of smaller classes, and copies with Gaussian jitter on the scaled
 numeric features. Both seeded, so reruns are identical.
 
@@ -20,10 +20,12 @@ from kfp.dsl import Artifact, Dataset, Input, Output
 
 from components.errors import run_cli
 from components.io import load_arrays, save_arrays
+from components.model import resolve_device
 from components.normalise import load_preprocess
 from components.params import Augment, load_params
 
 log = logging.getLogger(__name__)
+CHUNK = 8192        # images per augmentation batch: bounds memory on any device, fixed so results are too
 
 
 def augmenter(cfg: Augment) -> torch.nn.Module:
@@ -34,18 +36,25 @@ def augmenter(cfg: Augment) -> torch.nn.Module:
     return K.AugmentationSequential(*steps)
 
 
-def augment_images(raw: np.ndarray, labels: np.ndarray, cfg: Augment, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Raw uint8 (n, h, w, c) -> originals followed by `cfg.copies` augmented copies, as uint8 again."""
+def augment_images(raw: np.ndarray, labels: np.ndarray, cfg: Augment, seed: int,
+                   device: str = "cpu") -> tuple[np.ndarray, np.ndarray]:
+    """Raw uint8 (n, h, w, c) -> originals followed by `cfg.copies` augmented copies, as uint8 again.
+    The images travel to `device` as uint8 (4x less to copy than floats) in fixed-size chunks, so the
+    result does not depend on the device: kornia draws each sample's parameters on the CPU generator."""
     if cfg.copies == 0:
         return raw, labels
-    pipeline = augmenter(cfg)
-    batch = torch.from_numpy(raw).permute(0, 3, 1, 2).float() / 255.0
+    pipeline = augmenter(cfg)                      # stays on the CPU: its generator draws there, kornia moves the draws
+    images = torch.from_numpy(raw).permute(0, 3, 1, 2)
+    if device != "cpu":
+        images = images.pin_memory()
     copies = []
     with torch.random.fork_rng(devices=[]):        # seeded locally, leaves the caller's RNG alone
         torch.manual_seed(seed)
         for _ in range(cfg.copies):
-            copies.append(pipeline(batch))
-    augmented = torch.cat(copies).clamp(0, 1).mul(255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+            for chunk in images.split(CHUNK):
+                batch = chunk.to(device, non_blocking=True).float().div_(255.0)
+                copies.append(pipeline(batch).clamp_(0, 1).mul_(255).round_().to(torch.uint8).cpu())
+    augmented = torch.cat(copies).permute(0, 2, 3, 1).numpy()
     return np.concatenate([raw, augmented]), np.concatenate([labels] * (cfg.copies + 1))
 
 
@@ -72,7 +81,7 @@ def augment_file(split_dir: Path, preprocess_dir: Path, cfg: Augment, seed: int,
     train = load_arrays(split_dir / "train.npz")
     meta, preprocessor = load_preprocess(preprocess_dir)
     if meta["kind"] == "image_folder":
-        raw, labels = augment_images(train["raw"], train["y"], cfg, seed)
+        raw, labels = augment_images(train["raw"], train["y"], cfg, seed, resolve_device(cfg.device, "augment.device"))
         # Augment raw pixels (background stays 0 where the affine pads), then apply the train-fitted scaling.
         x = preprocessor.transform(raw)
     else:

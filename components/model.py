@@ -43,19 +43,36 @@ class MLP(nn.Module):
         return self.net(x)
 
 
+def resnet18(in_channels: int, n_classes: int) -> nn.Module:
+    """torchvision's ResNet-18 (11 M parameters) with the CIFAR stem: small images (e.g. 32x32) keep their
+    resolution through a 3x3 stride-1 first conv and no max-pool."""
+    try:
+        from torchvision.models import resnet18 as tv_resnet18
+    except ImportError:
+        from components.errors import UserError
+        raise UserError("train.arch resnet18 needs torchvision: pip install -e '.[vision]'") from None
+    net = tv_resnet18(num_classes=n_classes)
+    net.conv1 = nn.Conv2d(in_channels, 64, 3, stride=1, padding=1, bias=False)
+    net.maxpool = nn.Identity()
+    return net
+
+
 def build_model(config: dict) -> nn.Module:
-    """config["arch"]: "cnn" for images (n, c, h, w), "mlp" for tables (n, features)."""
+    """config["arch"]: "cnn" or "resnet18" for images (n, c, h, w), "mlp" for tables (n, features)."""
     n_classes = len(config["classes"])
     if config["arch"] == "mlp":
         return MLP(config["in_features"], n_classes, config["hidden"])
+    if config["arch"] == "resnet18":
+        return resnet18(config["in_channels"], n_classes)
     return SmallCNN(config["in_channels"], n_classes, config["width"])
 
 
-def model_config(x: np.ndarray, classes: list[str], width: int, hidden: list[int]) -> dict:
-    """What it takes to rebuild the network for inputs shaped like x."""
+def model_config(x: np.ndarray, classes: list[str], arch: str = "cnn", width: int = 32,
+                 hidden: list[int] = (64, 64)) -> dict:
+    """What it takes to rebuild the network for inputs shaped like x (tables always get the MLP)."""
     if x.ndim == 2:
         return {"arch": "mlp", "in_features": int(x.shape[1]), "hidden": list(hidden), "classes": classes}
-    return {"arch": "cnn", "in_channels": int(x.shape[1]), "width": width, "classes": classes}
+    return {"arch": arch, "in_channels": int(x.shape[1]), "width": width, "classes": classes}
 
 
 def save_model(path: str | Path, net: nn.Module, config: dict) -> None:
@@ -82,10 +99,10 @@ def predict_proba(net: nn.Module, x: np.ndarray, batch_size: int = 512, device: 
     return torch.cat(out).numpy() if out else np.zeros((0, 0), np.float32)
 
 
-def resolve_device(requested: str) -> str:
+def resolve_device(requested: str, key: str = "train.device") -> str:
     if requested == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if requested == "cuda" and not torch.cuda.is_available():
         from components.errors import UserError
-        raise UserError("params.yaml: train.device is 'cuda' but no CUDA GPU is visible; use 'auto' or 'cpu'")
+        raise UserError(f"params.yaml: {key} is 'cuda' but no CUDA GPU is visible; use 'auto' or 'cpu'")
     return requested

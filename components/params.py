@@ -71,6 +71,7 @@ class Augment(Section):
     hflip: bool = False
     jitter: float = Field(0.0, ge=0)    # tables: std of Gaussian noise on scaled numeric features in copies
     oversample: bool = False            # tables: repeat rows of smaller classes up to the largest class
+    device: Literal["auto", "cpu", "cuda"] = "auto"   # images: where the batched transforms run
 
 
 class Train(Section):
@@ -79,9 +80,15 @@ class Train(Section):
     batch_size: int = Field(64, ge=1)
     lr: float = Field(0.003, gt=0)
     patience: int = Field(5, ge=1)
+    arch: Literal["cnn", "resnet18"] = "cnn"   # images: the small CNN, or torchvision's ResNet-18 (CIFAR stem)
     width: int = Field(32, ge=1)
     hidden: list[int] = [64, 64]        # tables: the MLP's hidden layer sizes
-    gpus: int = Field(1, ge=0)  # GPUs the Kubeflow train task requests (0: none); locally train.device decides
+    # Processes, one per GPU: > 1 trains data-parallel (DDP through torchrun), with the nccl backend on
+    # GPUs, or gloo on CPU when train.device resolves to cpu. Kubeflow's train task requests this many GPUs.
+    gpus: int = Field(1, ge=0)
+    mixed_precision: Literal["bf16", "none"] = "bf16"   # CUDA only: bf16 autocast; CPU always trains in fp32
+    compile: bool = False               # torch.compile the model (minutes of compiling, then faster steps)
+    resume: bool = True                 # continue from the last epoch checkpoint of an identical, killed run
 
 
 class Register(Section):
@@ -124,6 +131,10 @@ class Kubeflow(Section):
     train_resources: Resources = Resources(cpu_request="2", cpu_limit="8", memory_request="4Gi", memory_limit="16Gi")
     gpu_node_selector: dict[str, str] = {}
     gpu_tolerations: list[Toleration] = [Toleration(key="nvidia.com/gpu", effect="NoSchedule")]
+    # A PersistentVolumeClaim for train's per-epoch checkpoints: a retried or preempted train task resumes
+    # from it instead of starting over ("" = no volume; a retry then starts from epoch 1).
+    checkpoint_pvc: str = ""
+    train_retries: int = Field(2, ge=0)
 
 
 # `register` is also a method of ABCMeta (pydantic's metaclass base); shadowing it on instances is harmless.

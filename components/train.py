@@ -1,77 +1,208 @@
-"""train: a small CNN (images) or MLP (tables), Adam and cross-entropy, early-stopped on validation macro-F1.
+"""train: a CNN (images) or MLP (tables), Adam and cross-entropy, early-stopped on validation macro-F1.
+
+On a GPU the whole loop stays on the device: the data set is copied once (pinned, non-blocking) when it
+fits, batches are cut on the device, bf16 autocast and channels_last run the convolutions on tensor
+cores, and the only host syncs are once per epoch. On CPU the run is deterministic. `train.gpus > 1`
+relaunches this module under torchrun: one process per GPU (or CPU processes with gloo), DDP.
+
+Every epoch ends with a checkpoint in --checkpoints; a killed run started again with the same inputs
+and params (`train.resume: true`) continues after the last finished epoch and ends with the same model.
 
 Needs no MLflow: the per-epoch history and the device go to files, and register logs them to the run,
 so a tracking server that is down never costs a training run.
 
-    python -m components.train --train outputs/augmented/train.npz --val outputs/split/val.npz \
-        --model outputs/model.pt --info outputs/train_info.json --history reports/plots/training.csv
+    python -m components.train --train outputs/augmented/train.npz --val outputs/split/val.npz \\
+        --model outputs/model.pt --info outputs/train_info.json --history reports/plots/training.csv \\
+        --checkpoints outputs/checkpoints
 """
 
 import argparse
-import copy
+import contextlib
 import csv
+import hashlib
 import logging
+import os
+import sys
 import time
+import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from sklearn.metrics import f1_score
 from tqdm import tqdm
 
 from kfp.dsl import Artifact, Dataset, Input, Model, Output
 
-from components.errors import run_cli
+from components.errors import UserError, run_cli
 from components.io import atomic_path, load_arrays, write_json
-from components.model import build_model, model_config, predict_proba, resolve_device, save_model
+from components.model import build_model, model_config, resolve_device, save_model
 from components.params import Params, Train, load_params
 
 log = logging.getLogger(__name__)
 
 
-def fit(train_x: np.ndarray, train_y: np.ndarray, val_x: np.ndarray, val_y: np.ndarray, n_classes: int,
-        cfg: Train, seed: int, device: str) -> tuple[torch.nn.Module, list[dict]]:
-    """Train on preprocessed inputs (images (n, c, h, w): a CNN; table rows (n, d): an MLP);
-    return the net at its best validation macro-F1 and the history."""
-    torch.manual_seed(seed)
-    if device == "cpu":
-        torch.use_deterministic_algorithms(True)      # same seed, same model, on CPU
-    net = build_model(model_config(train_x, [str(c) for c in range(n_classes)], cfg.width, cfg.hidden)).to(device)
-    optimizer = torch.optim.Adam(net.parameters(), lr=cfg.lr)
-    x, y = torch.from_numpy(train_x).to(device), torch.from_numpy(train_y).to(device)
-    order = torch.Generator().manual_seed(seed)
+@dataclass(frozen=True)
+class Placement:
+    """Where this process trains: its device, and its rank among `world` data-parallel processes."""
+    device: torch.device
+    rank: int = 0
+    world: int = 1
 
-    history: list[dict] = []
-    best_f1, best_state, epochs_without_gain = -1.0, None, 0
-    bar = tqdm(range(1, cfg.epochs + 1), desc="train", unit="epoch", disable=None)  # None: only on a terminal
+
+def on_device(array: np.ndarray, device: torch.device) -> torch.Tensor:
+    """The whole array on the GPU when it takes under a quarter of the free memory (one pinned,
+    non-blocking copy); otherwise in pinned host memory, copied batch by batch."""
+    tensor = torch.from_numpy(array)
+    if device.type != "cuda":
+        return tensor
+    free_bytes, _ = torch.cuda.mem_get_info(device)
+    pinned = tensor.pin_memory()
+    return pinned.to(device, non_blocking=True) if tensor.nbytes < free_bytes // 4 else pinned
+
+
+def take(data: torch.Tensor, index: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """Rows `index` of `data` on `device`; images in channels_last, the layout tensor cores want."""
+    if data.device != device:                     # a data set too big for the GPU: copy this batch only
+        data = data[index.cpu()].pin_memory().to(device, non_blocking=True)
+    else:
+        data = data[index]
+    return data.contiguous(memory_format=torch.channels_last) if data.ndim == 4 and device.type == "cuda" else data
+
+
+@torch.no_grad()
+def predict_classes(net: torch.nn.Module, x: torch.Tensor, device: torch.device, precision,
+                    batch_size: int = 1024) -> np.ndarray:
+    net.eval()
+    index = torch.arange(len(x), device=x.device)
+    with precision:
+        predicted = [net(take(x, batch, device)).argmax(dim=1) for batch in index.split(batch_size)]
+    return torch.cat(predicted).cpu().numpy()      # one host sync per call
+
+
+def fit(train_x: np.ndarray, train_y: np.ndarray, val_x: np.ndarray, val_y: np.ndarray, n_classes: int,
+        cfg: Train, seed: int, place: Placement = Placement(torch.device("cpu")),
+        checkpoint: Path | None = None) -> tuple[torch.nn.Module, list[dict]]:
+    """Train on preprocessed inputs (images (n, c, h, w): a CNN; table rows (n, d): an MLP); return the
+    net at its best validation macro-F1 and the history. With a checkpoint path: save there every epoch,
+    and start from it when cfg.resume says so."""
+    deterministic = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(place.device.type == "cpu")   # CPU: same seed, same model
+    try:
+        return _fit(train_x, train_y, val_x, val_y, n_classes, cfg, seed, place, checkpoint)
+    finally:
+        torch.use_deterministic_algorithms(deterministic)            # the caller's setting, as it was
+
+
+def _fit(train_x, train_y, val_x, val_y, n_classes, cfg, seed, place, checkpoint):
+    device, cuda = place.device, place.device.type == "cuda"
+    torch.manual_seed(seed)
+    config = model_config(train_x, [str(c) for c in range(n_classes)], cfg.arch, cfg.width, cfg.hidden)
+    net = build_model(config).to(device, memory_format=torch.channels_last if cuda else torch.preserve_format)
+    optimizer = torch.optim.Adam(net.parameters(), lr=cfg.lr)
+    order = torch.Generator().manual_seed(seed)     # the shuffle, identical in every process
+    state = {"epoch": 0, "history": [], "best_f1": -1.0, "best_state": None, "stale_epochs": 0}
+    if checkpoint is not None and cfg.resume and checkpoint.exists():
+        state = resume_from(checkpoint, net, optimizer, order, device)
+
+    model = torch.nn.parallel.DistributedDataParallel(net) if place.world > 1 else net
+    step_model = torch.compile(model) if cfg.compile else model
+    precision = (torch.autocast("cuda", dtype=torch.bfloat16) if cuda and cfg.mixed_precision == "bf16"
+                 else contextlib.nullcontext())
+    x, y = on_device(train_x, device), on_device(train_y, device)
+    val = on_device(val_x, device)
+    # Each process takes every world-th example of one shared shuffle: equal shares, disjoint, and
+    # cfg.batch_size examples per optimiser step in total, whatever the number of processes.
+    usable, local_batch = len(x) - len(x) % place.world, max(1, cfg.batch_size // place.world)
+
+    # A run killed after its early-stopping epoch was checkpointed has no epoch left to train.
+    first_epoch = state["epoch"] + 1 if state["stale_epochs"] < cfg.patience else cfg.epochs + 1
+    bar = tqdm(range(first_epoch, cfg.epochs + 1), desc="train", unit="epoch",
+               disable=None if place.rank == 0 else True)      # None: only on a terminal
     for epoch in bar:
         net.train()
         loss_sum = torch.zeros((), device=device)    # accumulated on the device: no host sync per step
-        for batch in torch.randperm(len(x), generator=order).split(cfg.batch_size):
-            batch = batch.to(device)
-            loss = F.cross_entropy(net(x[batch]), y[batch])
+        shuffle = torch.randperm(len(x), generator=order)[place.rank:usable:place.world]
+        for batch in shuffle.to(x.device, non_blocking=True).split(local_batch):
+            with precision:
+                loss = F.cross_entropy(step_model(take(x, batch, device)), take(y, batch, device))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            loss_sum += loss.detach() * len(batch)
+            loss_sum += loss.detach().float() * len(batch)
 
-        val_pred = predict_proba(net, val_x, device=device).argmax(axis=1)
-        row = {"epoch": epoch, "train_loss": round((loss_sum / len(x)).item(), 6),
-               "val_macro_f1": round(float(f1_score(val_y, val_pred, average="macro", zero_division=0)), 6),
+        if place.world > 1:
+            dist.all_reduce(loss_sum)
+        # Rank 0 judges the epoch and tells the others, so every process stops at the same epoch.
+        val_f1 = torch.tensor(-1.0, device=device)
+        if place.rank == 0:
+            val_pred = predict_classes(net, val, device, precision)
+            val_f1.fill_(f1_score(val_y, val_pred, average="macro", zero_division=0))
+        if place.world > 1:
+            dist.broadcast(val_f1, src=0)
+        row = {"epoch": epoch, "train_loss": round((loss_sum / usable).item(), 6),
+               "val_macro_f1": round(val_f1.item(), 6),
                "time_ms": int(time.time() * 1000)}    # so MLflow's curves keep their wall-clock axis
-        history.append(row)
+        state["history"].append(row)
         bar.set_postfix(loss=row["train_loss"], val_f1=row["val_macro_f1"])
 
-        if row["val_macro_f1"] > best_f1:
-            best_f1, best_state, epochs_without_gain = row["val_macro_f1"], copy.deepcopy(net.state_dict()), 0
+        state["epoch"] = epoch
+        if row["val_macro_f1"] > state["best_f1"]:
+            state.update(best_f1=row["val_macro_f1"], stale_epochs=0,
+                         best_state={k: v.detach().clone() for k, v in net.state_dict().items()})
         else:
-            epochs_without_gain += 1
-            if epochs_without_gain >= cfg.patience:
-                log.info("early stop after epoch %d: no better validation macro-F1 for %d epochs", epoch, cfg.patience)
-                break
-    net.load_state_dict(best_state)
-    return net.eval(), history
+            state["stale_epochs"] += 1
+        if checkpoint is not None and place.rank == 0:
+            save_checkpoint(checkpoint, state, net, optimizer, order)
+        if state["stale_epochs"] >= cfg.patience:
+            log.info("early stop after epoch %d: no better validation macro-F1 for %d epochs", epoch, cfg.patience)
+            break
+    net.load_state_dict(state["best_state"])
+    return net.eval(), state["history"]
+
+
+def save_checkpoint(path: Path, state: dict, net: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                    order: torch.Generator) -> None:
+    """Everything the next epoch depends on, random number generators included, written atomically."""
+    with atomic_path(path) as tmp:
+        torch.save({**state, "model": net.state_dict(), "optimizer": optimizer.state_dict(),
+                    "order_rng": order.get_state(), "torch_rng": torch.get_rng_state(),
+                    "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}, tmp)
+
+
+def resume_from(path: Path, net: torch.nn.Module, optimizer: torch.optim.Optimizer, order: torch.Generator,
+                device: torch.device) -> dict:
+    saved = torch.load(path, map_location=device, weights_only=True)
+    net.load_state_dict(saved.pop("model"))
+    optimizer.load_state_dict(saved.pop("optimizer"))
+    order.set_state(saved.pop("order_rng").cpu())
+    torch.set_rng_state(saved.pop("torch_rng").cpu())
+    cuda_rng = saved.pop("cuda_rng")
+    if cuda_rng and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([s.cpu() for s in cuda_rng])
+    log.info("resuming after epoch %d from %s", saved["epoch"], path)
+    return saved
+
+
+def checkpoint_path(directory: Path, files: list[Path], params: Params, world: int) -> Path:
+    """One checkpoint file per (inputs, train params, seed, processes): a run resumes only its own."""
+    digest = hashlib.sha256()
+    for file in files:
+        with open(file, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 24), b""):
+                digest.update(chunk)
+    digest.update(params.train.model_dump_json(exclude={"resume", "compile"}).encode())
+    digest.update(f"seed={params.seed} world={world}".encode())
+    return directory / f"train-{digest.hexdigest()[:16]}.pt"
+
+
+def remove_checkpoint(path: Path) -> None:
+    """A finished run's checkpoint, and any temporary file a kill left beside it."""
+    for leftover in [path, *path.parent.glob(f".{path.name}.*")]:
+        leftover.unlink(missing_ok=True)
 
 
 def write_history(path: Path, history: list[dict]) -> None:
@@ -81,25 +212,71 @@ def write_history(path: Path, history: list[dict]) -> None:
         writer.writerows(history)
 
 
-def train_files(train_path: Path, val_path: Path, params: Params, model_path: Path, info_path: Path,
-                history_path: Path) -> dict:
-    """Train on the augmented set; write the model, the per-epoch history and what register logs about it."""
-    started_ms = int(time.time() * 1000)
+def placement(params: Params) -> Placement:
+    """This process's device and rank; under torchrun, joins the process group first."""
     device = resolve_device(params.train.device)
+    if "LOCAL_RANK" not in os.environ:
+        return Placement(torch.device(device))
+    local_rank = int(os.environ["LOCAL_RANK"])
+    if device == "cuda":
+        if local_rank >= torch.cuda.device_count():
+            raise UserError(f"params.yaml: train.gpus is {os.environ['WORLD_SIZE']} but only "
+                            f"{torch.cuda.device_count()} GPU(s) are visible; lower train.gpus")
+        torch.cuda.set_device(local_rank)
+    dist.init_process_group("nccl" if device == "cuda" else "gloo")
+    return Placement(torch.device(device, local_rank) if device == "cuda" else torch.device("cpu"),
+                     dist.get_rank(), dist.get_world_size())
+
+
+def train_files(train_path: Path, val_path: Path, params: Params, model_path: Path, info_path: Path,
+                history_path: Path, checkpoints: Path | None = None) -> dict | None:
+    """Train on the augmented set; rank 0 writes the model, the per-epoch history and what register
+    logs about it, and removes the checkpoint (other ranks return None)."""
+    started_ms = int(time.time() * 1000)
+    place = placement(params)
     train, val = load_arrays(train_path), load_arrays(val_path)
     classes = train["classes"].tolist()
-    net, history = fit(train["x"], train["y"], val["x"], val["y"], len(classes), params.train, params.seed, device)
+    checkpoint = checkpoint_path(checkpoints, [train_path, val_path], params, place.world) if checkpoints else None
+    try:
+        net, history = fit(train["x"], train["y"], val["x"], val["y"], len(classes), params.train, params.seed,
+                           place, checkpoint)
+    finally:
+        if place.world > 1:
+            dist.destroy_process_group()
+    if place.rank != 0:
+        return None
     best = max(history, key=lambda row: row["val_macro_f1"])
-
-    save_model(model_path, net.cpu(), model_config(train["x"], classes, params.train.width, params.train.hidden))
+    t = params.train
+    save_model(model_path, net.cpu(), model_config(train["x"], classes, t.arch, t.width, t.hidden))
     write_history(history_path, history)
-    info = {"device": torch.cuda.get_device_name() if device == "cuda" else "cpu", "started_ms": started_ms,
-            "epochs_run": len(history),
+    info = {"device": torch.cuda.get_device_name() if place.device.type == "cuda" else "cpu",
+            "processes": place.world, "started_ms": started_ms, "epochs_run": len(history),
             "best_epoch": best["epoch"], "best_val_macro_f1": best["val_macro_f1"]}
     write_json(info_path, info)
-    log.info("best validation macro-F1 %.4f at epoch %d of %d (device %s)", best["val_macro_f1"], best["epoch"],
-             len(history), info["device"])
+    if checkpoint is not None:
+        remove_checkpoint(checkpoint)
+    log.info("best validation macro-F1 %.4f at epoch %d of %d (%d x %s)", best["val_macro_f1"], best["epoch"],
+             len(history), place.world, info["device"])
     return info
+
+
+def launch_distributed(processes: int, argv: list[str]) -> None:
+    """Run this module again in `processes` workers on this machine, one per GPU (or CPU process), with
+    torchrun's own launcher (what `torchrun --standalone` calls), so a failure is ours to report."""
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.launcher.api import LaunchConfig, elastic_launch
+
+    log.info("train.gpus = %d: starting %d data-parallel processes with torchrun", processes, processes)
+    logging.getLogger("torch.distributed.elastic").setLevel(logging.CRITICAL)  # we report failures in one line
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // processes)))  # no oversubscription
+    config = LaunchConfig(min_nodes=1, max_nodes=1, nproc_per_node=processes, run_id=str(uuid.uuid4()),
+                          rdzv_backend="c10d", rdzv_endpoint="localhost:0", max_restarts=0)
+    try:
+        elastic_launch(config, sys.executable)("-m", "components.train", *argv)
+    except ChildFailedError as exc:
+        rank, failure = exc.get_first_failure()
+        raise UserError(f"train: torchrun worker {rank} failed (exit {failure.exitcode}), see its error above; "
+                        "rerun and training resumes from the last epoch checkpoint") from None
 
 
 def main(argv: list[str]) -> None:
@@ -110,19 +287,30 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--model", type=Path, required=True)
     parser.add_argument("--info", type=Path, required=True, help="device and best epoch, for register")
     parser.add_argument("--history", type=Path, required=True)
+    parser.add_argument("--checkpoints", type=Path, help="folder for the per-epoch checkpoint (none if omitted)")
     args = parser.parse_args(argv)
-    train_files(args.train, args.val, load_params(args.params), args.model, args.info, args.history)
+    params = load_params(args.params)
+    if params.train.gpus > 1 and "LOCAL_RANK" not in os.environ:
+        launch_distributed(params.train.gpus, argv)
+    else:
+        train_files(args.train, args.val, params, args.model, args.info, args.history, args.checkpoints)
 
 
-def train_step(augmented: Input[Dataset], splits: Input[Dataset], seed: int, train: dict,
+def train_step(augmented: Input[Dataset], splits: Input[Dataset], seed: int, train: dict, checkpoint_dir: str,
                model: Output[Model], train_info: Output[Artifact], history: Output[Artifact]):
-    """Kubeflow: the GPU task. It needs no MLflow credentials: register logs the run."""
+    """Kubeflow: the GPU task, through the same CLI (so train.gpus > 1 runs torchrun here too).
+    checkpoint_dir: a mounted volume that outlives the pod, so a retried task resumes; "" = none.
+    It needs no MLflow credentials: register logs the run."""
+    import tempfile
     from pathlib import Path
-    from components.params import Params
-    from components.train import train_files
-    params = Params.model_validate({"seed": seed, "train": train})
-    train_files(Path(augmented.path), Path(splits.path) / "val.npz", params, Path(model.path), Path(train_info.path),
-                Path(history.path))
+    import yaml
+    from components.train import main
+    with tempfile.TemporaryDirectory() as tmp:
+        params_file = Path(tmp) / "params.yaml"
+        params_file.write_text(yaml.safe_dump({"seed": seed, "train": train}))
+        main(["--params", str(params_file), "--train", augmented.path, "--val", str(Path(splits.path) / "val.npz"),
+              "--model", model.path, "--info", train_info.path, "--history", history.path]
+             + (["--checkpoints", checkpoint_dir] if checkpoint_dir else []))
 
 
 if __name__ == "__main__":

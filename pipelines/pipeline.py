@@ -15,6 +15,7 @@ from components import augment, clean, evaluate, fetch, normalise, register, tra
 from components.params import Params, Resources
 
 PIPELINE_NAME = "digits-mlops"
+CHECKPOINTS = "/checkpoints"     # where train_step finds the checkpoint volume, when there is one
 MLFLOW_ENV = ("MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")
 
 
@@ -71,7 +72,11 @@ def build_pipeline(params: Params, image: str | None = None):
         augmented = _limit(augment_op(splits=split_task.outputs["splits"], preprocess=split_task.outputs["preprocess"],
                                       seed=seed, augment=augment), k.resources).set_display_name("augment")
         trained = _limit(train_op(augmented=augmented.outputs["augmented"], splits=split_task.outputs["splits"],
-                                  seed=seed, train=train), k.train_resources).set_display_name("train")
+                                  seed=seed, train=train, checkpoint_dir=CHECKPOINTS if k.checkpoint_pvc else ""),
+                         k.train_resources).set_display_name("train")
+        trained.set_retry(num_retries=k.train_retries)
+        if k.checkpoint_pvc:
+            kubernetes.mount_pvc(trained, pvc_name=k.checkpoint_pvc, mount_path=CHECKPOINTS)
         if params.train.gpus > 0:
             trained.set_accelerator_type("nvidia.com/gpu").set_accelerator_limit(params.train.gpus)
             for label, value in k.gpu_node_selector.items():

@@ -73,7 +73,7 @@ def test_training_is_deterministic_on_cpu_and_early_stops(digits):
     images, labels = digits
     parts, _ = split_and_normalise(images, labels, Split(), seed=0)
     cfg = Train(epochs=4, batch_size=32, width=8, patience=1)
-    args = (parts["train"]["x"], parts["train"]["y"], parts["val"]["x"], parts["val"]["y"], 10, cfg, 0, "cpu")
+    args = (parts["train"]["x"], parts["train"]["y"], parts["val"]["x"], parts["val"]["y"], 10, cfg, 0)
     net_a, history_a = fit(*args)
     net_b, history_b = fit(*args)
     without_clock = [[{k: v for k, v in row.items() if k != "time_ms"} for row in h] for h in (history_a, history_b)]

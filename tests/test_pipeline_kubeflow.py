@@ -51,6 +51,9 @@ def test_compiled_spec_requests_gpu_for_train_and_limits_every_task(compiled):
 
     tasks = spec["root"]["dag"]["tasks"]
     assert tasks["register-step"].get("cachingOptions", {}).get("enableCache", False) is False
+    assert tasks["train-step"]["retryPolicy"]["maxRetryCount"] == params.kubeflow.train_retries
+    assert tasks["train-step"]["inputs"]["parameters"]["checkpoint_dir"]["runtimeValue"]["constant"] == "", \
+        "no checkpoint volume unless kubeflow.checkpoint_pvc names one"
     for step in ("fetch-step", "clean-step", "normalise-step", "augment-step"):
         assert tasks[step]["cachingOptions"]["enableCache"] is True, step
 
@@ -159,6 +162,7 @@ def test_submit_uploads_spec_and_params_to_a_stand_in_kfp_api_server():
             [sys.executable, "-m", "pipelines.submit", "--host", host, "--namespace", "team-a", "--experiment", "exp",
              "--run-name", "nightly", "--image", "registry.test/dm:2", "--param", "train.epochs=40",
              "--param", "train.gpus=2", "--param", "kubeflow.train_resources.memory_limit=32Gi",
+             "--param", "kubeflow.checkpoint_pvc=train-checkpoints",
              "--param", "dvc_repo=https://git.example/repo.git", "--param", "dvc_rev=v1.2"],
             cwd=REPO, env={**os.environ, "KFP_TOKEN": "t0ken"}, capture_output=True, text=True,
             timeout=120)
@@ -182,6 +186,10 @@ def test_submit_uploads_spec_and_params_to_a_stand_in_kfp_api_server():
     train = spec["deploymentSpec"]["executors"]["exec-train-step"]["container"]["resources"]
     assert train["accelerator"]["resourceCount"] == "2", "compile-time settings follow --param too"
     assert train["resourceMemoryLimit"] == "32Gi"
+    [mount] = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]["exec-train-step"]["pvcMount"]
+    assert mount["mountPath"] == "/checkpoints" and "train-checkpoints" in json.dumps(mount)
+    train_inputs = spec["root"]["dag"]["tasks"]["train-step"]["inputs"]["parameters"]
+    assert train_inputs["checkpoint_dir"]["runtimeValue"]["constant"] == "/checkpoints"
     parameters = run["runtime_config"]["parameters"]
     assert parameters["train"]["epochs"] == 40 and parameters["train"]["lr"] == load_params(REPO / "params.yaml").train.lr
     assert parameters["dvc_repo"] == "https://git.example/repo.git" and parameters["dvc_rev"] == "v1.2"
