@@ -23,7 +23,7 @@ from tqdm import tqdm
 from kfp.dsl import Artifact, Dataset, Input, Output
 
 from components.errors import UserError, run_cli
-from components.io import atomic_path, save_arrays, write_json
+from components.io import atomic_path, read_parquet, save_arrays, write_json
 from components.params import Clean, Data, Split, load_params
 
 log = logging.getLogger(__name__)
@@ -33,8 +33,8 @@ TABLE_FORMATS = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
 
 @dataclass
 class Cleaned:
-    labels: list[str]                                   # class label of each kept example
-    ids: list[str]                                      # file path (images) or row number (tables)
+    labels: np.ndarray                                  # class label (str) of each kept example
+    ids: np.ndarray                                     # file path (images) or row number (tables)
     images: np.ndarray | None = None                    # uint8 (n, height, width, channels)
     table: pd.DataFrame | None = None                   # feature columns only
     numeric: list[str] = field(default_factory=list)
@@ -42,13 +42,26 @@ class Cleaned:
     dropped: list[dict] = field(default_factory=list)   # {"id", "reason", "detail"[, "column"]}
     imputed: dict[str, int] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        # Arrays, not lists: on a table of millions of rows every drop is then one vectorised step.
+        self.labels = np.asarray(self.labels, dtype=object)
+        self.ids = np.asarray(self.ids)
+
     def keep(self, mask: np.ndarray, reason: str, detail: str, column: str | None = None) -> None:
         """Drop the examples where mask is False, recording why."""
-        for i in np.flatnonzero(~mask):
-            self.dropped.append({"id": self.ids[i], "reason": reason, "detail": detail}
-                                | ({"column": column} if column else {}))
-        self.labels = [x for x, k in zip(self.labels, mask) if k]
-        self.ids = [x for x, k in zip(self.ids, mask) if k]
+        self.record(~mask, reason, detail, column)
+        self.select(mask)
+
+    def record(self, dropped: np.ndarray, reason: str, detail: str, column: str | None = None) -> None:
+        """Report the examples where `dropped` is True as dropped; select() removes them."""
+        extra = {"column": column} if column else {}
+        self.dropped.extend({"id": str(i), "reason": reason, "detail": detail} | extra for i in self.ids[dropped])
+
+    def select(self, mask: np.ndarray) -> None:
+        """Keep only the examples where mask is True."""
+        if mask.all():              # nothing to drop: spare a copy of a table that may take gigabytes
+            return
+        self.labels, self.ids = self.labels[mask], self.ids[mask]
         if self.images is not None:
             self.images = self.images[mask]
         if self.table is not None:
@@ -66,9 +79,15 @@ class Cleaned:
             "dropped_by_reason": dict(Counter(d["reason"] for d in self.dropped)),
             "dropped_by_column": {reason: dict(counts) for reason, counts in by_column.items()},
             "imputed_by_column": self.imputed,
-            "kept_per_class": dict(sorted(Counter(self.labels).items())),
+            "kept_per_class": dict(sorted(class_counts(self.labels).items())),
             "dropped": self.dropped,
         }
+
+
+def class_counts(labels: np.ndarray) -> dict[str, int]:
+    """Examples per class, counted in one hashing pass (a Counter loops in Python over every label)."""
+    counts = pd.Series(labels, dtype=object).value_counts(dropna=False, sort=False)
+    return {label: int(n) for label, n in counts.items()}
 
 
 def min_class_size(split: Split) -> int:
@@ -78,16 +97,16 @@ def min_class_size(split: Split) -> int:
 
 def drop_small_classes(cleaned: Cleaned, cfg: Clean, split: Split, source: str) -> None:
     needed = min_class_size(split)
-    small = {c: n for c, n in Counter(cleaned.labels).items() if n < needed}
+    small = {c: n for c, n in class_counts(cleaned.labels).items() if n < needed}
     if small and cfg.small_classes == "fail":
         name, n = sorted(small.items())[0]
         raise UserError(f"{source}: class {name!r} has {n} examples, too few for the stratified "
                         f"{split.val_fraction}/{split.test_fraction} val/test split (need {needed}); "
                         "add examples, remove the class, or set clean.small_classes: drop")
     if small:
-        cleaned.keep(np.array([label not in small for label in cleaned.labels]), "small_class",
+        cleaned.keep(~pd.Series(cleaned.labels, dtype=object).isin(list(small)).to_numpy(), "small_class",
                       f"class has fewer than {needed} examples")
-    classes = sorted(set(cleaned.labels))
+    classes = sorted(pd.unique(cleaned.labels))
     if len(classes) < 2:
         found = f"only class {classes[0]!r}" if classes else "no class"
         raise UserError(f"{source}: {found} left after cleaning; a classifier needs at least two classes")
@@ -179,6 +198,53 @@ def as_label(value) -> str | None:
     return str(value)
 
 
+# infer_dtype kinds whose distinct values factorize into the same groups as as_label gives them labels;
+# in other object columns 1, 1.0 and True are one value to factorize but "1", "1" and "True" to as_label.
+FACTORIZE_SAFE = {"string", "integer", "floating", "mixed-integer-float", "boolean", "empty"}
+
+
+def as_labels(values: pd.Series) -> np.ndarray:
+    """as_label of every value, as an object array (None where missing). Each distinct value is
+    converted once, so a column of millions of rows costs one factorize, not millions of Python calls."""
+    if values.dtype == object and pd.api.types.infer_dtype(values, skipna=True) not in FACTORIZE_SAFE:
+        return np.array([as_label(v) for v in values], dtype=object)
+    codes, uniques = pd.factorize(values)
+    names = np.array([as_label(u) for u in uniques] + [None], dtype=object)
+    return names[codes]                 # missing values have code -1: the None at the end
+
+
+def duplicated_rows(table: pd.DataFrame, labels: np.ndarray) -> np.ndarray:
+    """table.assign(_target=labels).duplicated(), in seconds on millions of rows: rows are first compared
+    by a 64-bit hash of their values, and only rows whose hash repeats (the duplicates and rare hash
+    collisions) by DataFrame.duplicated itself, so the answer is exactly pandas'."""
+    keys = row_hashes([table[column] for column in table.columns] + [pd.Series(labels, dtype=object)])
+    ordered = np.sort(keys)
+    repeated = ordered[1:][ordered[1:] == ordered[:-1]]
+    candidates = pd.Series(keys).isin(repeated).to_numpy()     # hash lookups in a set of a few values
+    duplicated = np.zeros(len(table), dtype=bool)
+    if candidates.any():
+        subset = table[candidates].assign(_target=labels[candidates])
+        duplicated[candidates] = subset.duplicated().to_numpy()
+    return duplicated
+
+
+def row_hashes(columns: list[pd.Series]) -> np.ndarray:
+    """A uint64 per row that is equal for rows that DataFrame.duplicated calls equal. Floats are hashed by
+    their bits, with -0.0 and every NaN made one value as pandas compares them; other columns by their
+    factorize codes, which are what duplicated compares."""
+    keys = np.zeros(len(columns[0]) if columns else 0, dtype=np.uint64)
+    for values in columns:
+        if values.dtype == np.float64:
+            canonical = values.to_numpy() + 0.0          # a new array, with -0.0 turned into 0.0
+            canonical[np.isnan(canonical)] = np.nan
+            bits = canonical.view(np.uint64)
+        else:
+            bits = pd.factorize(values)[0].astype(np.uint64)
+        keys *= np.uint64(0x100000001B3)                 # order matters: (a, b) and (b, a) differ
+        keys ^= pd.util.hash_array(bits, categorize=False)
+    return keys
+
+
 def table_format(path: Path, fmt: str | None) -> str | None:
     return fmt or TABLE_FORMATS.get(path.suffix.lower())
 
@@ -194,7 +260,7 @@ def read_table(path: Path, fmt: str | None) -> pd.DataFrame:
     if path.stat().st_size == 0:
         raise UserError(f"{path}: file is empty; export the table again")
     try:
-        table = pd.read_csv(path) if fmt == "csv" else pd.read_parquet(path)
+        table = pd.read_csv(path) if fmt == "csv" else read_parquet(path)
     except pd.errors.EmptyDataError:
         raise UserError(f"{path}: file is empty; export the table again") from None
     except Exception as exc:  # noqa: BLE001 - parsers raise many types; all mean "cannot read this file"
@@ -255,17 +321,25 @@ def clean_table(table: pd.DataFrame, data: Data, cfg: Clean, source: str) -> Cle
         if unknown:
             raise UserError(f"{source}: {setting} names column {unknown[0]!r}, which is not {what}; fix the name")
     numeric, categorical = column_types(table, features, data, where)
-    frame = table[features].copy()
-    frame[numeric] = frame[numeric].apply(pd.to_numeric).astype("float64")
+    frame = table[features].copy(deep=False)     # columns are replaced below, never written into
+    for column in numeric:
+        if frame[column].dtype != np.float64:       # most are already: converting would copy them
+            frame[column] = pd.to_numeric(frame[column]).astype("float64")
     for column in categorical:
-        frame[column] = frame[column].map(as_label).astype("object")
-    target = table[data.target]
-    cleaned = Cleaned(labels=[as_label(v) for v in target], ids=[str(i) for i in range(len(frame))],
-                      table=frame, numeric=numeric, categorical=categorical)
+        frame[column] = pd.Series(as_labels(frame[column]), index=frame.index).astype("object")
+    cleaned = Cleaned(labels=as_labels(table[data.target]), ids=np.arange(len(frame)), table=frame,
+                      numeric=numeric, categorical=categorical)
+    # From here on `cleaned` holds what is kept: these names would keep the unfiltered table (and its
+    # target column) in memory after the first drop. The caller hands the table over for that reason.
+    del table, frame
 
-    cleaned.keep(target.notna().to_numpy(), "missing_target", f"no value in {data.target!r}", data.target)
-    with_target = cleaned.table.assign(_target=cleaned.labels)
-    cleaned.keep(~with_target.duplicated().to_numpy(), "duplicate", "same values as an earlier row")
+    # Both drops at once, so a big table is copied once: a row without a target is never a duplicate of
+    # one with a target (their labels differ), so duplicates can be found before those rows go.
+    has_target = pd.notna(cleaned.labels)
+    duplicate = duplicated_rows(cleaned.table, cleaned.labels) & has_target
+    cleaned.record(~has_target, "missing_target", f"no value in {data.target!r}", data.target)
+    cleaned.record(duplicate, "duplicate", "same values as an earlier row")
+    cleaned.select(has_target & ~duplicate)
 
     for column in numeric:
         infinite = np.isinf(cleaned.table[column].to_numpy())
@@ -306,21 +380,21 @@ def clean_dataset(data: Data, cfg: Clean, split: Split, out_dir: Path, report_pa
         cleaned.dropped[:0] = stray
         n_input = len(files) + len(stray)
     else:
-        table = read_table(source, data.format)
-        cleaned = clean_table(table, data, cfg, str(source))
-        n_input = len(table)
+        # No name for the table here: clean_table frees what it does not keep (memory on big tables).
+        cleaned = clean_table(read_table(source, data.format), data, cfg, str(source))
+        n_input = len(cleaned.ids) + len(cleaned.dropped)
     drop_small_classes(cleaned, cfg, split, str(source))
 
-    classes = sorted(set(cleaned.labels))
-    index = {c: i for i, c in enumerate(classes)}
-    labels = np.array([index[c] for c in cleaned.labels], dtype=np.int64)
+    classes = sorted(pd.unique(cleaned.labels))
+    labels = pd.Index(classes, dtype=object).get_indexer(cleaned.labels).astype(np.int64)
     out_dir.mkdir(parents=True, exist_ok=True)
     if cleaned.images is not None:
         save_arrays(out_dir / "images.npz", images=cleaned.images, labels=labels, classes=np.array(classes),
-                    ids=np.array(cleaned.ids))
+                    ids=cleaned.ids)
     else:
+        ids = pd.Series(cleaned.ids).astype(str)          # row numbers as text, in one vectorised cast
         with atomic_path(out_dir / "table.parquet") as tmp:
-            cleaned.table.assign(_label=labels, _id=cleaned.ids).to_parquet(tmp, index=False)
+            cleaned.table.assign(_label=labels, _id=ids).to_parquet(tmp, index=False)
     write_json(out_dir / "meta.json", {"kind": data.kind, "classes": classes, "numeric": cleaned.numeric,
                                        "categorical": cleaned.categorical, "target": data.target,
                                        "image_size": data.image_size, "channels": data.channels})

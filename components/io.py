@@ -7,9 +7,12 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
 import numpy as np
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 @contextlib.contextmanager
@@ -51,3 +54,20 @@ def save_arrays(path: str | Path, **arrays: np.ndarray) -> None:
 def load_arrays(path: str | Path) -> dict[str, np.ndarray]:
     with np.load(path, allow_pickle=False) as npz:
         return {key: npz[key] for key in npz.files}
+
+
+def read_parquet(path: str | Path, columns: list[str] | None = None) -> pd.DataFrame:
+    """pd.read_parquet with less memory left behind, which on a table of gigabytes was most of a stage's
+    peak: the file is not buffered whole before decoding (pre_buffer pays off on object stores, not on
+    local files); Arrow's pool, which keeps what it frees for its own reuse, hands back the decoded pages;
+    and on pandas >= 3 the frame comes from malloc, which returns big blocks to the system once dropped."""
+    import inspect
+
+    import pandas as pd
+    import pyarrow as pa
+    options = {}
+    if "to_pandas_kwargs" in inspect.signature(pd.read_parquet).parameters:
+        options["to_pandas_kwargs"] = {"memory_pool": pa.system_memory_pool()}
+    frame = pd.read_parquet(path, columns=columns, pre_buffer=False, **options)
+    pa.default_memory_pool().release_unused()
+    return frame

@@ -9,28 +9,31 @@ outputs/preprocess/ and travels with the registered model, so the served model t
 """
 import argparse
 import logging
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import joblib
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 from sklearn.base import BaseEstimator, OneToOneFeatureMixin, TransformerMixin
 from sklearn.compose import ColumnTransformer
 from sklearn.impute import SimpleImputer
 from sklearn.model_selection import train_test_split
-from sklearn.pipeline import make_pipeline
+from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import MinMaxScaler, OneHotEncoder, RobustScaler, StandardScaler
 
 from kfp.dsl import Artifact, Dataset, Input, Output
 
 from components.errors import UserError, run_cli
-from components.io import atomic_path, load_arrays, read_json, save_arrays, write_json
+from components.io import atomic_path, load_arrays, read_json, read_parquet, save_arrays, write_json
 from components.params import Clean, Normalise, Split, load_params
 
 log = logging.getLogger(__name__)
 SPLITS = ("train", "val", "test")
 SCALERS = {"standard": StandardScaler, "minmax": MinMaxScaler, "robust": RobustScaler}
+CHUNK_VALUES = 1 << 24      # tables are transformed this many values at a time: scikit-learn's copies stay small
 
 
 @dataclass
@@ -80,12 +83,30 @@ class IQRClipper(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         return np.clip(x, self.low_, self.high_)
 
 
-def check_schema(schema, table: pd.DataFrame, source: str) -> pd.DataFrame:
+class MedianImputer(SimpleImputer):
+    """SimpleImputer(strategy="median") that finds the train medians by partitioning each column
+    (np.nanmedian) instead of sorting a masked copy of the whole array: the same medians, in a fraction
+    of the time and memory on millions of rows. Everything else, transform included, is SimpleImputer's."""
+
+    def _dense_fit(self, X, strategy, missing_values, fill_value):
+        if strategy != "median" or self.add_indicator or not (isinstance(missing_values, float)
+                                                               and np.isnan(missing_values)):
+            return super()._dense_fit(X, strategy, missing_values, fill_value)
+        self._fit_indicator(None)               # add_indicator is off: records that there is no indicator
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)     # an all-missing column: NaN, as SimpleImputer
+            median = np.nanmedian(X, axis=0)
+        median[np.isnan(median)] = 0 if self.keep_empty_features else np.nan
+        return median
+
+
+def check_schema(schema, table: pd.DataFrame, source: str, inplace: bool = False) -> pd.DataFrame:
     """Validate (and coerce) a table with a pandera schema; the first failure becomes one line naming
-    the column and row. Used in training and, from the schema saved with the model, at prediction time."""
+    the column and row. Used in training and, from the schema saved with the model, at prediction time.
+    inplace: coerce the columns of `table` itself rather than of a copy of it."""
     import pandera.pandas as pa
     try:
-        return schema.validate(table, lazy=True)
+        return schema.validate(table, lazy=True, inplace=inplace)
     except pa.errors.SchemaErrors as exc:
         case = exc.failure_cases.iloc[0]
         if case["column"] is None or case["index"] is None or pd.isna(case["index"]):
@@ -102,9 +123,12 @@ class TablePreprocessor:
     def __init__(self, numeric: list[str], categorical: list[str], scaling: str = "standard",
                  clip_factor: float | None = None):
         self.numeric, self.categorical = numeric, categorical
-        steps = [SimpleImputer(strategy="median")] + ([IQRClipper(clip_factor)] if clip_factor else [])
+        steps = ([IQRClipper(clip_factor)] if clip_factor else []) + [SCALERS[scaling]()]
+        # the step names make_pipeline gives, "simpleimputer" included, as before MedianImputer
+        numeric_steps = Pipeline([("simpleimputer", MedianImputer(strategy="median"))]
+                                 + [(type(step).__name__.lower(), step) for step in steps])
         self.transformer = ColumnTransformer([
-            ("numeric", make_pipeline(*steps, SCALERS[scaling]()), numeric),
+            ("numeric", numeric_steps, numeric),
             ("categorical", make_pipeline(SimpleImputer(strategy="most_frequent"),
                                           OneHotEncoder(handle_unknown="ignore", sparse_output=False)), categorical),
         ])
@@ -116,22 +140,34 @@ class TablePreprocessor:
     def validate(self, table: pd.DataFrame, source: str = "input") -> pd.DataFrame:
         """Apply the saved schema; categories are written as in training (3, 3.0, "3" -> "3") and
         scikit-learn gets object columns with NaN for missing ones."""
-        from components.clean import as_label
-        table = table.copy()
+        from components.clean import as_labels
+        table = table.copy(deep=False)          # columns are replaced below, never written into
+        # Float64 columns come through the schema unchanged but split into one block each, which scikit-learn
+        # would then copy whole at every step: the frame gets them as they came, in one block, instead.
+        frame = table[[c for c in self.numeric if c in table and table[c].dtype == np.float64]]
         for column in self.categorical:
             if column in table:
-                table[column] = table[column].map(as_label).astype(object)
-        frame = check_schema(self.schema, table, source)[self.numeric + self.categorical].copy()
+                table[column] = pd.Series(as_labels(table[column]), index=table.index).astype(object)
+        checked = check_schema(self.schema, table, source, inplace=True)
+        for column in self.numeric + self.categorical:
+            if column not in frame:
+                frame[column] = checked[column]
         for column in self.categorical:
             frame[column] = frame[column].astype(object).where(frame[column].notna(), np.nan)
-        return frame
+        return frame[self.numeric + self.categorical]
 
     def fit(self, table: pd.DataFrame) -> "TablePreprocessor":
         self.transformer.fit(self.validate(table, "train split"))
         return self
 
     def transform(self, table: pd.DataFrame, source: str = "input") -> np.ndarray:
-        x = np.asarray(self.transformer.transform(self.validate(table, source)), dtype=np.float32)
+        """Validate the whole table, then transform it in chunks of rows into one float32 array: every
+        step works row by row, so the result is the same, without float64 copies of a big table."""
+        frame = self.validate(table, source)
+        x = np.empty((len(frame), len(self.feature_names())), dtype=np.float32)
+        rows = max(1, CHUNK_VALUES // max(1, *x.shape[1:], frame.shape[1]))
+        for start in range(0, max(len(frame), 1), rows):     # an empty table fails in scikit-learn, as before
+            x[start:start + rows] = self.transformer.transform(frame.iloc[start:start + rows])
         if not np.isfinite(x).all():
             row, col = np.argwhere(~np.isfinite(x))[0]
             raise UserError(f"{source}: row {row}: feature {self.feature_names()[col]!r} is NaN or infinite after "
@@ -186,14 +222,16 @@ def split_and_normalise(images: np.ndarray, labels: np.ndarray, split: Split,
 
 def split_and_preprocess_table(table: pd.DataFrame, labels: np.ndarray, meta: dict, split: Split, seed: int,
                                normalise: Normalise, clean: Clean) -> tuple[dict, TablePreprocessor]:
-    """Tables: split, fit the preprocessor on the train rows only, and transform every split."""
+    """Tables: split, fit the preprocessor on the train rows only, and transform every split.
+    Pass the table without keeping a name for it: once split, it is freed (memory on big tables)."""
     indices = stratified_split(labels, split, seed)
+    raw = {name: table.iloc[idx].reset_index(drop=True) for name, idx in indices.items()}
+    del table
     clip = clean.iqr_factor if clean.outliers == "iqr_clip" else None
     preprocessor = TablePreprocessor(meta["numeric"], meta["categorical"], normalise.numeric, clip)
-    preprocessor.fit(table.iloc[indices["train"]])
-    parts = {name: {"index": idx, "raw": table.iloc[idx].reset_index(drop=True),
-                    "x": preprocessor.transform(table.iloc[idx], f"{name} split"), "y": labels[idx]}
-             for name, idx in indices.items()}
+    preprocessor.fit(raw["train"])
+    parts = {name: {"index": idx, "raw": raw[name], "x": preprocessor.transform(raw[name], f"{name} split"),
+                    "y": labels[idx]} for name, idx in indices.items()}
     return parts, preprocessor
 
 
@@ -214,9 +252,14 @@ def normalise_files(clean_dir: Path, split: Split, seed: int, normalise: Normali
         ids, labels = arrays["ids"], arrays["labels"]
         parts, preprocessor = split_and_normalise(arrays["images"], labels, split, seed)
     else:
-        table = pd.read_parquet(clean_dir / "table.parquet")
-        ids, labels = table.pop("_id").to_numpy().astype(str), table.pop("_label").to_numpy()
-        parts, preprocessor = split_and_preprocess_table(table, labels, meta, split, seed, normalise, clean)
+        path = clean_dir / "table.parquet"
+        rows = read_parquet(path, columns=["_id", "_label"])
+        ids, labels = rows["_id"].to_numpy().astype(str), rows["_label"].to_numpy()
+        del rows
+        features = [c for c in pq.read_schema(path).names if c not in ("_id", "_label")]
+        # The table goes straight into the call, so that it can be freed once split.
+        parts, preprocessor = split_and_preprocess_table(read_parquet(path, columns=features), labels, meta, split,
+                                                         seed, normalise, clean)
     out_dir.mkdir(parents=True, exist_ok=True)
     for name, part in parts.items():
         raw = part.pop("raw")
