@@ -1,0 +1,74 @@
+"""Run every benchmark, print the table, write benchmarks/results.json.
+
+    python -m benchmarks                  # full sizes (about 10 minutes on 2 CPU cores)
+    python -m benchmarks --quick          # small sizes: checks that everything runs, figures mean little
+    python -m benchmarks --only train augment
+
+Each speed figure is a ratio against a plain baseline measured in the same run, on the same machine.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+from pathlib import Path
+
+import torch
+from rich.console import Console
+from rich.table import Table
+
+from benchmarks import augment, pipeline, table, train
+
+OUT = Path(__file__).with_name("results.json")
+GOALS = {"train_throughput_ratio": ">= 0.97", "gpu_busy_fraction": ">= 0.90",
+         "augment_speedup": ">= 20 (GPU), >= 2 (CPU)", "clean_normalise_ratio": ">= 1.0",
+         "clean_normalise_peak_rss_ratio": "<= 3.0"}
+
+
+def machine() -> dict:
+    cpuinfo = Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []
+    cpu = next((line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name")),
+               platform.processor())
+    memory_gb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    return {"cpu": cpu, "cpu_cores": os.cpu_count(), "memory_gb": round(memory_gb, 1),
+            "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+            "python": platform.python_version(), "torch": torch.__version__}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke test")
+    parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    parser.add_argument("--only", nargs="+", choices=["train", "augment", "table", "pipeline"],
+                        default=["train", "augment", "table", "pipeline"])
+    parser.add_argument("--out", type=Path, default=OUT)
+    args = parser.parse_args()
+    device = "cuda" if args.device == "auto" and torch.cuda.is_available() else args.device.replace("auto", "cpu")
+
+    results: dict = {"device": torch.cuda.get_device_name() if device == "cuda" else "cpu",
+                     "quick": args.quick, "machine": machine(), "date": time.strftime("%Y-%m-%d")}
+    console = Console(stderr=True)
+    steps = {"train": lambda: train.run(device, quick=args.quick),
+             "augment": lambda: augment.run(device, quick=args.quick),
+             "table": lambda: table.run(rows=200_000 if args.quick else 10_000_000, cols=20),
+             "pipeline": lambda: pipeline.run(quick=args.quick)}
+    for name in args.only:
+        with console.status(f"benchmark: {name}"):
+            results.update(steps[name]())
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=2) + "\n")
+
+    view = Table(title=f"benchmarks on {results['device']} ({results['machine']['cpu_cores']} CPU cores)")
+    for column in ("figure", "value", "goal"):
+        view.add_column(column)
+    for key, value in results.items():
+        if key not in ("machine", "quick", "date"):
+            view.add_row(key, str(value), GOALS.get(key, ""))
+    Console().print(view)
+    print(f"written: {args.out}")
+
+
+if __name__ == "__main__":
+    main()
