@@ -22,6 +22,7 @@ from rich.table import Table
 from benchmarks import augment, pipeline, table, train
 
 OUT = Path(__file__).with_name("results.json")
+STEPS = ["train", "augment", "table", "pipeline"]
 GOALS = {"train_throughput_ratio": ">= 0.97", "gpu_busy_fraction": ">= 0.90",
          "augment_speedup": ">= 20 (GPU), >= 2 (CPU)", "clean_normalise_ratio": ">= 1.0",
          "clean_normalise_peak_rss_ratio": "<= 3.0"}
@@ -41,14 +42,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke test")
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
-    parser.add_argument("--only", nargs="+", choices=["train", "augment", "table", "pipeline"],
-                        default=["train", "augment", "table", "pipeline"])
+    parser.add_argument("--only", nargs="+", choices=STEPS, default=STEPS,
+                        help="run these only; the other figures already in --out are kept")
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args()
     device = "cuda" if args.device == "auto" and torch.cuda.is_available() else args.device.replace("auto", "cpu")
 
-    results: dict = {"device": torch.cuda.get_device_name() if device == "cuda" else "cpu",
-                     "quick": args.quick, "machine": machine(), "date": time.strftime("%Y-%m-%d")}
+    results: dict = {}
+    if set(args.only) != set(STEPS) and args.out.exists():
+        results = json.loads(args.out.read_text())      # --only: rerun some, keep the other figures
+    results.update({"device": torch.cuda.get_device_name() if device == "cuda" else "cpu",
+                    "quick": args.quick, "machine": machine(), "date": time.strftime("%Y-%m-%d")})
     console = Console(stderr=True)
     steps = {"train": lambda: train.run(device, quick=args.quick),
              "augment": lambda: augment.run(device, quick=args.quick),

@@ -80,13 +80,17 @@ def component(x, y, val_x, val_y, cfg: Train, device: torch.device) -> float:
 def gpu_busy_fraction(x, y, val_x, val_y, cfg: Train, device: torch.device) -> float:
     """Share of the wall time of one `fit` in which the GPU runs kernels or copies (torch profiler).
     The profiler's own CPU cost makes this a lower bound."""
+    from torch.autograd import DeviceType
     from torch.profiler import ProfilerActivity, profile
+    one_epoch = cfg.model_copy(update={"epochs": 1, "patience": 1})      # enough steps, fewer profiler events
     with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
         start = time.perf_counter()
-        fit(x, y, val_x, val_y, 10, cfg, seed=0, place=Placement(device))
+        fit(x, y, val_x, val_y, 10, one_epoch, seed=0, place=Placement(device))
         sync(device)
         wall_us = (time.perf_counter() - start) * 1e6
-    busy_us = sum(event.self_device_time_total for event in prof.key_averages())
+    # Kernels and copies only, each once: CPU ops also carry their kernels' time, annotations span them.
+    busy_us = sum(event.self_device_time_total for event in prof.key_averages()
+                  if event.device_type == DeviceType.CUDA and not event.is_user_annotation)
     return busy_us / wall_us
 
 
@@ -94,7 +98,7 @@ def run(device: str, quick: bool = False, repeats: int = 2) -> dict:
     setup = dict(SETUPS[device])
     if quick:
         setup.update(n=1024, epochs=1, arch="cnn", shape=(1, 8, 8))
-    dev = torch.device(device)
+    dev = torch.device("cuda", torch.cuda.current_device()) if device == "cuda" else torch.device(device)
     x, y = synthetic(setup["n"], setup["shape"])
     val_x, val_y = synthetic(max(256, setup["n"] // 20), setup["shape"], seed=1)
     cfg = Train(arch=setup["arch"], epochs=setup["epochs"], patience=setup["epochs"], batch_size=setup["batch_size"],

@@ -25,7 +25,7 @@ from components.normalise import load_preprocess
 from components.params import Augment, load_params
 
 log = logging.getLogger(__name__)
-CHUNK = 8192        # images per augmentation batch: bounds memory on any device, fixed so results are too
+CHUNK = 8192        # images per augmentation batch: bounds memory on any device, fixed so the draws are too
 
 
 def augmenter(cfg: Augment) -> torch.nn.Module:
@@ -40,7 +40,8 @@ def augment_images(raw: np.ndarray, labels: np.ndarray, cfg: Augment, seed: int,
                    device: str = "cpu") -> tuple[np.ndarray, np.ndarray]:
     """Raw uint8 (n, h, w, c) -> originals followed by `cfg.copies` augmented copies, as uint8 again.
     The images travel to `device` as uint8 (4x less to copy than floats) in fixed-size chunks, so the
-    result does not depend on the device: kornia draws each sample's parameters on the CPU generator."""
+    random parameters do not depend on the device: kornia draws them on the CPU generator (a GPU's warp
+    arithmetic may still round a few pixels differently from the CPU's)."""
     if cfg.copies == 0:
         return raw, labels
     pipeline = augmenter(cfg)                      # stays on the CPU: its generator draws there, kornia moves the draws

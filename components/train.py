@@ -67,7 +67,7 @@ def on_device(array: np.ndarray, device: torch.device) -> torch.Tensor:
 
 def take(data: torch.Tensor, index: torch.Tensor, device: torch.device) -> torch.Tensor:
     """Rows `index` of `data` on `device`; images in channels_last, the layout tensor cores want."""
-    if data.device != device:                     # a data set too big for the GPU: copy this batch only
+    if data.device.type != device.type:           # a data set too big for the GPU: copy this batch only
         data = data[index.cpu()].pin_memory().to(device, non_blocking=True)
     else:
         data = data[index]
@@ -107,12 +107,13 @@ def _fit(train_x, train_y, val_x, val_y, n_classes, cfg, seed, place, checkpoint
     order = torch.Generator().manual_seed(seed)     # the shuffle, identical in every process
     state = {"epoch": 0, "history": [], "best_f1": -1.0, "best_state": None, "stale_epochs": 0}
     if checkpoint is not None and cfg.resume and checkpoint.exists():
-        state = resume_from(checkpoint, net, optimizer, order, device)
+        state = resume_from(checkpoint, net, optimizer, order) or state
 
     model = torch.nn.parallel.DistributedDataParallel(net) if place.world > 1 else net
     step_model = torch.compile(model) if cfg.compile else model
-    precision = (torch.autocast("cuda", dtype=torch.bfloat16) if cuda and cfg.mixed_precision == "bf16"
-                 else contextlib.nullcontext())
+    # bf16 on GPUs that compute in it (Ampere and later); older ones would only emulate it, slowly.
+    bf16 = cuda and cfg.mixed_precision == "bf16" and torch.cuda.is_bf16_supported(including_emulation=False)
+    precision = torch.autocast("cuda", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
     x, y = on_device(train_x, device), on_device(train_y, device)
     val = on_device(val_x, device)
     # Each process takes every world-th example of one shared shuffle: equal shares, disjoint, and
@@ -187,8 +188,10 @@ class Checkpointer:
         self.pending = self.writer.submit(self._write, snapshot)
 
     def _write(self, snapshot: dict) -> None:
-        with atomic_path(self.path) as tmp:
-            torch.save(snapshot, tmp)
+        with atomic_path(self.path) as tmp, open(tmp, "wb") as fh:
+            torch.save(snapshot, fh)
+            fh.flush()
+            os.fsync(fh.fileno())       # on disk before the rename: a node crash leaves the old file or the new
 
     def wait(self) -> None:
         """Until the last checkpoint is on disk (re-raising its error, if writing it failed)."""
@@ -208,16 +211,25 @@ def to_host(obj):
     return obj
 
 
-def resume_from(path: Path, net: torch.nn.Module, optimizer: torch.optim.Optimizer, order: torch.Generator,
-                device: torch.device) -> dict:
-    saved = torch.load(path, map_location=device, weights_only=True)
+def resume_from(path: Path, net: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                order: torch.Generator) -> dict | None:
+    """Restore a checkpoint into net, optimizer and the generators; None if it cannot be read.
+    Bit-identical continuation is promised on CPU; on GPUs only rank 0's CUDA generator is saved."""
+    try:
+        # On the CPU: load_state_dict moves weights and optimiser state to the parameters' device but
+        # leaves Adam's step counters where they are, and on a GPU they would cost a sync every step.
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - a damaged checkpoint must not fail every retry
+        log.warning("ignoring unreadable checkpoint %s (%s); training from epoch 1", path, exc.__class__.__name__)
+        path.unlink(missing_ok=True)
+        return None
     net.load_state_dict(saved.pop("model"))
     optimizer.load_state_dict(saved.pop("optimizer"))
     order.set_state(saved.pop("order_rng").cpu())
     torch.set_rng_state(saved.pop("torch_rng").cpu())
     cuda_rng = saved.pop("cuda_rng")
-    if cuda_rng and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all([s.cpu() for s in cuda_rng])
+    if cuda_rng and len(cuda_rng) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(cuda_rng)
     log.info("resuming after epoch %d from %s", saved["epoch"], path)
     return saved
 
@@ -250,8 +262,9 @@ def write_history(path: Path, history: list[dict]) -> None:
 def placement(params: Params) -> Placement:
     """This process's device and rank; under torchrun, joins the process group first."""
     device = resolve_device(params.train.device)
-    if "LOCAL_RANK" not in os.environ:
-        return Placement(torch.device(device))
+    if "LOCAL_RANK" not in os.environ:     # an indexed device: tensors report cuda:0, never plain cuda
+        index = torch.cuda.current_device() if device == "cuda" else None
+        return Placement(torch.device(device, index))
     local_rank = int(os.environ["LOCAL_RANK"])
     if device == "cuda":
         if local_rank >= torch.cuda.device_count():
@@ -269,10 +282,10 @@ def train_files(train_path: Path, val_path: Path, params: Params, model_path: Pa
     logs about it, and removes the checkpoint (other ranks return None)."""
     started_ms = int(time.time() * 1000)
     place = placement(params)
-    train, val = load_arrays(train_path), load_arrays(val_path)
-    classes = train["classes"].tolist()
-    checkpoint = checkpoint_path(checkpoints, [train_path, val_path], params, place.world) if checkpoints else None
     try:
+        train, val = load_arrays(train_path), load_arrays(val_path)
+        classes = train["classes"].tolist()
+        checkpoint = checkpoint_path(checkpoints, [train_path, val_path], params, place.world) if checkpoints else None
         net, history = fit(train["x"], train["y"], val["x"], val["y"], len(classes), params.train, params.seed,
                            place, checkpoint)
     finally:
@@ -326,6 +339,10 @@ def main(argv: list[str]) -> None:
     args = parser.parse_args(argv)
     params = load_params(args.params)
     if params.train.gpus > 1 and "LOCAL_RANK" not in os.environ:
+        visible = torch.cuda.device_count()
+        if resolve_device(params.train.device) == "cuda" and visible < params.train.gpus:
+            raise UserError(f"{args.params}: train.gpus is {params.train.gpus} but {visible} GPU(s) are visible; "
+                            "lower train.gpus")
         launch_distributed(params.train.gpus, argv)
     else:
         train_files(args.train, args.val, params, args.model, args.info, args.history, args.checkpoints)

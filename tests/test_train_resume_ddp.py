@@ -11,6 +11,8 @@ import torch
 import yaml
 
 from components.io import read_json, save_arrays
+from components.params import Params
+from components.train import checkpoint_path
 from conftest import REPO, make_project
 
 
@@ -84,6 +86,15 @@ def test_a_changed_param_never_resumes_a_foreign_checkpoint(tmp_path):
     assert "resuming" not in again.stderr
     for key, value in state_dict(workdir / "first.pt").items():
         assert torch.equal(value, state_dict(workdir / "again.pt")[key])
+
+    # A damaged checkpoint of this very run (a crash on a network volume) is dropped, not fatal.
+    own = checkpoint_path(workdir / "ck", [workdir / "train.npz", workdir / "val.npz"],
+                          Params.model_validate(params), 1)
+    own.write_bytes(b"truncated")
+    damaged = train_cli(workdir, params, "damaged", checkpoints=True)
+    assert "ignoring unreadable checkpoint" in damaged.stderr and not own.exists()
+    for key, value in state_dict(workdir / "first.pt").items():
+        assert torch.equal(value, state_dict(workdir / "damaged.pt")[key])
 
 
 # Leaves a one-epoch checkpoint behind, as a run killed after its first epoch would.
