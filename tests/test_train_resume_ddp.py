@@ -20,8 +20,10 @@ def state_dict(path: Path) -> dict:
     return torch.load(path, weights_only=True)["state_dict"]
 
 
-def train_cli(workdir: Path, params: dict, tag: str, checkpoints: bool = False) -> subprocess.CompletedProcess:
-    """The train stage's own command line on workdir's train.npz/val.npz; outputs named after `tag`."""
+def train_cli(workdir: Path, params: dict, tag: str, checkpoints: bool = False,
+              check: bool = True) -> subprocess.CompletedProcess:
+    """The train stage's own command line on workdir's train.npz/val.npz; outputs named after `tag`.
+    check: assert that it succeeded."""
     (workdir / f"{tag}.yaml").write_text(yaml.safe_dump(params))
     command = [sys.executable, "-m", "components.train", "--params", str(workdir / f"{tag}.yaml"),
                "--train", str(workdir / "train.npz"), "--val", str(workdir / "val.npz"),
@@ -29,7 +31,7 @@ def train_cli(workdir: Path, params: dict, tag: str, checkpoints: bool = False) 
                "--history", str(workdir / f"{tag}.csv")]
     command += ["--checkpoints", str(workdir / "ck")] if checkpoints else []
     result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.returncode == 0 or not check, result.stderr[-3000:]
     return result
 
 
@@ -151,15 +153,11 @@ def test_ddp_on_two_cpu_processes_equals_one_process_on_the_same_global_batch(tm
 def test_ddp_worker_failure_is_one_line_and_nonzero(tmp_path):
     workdir = table_data(tmp_path)
     (workdir / "val.npz").write_bytes(b"not an npz")
-    (workdir / "p.yaml").write_text(yaml.safe_dump({"train": {"gpus": 2, "device": "cpu", "epochs": 1}}))
-    result = subprocess.run([sys.executable, "-m", "components.train", "--params", str(workdir / "p.yaml"),
-                             "--train", str(workdir / "train.npz"), "--val", str(workdir / "val.npz"),
-                             "--model", str(workdir / "m.pt"), "--info", str(workdir / "i.json"),
-                             "--history", str(workdir / "h.csv")], cwd=REPO, capture_output=True, text=True)
+    result = train_cli(workdir, {"train": {"gpus": 2, "device": "cpu", "epochs": 1}}, "failing", check=False)
     assert result.returncode != 0
     assert "error: train: torchrun worker 0 failed (exit 1)" in result.stderr.splitlines()[-1]
     assert "Traceback" not in result.stderr
-    assert not (workdir / "m.pt").exists()
+    assert not (workdir / "failing.pt").exists()
 
 
 def test_ddp_in_dvc_repro_on_cpu(tmp_path):
