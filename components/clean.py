@@ -1,15 +1,16 @@
 """clean: read the raw data, drop what cannot be trained on, and report every dropped or changed row.
 
-Image folders: decode every image, drop unreadable files and duplicates (by pixel hash).
-Tables (CSV/Parquet): check the target and feature columns, drop rows without a target, duplicates,
-rows with missing values (when asked), z-score outliers (when asked); count values left for the
-normalise stage to impute. Both: classes too small for the stratified split are dropped or fail.
+Image folders: decode every image as a viewer shows it (components/image_files.py), skip hidden files,
+drop unreadable or oversized files and duplicates (by pixel hash).
+Tables (CSV/Parquet, read as written: components/table_files.py): check the target and feature
+columns, drop rows without a target, duplicates and rows with missing values (when asked); count
+values left for the normalise stage to impute. Both: classes too small for the stratified split are
+dropped (named, with their counts) or fail. reports/clean.json also says how the file was read.
 
     python -m components.clean --out outputs/clean --report reports/clean.json
 """
 import argparse
 import hashlib
-import io
 import logging
 from collections import Counter
 from dataclasses import dataclass, field
@@ -17,18 +18,17 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from PIL import Image, ImageOps, UnidentifiedImageError
 from tqdm import tqdm
 
 from kfp.dsl import Artifact, Dataset, Input, Output
 
 from components.errors import UserError, run_cli
-from components.io import atomic_path, read_parquet, save_arrays, write_json
+from components.image_files import IMAGE_SUFFIXES, BadImage, TooManyPixels, decode, list_files
+from components.io import atomic_path, save_arrays, write_json
 from components.params import Clean, Data, Split, load_params
+from components.table_files import TableFile, read_column, read_labels, read_table
 
 log = logging.getLogger(__name__)
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp"}
-TABLE_FORMATS = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
 
 
 @dataclass
@@ -39,8 +39,12 @@ class Cleaned:
     table: pd.DataFrame | None = None                   # feature columns only
     numeric: list[str] = field(default_factory=list)
     categorical: list[str] = field(default_factory=list)
-    dropped: list[dict] = field(default_factory=list)   # {"id", "reason", "detail"[, "column"]}
+    dropped: list[dict] = field(default_factory=list)   # {"id", "reason", "detail"[, "column", "line"]}
     imputed: dict[str, int] = field(default_factory=dict)
+    source_file: TableFile | None = None                # tables: the file read, for the line of a dropped row
+    read: dict = field(default_factory=dict)            # how the file was read (tables)
+    skipped: list[dict] = field(default_factory=list)   # hidden files, never read (images)
+    small_classes: dict[str, int] = field(default_factory=dict)   # classes dropped as too small, with their size
 
     def __post_init__(self) -> None:
         # Arrays, not lists: on a table of millions of rows every drop is then one vectorised step.
@@ -55,7 +59,13 @@ class Cleaned:
     def record(self, dropped: np.ndarray, reason: str, detail: str, column: str | None = None) -> None:
         """Report the examples where `dropped` is True as dropped; select() removes them."""
         extra = {"column": column} if column else {}
-        self.dropped.extend({"id": str(i), "reason": reason, "detail": detail} | extra for i in self.ids[dropped])
+        ids = self.ids[dropped]
+        lines = self.source_file.lines if self.source_file is not None and len(ids) else None   # found when needed
+        if lines is None:
+            self.dropped.extend({"id": str(i), "reason": reason, "detail": detail} | extra for i in ids)
+        else:
+            self.dropped.extend({"id": str(i), "line": int(lines[i]), "reason": reason, "detail": detail} | extra
+                                for i in ids)
 
     def select(self, mask: np.ndarray) -> None:
         """Keep only the examples where mask is True."""
@@ -76,11 +86,15 @@ class Cleaned:
             "n_input": n_input,
             "n_kept": len(self.ids),
             "n_dropped": len(self.dropped),
+            "n_skipped": len(self.skipped),
             "dropped_by_reason": dict(Counter(d["reason"] for d in self.dropped)),
             "dropped_by_column": {reason: dict(counts) for reason, counts in by_column.items()},
             "imputed_by_column": self.imputed,
+            "small_classes_dropped": self.small_classes,
             "kept_per_class": dict(sorted(class_counts(self.labels).items())),
+            "read": self.read,
             "dropped": self.dropped,
+            "skipped": self.skipped,
         }
 
 
@@ -103,31 +117,18 @@ def drop_small_classes(cleaned: Cleaned, cfg: Clean, split: Split, source: str) 
         raise UserError(f"{source}: class {name!r} has {n} examples, too few for the stratified "
                         f"{split.val_fraction}/{split.test_fraction} val/test split (need {needed}); "
                         "add examples, remove the class, or set clean.small_classes: drop")
-    if small:
-        cleaned.keep(~pd.Series(cleaned.labels, dtype=object).isin(list(small)).to_numpy(), "small_class",
-                      f"class has fewer than {needed} examples")
+    for name, n in sorted(small.items()):
+        cleaned.keep(cleaned.labels != name, "small_class",
+                     f"class {name!r} has {n} examples, fewer than the {needed} the stratified split needs")
+    cleaned.small_classes = dict(sorted(small.items()))
     classes = sorted(pd.unique(cleaned.labels))
     if len(classes) < 2:
         found = f"only class {classes[0]!r}" if classes else "no class"
-        raise UserError(f"{source}: {found} left after cleaning; a classifier needs at least two classes")
+        gone = f" ({', '.join(f'{c!r}: {n}' for c, n in sorted(small.items()))} dropped as too small)" if small else ""
+        raise UserError(f"{source}: {found} left after cleaning{gone}; a classifier needs at least two classes")
 
 
 # ---------------------------------------------------------------- image folders
-
-def decode(content: bytes, data: Data) -> np.ndarray:
-    """Bytes of one image file -> uint8 (height, width, channels) in the configured mode and size."""
-    with Image.open(io.BytesIO(content)) as image:
-        image = ImageOps.exif_transpose(image)          # camera photos: apply the EXIF rotation
-        if image.mode.startswith("I"):                   # 16-bit grey: scale 0..65535 to 0..255, do not clip
-            wide = np.asarray(image, dtype=np.float64)
-            image = Image.fromarray(np.clip(np.rint(wide / 257), 0, 255).astype(np.uint8), mode="L")
-        image = image.convert("L" if data.channels == 1 else "RGB")
-        if data.image_size is not None:
-            height, width = data.image_size
-            image = image.resize((width, height), Image.Resampling.BILINEAR)
-        array = np.asarray(image, dtype=np.uint8)
-    return array[..., None] if array.ndim == 2 else array
-
 
 def clean_images(files: list[tuple[str, str, bytes]], data: Data, cfg: Clean = Clean()) -> Cleaned:
     """files: (path, class label, file content), sorted by path. Keeps the first of each duplicate."""
@@ -136,13 +137,15 @@ def clean_images(files: list[tuple[str, str, bytes]], data: Data, cfg: Clean = C
     first_seen: dict[str, tuple[str, str]] = {}
     for path, label, content in tqdm(files, desc="clean", unit="img", leave=False, disable=None):
         if Path(path).suffix.lower() not in IMAGE_SUFFIXES:
-            problem = {"id": path, "reason": "unsupported_file", "detail": "not a PNG/JPEG/BMP file"}
+            problem = {"id": path, "reason": "unsupported_file",
+                       "detail": f"not an image file ({', '.join(sorted(IMAGE_SUFFIXES))})"}
         else:
             try:
-                pixels = decode(content, data)
+                pixels = decode(content, data.channels, data.image_size, data.background, cfg.max_image_pixels)
                 problem = None
-            except (UnidentifiedImageError, OSError, ValueError) as exc:
-                problem = {"id": path, "reason": "unreadable", "detail": str(exc).splitlines()[0]}
+            except BadImage as exc:
+                reason = "too_many_pixels" if isinstance(exc, TooManyPixels) else "unreadable"
+                problem = {"id": path, "reason": reason, "detail": str(exc)}
         if problem is not None:
             if cfg.on_bad_file == "fail":
                 raise UserError(f"{path}: {problem['detail']}; fix or remove the file, "
@@ -161,7 +164,9 @@ def clean_images(files: list[tuple[str, str, bytes]], data: Data, cfg: Clean = C
         kept.append((path, label, pixels))
 
     if not kept:
-        raise UserError(f"{data.path}: no readable images found; expected {data.path}/<class>/<image>.png")
+        reasons = ", ".join(f"{n} {reason}" for reason, n in Counter(d["reason"] for d in dropped).items())
+        raise UserError(f"{data.path}: no readable images found{f' ({reasons})' if reasons else ''}; expected "
+                        f"{data.path}/<class>/<image>.png")
     shapes = Counter(pixels.shape for _, _, pixels in kept)
     if len(shapes) > 1:
         common = shapes.most_common(1)[0][0]
@@ -173,45 +178,26 @@ def clean_images(files: list[tuple[str, str, bytes]], data: Data, cfg: Clean = C
                    images=np.stack([pixels for _, _, pixels in kept]), dropped=dropped)
 
 
-def read_image_folder(root: Path) -> tuple[list[tuple[str, str, bytes]], list[dict]]:
-    """All files under root/<class>/, sorted; files outside a class folder are reported, not read."""
+def read_image_folder(root: Path) -> tuple[list[tuple[str, str, bytes]], list[dict], list[dict]]:
+    """All visible files under root/<class>/, sorted; files outside a class folder are reported, not read,
+    and hidden ones (.DS_Store, __MACOSX/, Thumbs.db, ...) are skipped.
+    Returns (files as (path, class, content), strays, skipped)."""
     if not root.is_dir():
         raise UserError(f"{root}: folder not found; set data.path in params.yaml to a folder of class sub-folders")
+    visible, hidden = list_files(root)
     files, stray = [], []
-    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+    for path in visible:
         relative = path.relative_to(root)
         if len(relative.parts) < 2:
             stray.append({"id": str(path), "reason": "not_in_class_folder", "detail": "put it in <class>/"})
             continue
         files.append((str(path), relative.parts[0], path.read_bytes()))
-    return files, stray
+    skipped = [{"id": str(path), "reason": "hidden", "detail": "hidden or made by the operating system"}
+               for path in hidden]
+    return files, stray, skipped
 
 
 # ---------------------------------------------------------------- tables
-
-def as_label(value) -> str | None:
-    """A category or class value as text, the same however the file typed it: 3, 3.0 and "3" -> "3"."""
-    if pd.isna(value):
-        return None
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
-    return str(value)
-
-
-# infer_dtype kinds whose distinct values factorize into the same groups as as_label gives them labels;
-# in other object columns 1, 1.0 and True are one value to factorize but "1", "1" and "True" to as_label.
-FACTORIZE_SAFE = {"string", "integer", "floating", "mixed-integer-float", "boolean", "empty"}
-
-
-def as_labels(values: pd.Series) -> np.ndarray:
-    """as_label of every value, as an object array (None where missing). Each distinct value is
-    converted once, so a column of millions of rows costs one factorize, not millions of Python calls."""
-    if values.dtype == object and pd.api.types.infer_dtype(values, skipna=True) not in FACTORIZE_SAFE:
-        return np.array([as_label(v) for v in values], dtype=object)
-    codes, uniques = pd.factorize(values)
-    names = np.array([as_label(u) for u in uniques] + [None], dtype=object)
-    return names[codes]                 # missing values have code -1: the None at the end
-
 
 def duplicated_rows(table: pd.DataFrame, labels: np.ndarray) -> np.ndarray:
     """table.assign(_target=labels).duplicated(), in seconds on millions of rows: rows are first compared
@@ -245,93 +231,70 @@ def row_hashes(columns: list[pd.Series]) -> np.ndarray:
     return keys
 
 
-def table_format(path: Path, fmt: str | None) -> str | None:
-    return fmt or TABLE_FORMATS.get(path.suffix.lower())
-
-
-def read_table(path: Path, fmt: str | None) -> pd.DataFrame:
-    """CSV or Parquet, by data.format or the extension; every failure names the file."""
-    fmt = table_format(path, fmt)
-    if fmt is None:
-        raise UserError(f"{path}: unknown format {path.suffix or '(no extension)'!r}; use a .csv or .parquet file "
-                        "or set data.format")
-    if not path.is_file():
-        raise UserError(f"{path}: file not found; set data.path in params.yaml")
-    if path.stat().st_size == 0:
-        raise UserError(f"{path}: file is empty; export the table again")
-    try:
-        table = pd.read_csv(path) if fmt == "csv" else read_parquet(path)
-    except pd.errors.EmptyDataError:
-        raise UserError(f"{path}: file is empty; export the table again") from None
-    except Exception as exc:  # noqa: BLE001 - parsers raise many types; all mean "cannot read this file"
-        raise UserError(f"{path}: cannot be read as {fmt.upper()} ({str(exc).splitlines()[0][:120]}); "
-                        "check the file or set data.format") from None
-    if table.empty:
-        raise UserError(f"{path}: no data rows; export the table again")
-    return table
-
-
-def column_types(table: pd.DataFrame, features: list[str], data: Data, where) -> tuple[list[str], list[str]]:
-    """Split features into numeric and categorical; a numeric column holding text is an error."""
-    numeric, categorical = [], []
-    for column in features:
-        values = table[column]
-        if values.isna().all():
-            raise UserError(f"{where(None)}: column {column!r} is entirely empty; fill it or leave it out of "
-                            "data.features")
-        if column in data.categorical or pd.api.types.is_bool_dtype(values):
-            categorical.append(column)
-            continue
-        if pd.api.types.is_numeric_dtype(values):
-            numeric.append(column)
-            continue
-        present = values.dropna()
-        parsed = pd.to_numeric(present, errors="coerce")
-        if column in data.numeric or parsed.notna().mean() >= 0.9:   # mostly numbers: the rest are typos
-            bad = present.index[parsed.isna()]
-            if len(bad):
-                raise UserError(f"{where(bad[0])}: column {column!r} holds {present[bad[0]]!r}, not a number; "
-                                f"fix the value or list {column!r} in data.categorical")
-            numeric.append(column)
-        else:
-            categorical.append(column)
-    return numeric, categorical
-
-
-def clean_table(table: pd.DataFrame, data: Data, cfg: Clean, source: str) -> Cleaned:
-    """Validate and clean a table; rows are identified by their 0-based position in the file."""
-    is_csv = table_format(Path(source), data.format) == "csv"
-
-    def where(row) -> str:
-        return source if row is None else f"{source} {'line ' + str(row + 2) if is_csv else 'row ' + str(row)}"
-
-    if data.target not in table.columns:
-        raise UserError(f"{source}: target column {data.target!r} not found (columns: {', '.join(map(str, table.columns))}); "
-                        "set data.target")
-    features = data.features or [c for c in table.columns if c != data.target]
+def check_columns(table: TableFile, data: Data, cfg: Clean) -> list[str]:
+    """The feature columns; a target or column setting that names no column is an error naming it."""
+    columns = [str(c) for c in table.frame.columns]
+    if data.target not in columns:
+        hint = "set data.target"
+        close = [c for c in columns if c.lower() == data.target.lower()]
+        if close:
+            hint = f"did you mean {close[0]!r}? set data.target"
+        elif len(columns) == 1 and any(sep in columns[0] for sep in ",;\t|"):
+            hint = f"the file was read as one column with the separator {table.read.get('sep')!r}: set data.csv.sep"
+        raise UserError(f"{table.source}: target column {data.target!r} not found (columns: {', '.join(columns)}); "
+                        f"{hint}")
+    features = data.features or [c for c in columns if c != data.target]
     if data.target in features:
-        raise UserError(f"{source}: the target {data.target!r} is listed in data.features; remove it (it would leak "
-                        "the label into the inputs)")
-    checks = (("data.features", features, list(table.columns), "in the file"),
+        raise UserError(f"{table.source}: the target {data.target!r} is listed in data.features; remove it (it would "
+                        "leak the label into the inputs)")
+    checks = (("data.features", features, columns, "in the file"),
               ("data.categorical", data.categorical, features, "a feature"),
               ("data.numeric", data.numeric, features, "a feature"),
               ("clean.missing_by_column", list(cfg.missing_by_column), features, "a feature"))
     for setting, names, known, what in checks:      # a typo in params must not go unnoticed
         unknown = [c for c in names if c not in known]
         if unknown:
-            raise UserError(f"{source}: {setting} names column {unknown[0]!r}, which is not {what}; fix the name")
-    numeric, categorical = column_types(table, features, data, where)
-    frame = table[features].copy(deep=False)     # columns are replaced below, never written into
-    for column in numeric:
-        if frame[column].dtype != np.float64:       # most are already: converting would copy them
-            frame[column] = pd.to_numeric(frame[column]).astype("float64")
-    for column in categorical:
-        frame[column] = pd.Series(as_labels(frame[column]), index=frame.index).astype("object")
-    cleaned = Cleaned(labels=as_labels(table[data.target]), ids=np.arange(len(frame)), table=frame,
-                      numeric=numeric, categorical=categorical)
+            raise UserError(f"{table.source}: {setting} names column {unknown[0]!r}, which is not {what}; fix the name")
+    return features
+
+
+def clean_table(table: TableFile | pd.DataFrame, data: Data, cfg: Clean, source: str = "table") -> Cleaned:
+    """Type, validate and clean a table read by table_files.read_table (or a DataFrame, named `source`);
+    rows are identified by their 0-based position, and messages name the file's line."""
+    if isinstance(table, pd.DataFrame):
+        table = TableFile.from_frame(table, source)
+    where = table.where
+    features = check_columns(table, data, cfg)
+    labels, labels_stripped = read_labels(table.frame[data.target])
+    if not pd.notna(labels).any():
+        raise UserError(f"{table.source}: target column {data.target!r} has no values; fill it, or set data.target to "
+                        "the column that holds the class labels")
+    decimal = table.read.get("decimal") or "."
+    frame = table.frame[features].copy(deep=False)     # columns are replaced below, never written into
+    typed = {}
+    for column in features:
+        role = "categorical" if column in data.categorical else "numeric" if column in data.numeric else None
+        typed[column] = read_column(table, column, role, data.csv, decimal)
+        values = typed[column].values
+        if not pd.notna(values).any():
+            raise UserError(f"{table.source}: column {column!r} is entirely empty; fill it or leave it out of "
+                            "data.features")
+        if not (typed[column].numeric and frame[column].dtype == np.float64):   # most are already: spare a copy
+            frame[column] = pd.Series(values, index=frame.index, dtype=np.float64 if typed[column].numeric else object)
+        typed[column].values = None
+    numeric = [c for c in features if typed[c].numeric]
+    categorical = [c for c in features if not typed[c].numeric]
+    cleaned = Cleaned(labels=labels, ids=np.arange(len(frame)), table=frame, numeric=numeric,
+                      categorical=categorical, source_file=table, read=dict(table.read))
+    cleaned.read["thousands_by_column"] = {c: t.thousands for c, t in typed.items() if t.thousands}
+    cleaned.read["missing_markers_by_column"] = {c: t.markers for c, t in typed.items() if t.markers}
+    stripped = {c: t.stripped for c, t in typed.items() if t.stripped}
+    labels_report = {data.target: labels_stripped} if labels_stripped else {}
+    cleaned.read["whitespace_stripped_by_column"] = labels_report | stripped
     # From here on `cleaned` holds what is kept: these names would keep the unfiltered table (and its
     # target column) in memory after the first drop. The caller hands the table over for that reason.
-    del table, frame
+    table.frame = None
+    del frame, labels
 
     # Both drops at once, so a big table is copied once: a row without a target is never a duplicate of
     # one with a target (their labels differ), so duplicates can be found before those rows go.
@@ -359,12 +322,6 @@ def clean_table(table: pd.DataFrame, data: Data, cfg: Clean, source: str) -> Cle
         absent = int(cleaned.table[column].isna().sum())
         if absent and strategy[column] == "impute":
             cleaned.imputed[column] = absent        # imputed by normalise, with train statistics
-
-    if cfg.outliers == "zscore_drop":
-        for column in numeric:
-            values = cleaned.table[column]
-            z = ((values - values.mean()) / (values.std(ddof=0) or 1)).abs()
-            cleaned.keep(~(z > cfg.zscore).to_numpy(), "outlier", f"|z| > {cfg.zscore} in {column!r}", column)
     return cleaned
 
 
@@ -375,13 +332,14 @@ def clean_dataset(data: Data, cfg: Clean, split: Split, out_dir: Path, report_pa
     """Read data.path (or root), clean it, write out_dir/{meta.json, images.npz | table.parquet} and the report."""
     source = root or Path(data.path)
     if data.kind == "image_folder":
-        files, stray = read_image_folder(source)
+        files, stray, skipped = read_image_folder(source)
         cleaned = clean_images(files, data, cfg)
         cleaned.dropped[:0] = stray
+        cleaned.skipped = skipped
         n_input = len(files) + len(stray)
     else:
         # No name for the table here: clean_table frees what it does not keep (memory on big tables).
-        cleaned = clean_table(read_table(source, data.format), data, cfg, str(source))
+        cleaned = clean_table(read_table(source, data.format, data.csv), data, cfg)
         n_input = len(cleaned.ids) + len(cleaned.dropped)
     drop_small_classes(cleaned, cfg, split, str(source))
 
@@ -397,11 +355,21 @@ def clean_dataset(data: Data, cfg: Clean, split: Split, out_dir: Path, report_pa
             cleaned.table.assign(_label=labels, _id=ids).to_parquet(tmp, index=False)
     write_json(out_dir / "meta.json", {"kind": data.kind, "classes": classes, "numeric": cleaned.numeric,
                                        "categorical": cleaned.categorical, "target": data.target,
-                                       "image_size": data.image_size, "channels": data.channels})
+                                       "image_size": data.image_size, "channels": data.channels,
+                                       "background": data.background, "csv": prediction_csv(data, cleaned.read)})
     report = cleaned.report(n_input)
     write_json(report_path, report)
     log.info("kept %d of %d; dropped %s", report["n_kept"], n_input, report["dropped_by_reason"] or "none")
     return report
+
+
+def prediction_csv(data: Data, read: dict) -> dict:
+    """The data.csv settings batch prediction reads new files with: as configured, with the separator and
+    decimal mark this file turned out to use pinned (a new file of a few rows is too little to detect them)."""
+    settings = data.csv.model_dump(mode="json")
+    if read.get("format") == "csv":
+        settings |= {"sep": read["sep"], "decimal": read["decimal"]}
+    return settings
 
 
 def main(argv: list[str]) -> None:

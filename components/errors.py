@@ -1,10 +1,12 @@
 """One-line errors for people, tracebacks only when asked for (--debug or LOG_LEVEL=DEBUG)."""
 from __future__ import annotations
 
+import json
 import logging
 import os
 import signal
 import sys
+import time
 from typing import Callable
 
 
@@ -34,8 +36,15 @@ def run_cli(main: Callable[[list[str]], None], argv: list[str] | None = None) ->
             raise
         kind = "error" if isinstance(exc, UserError) else f"error ({exc.__class__.__name__})"
         message = str(exc).strip().splitlines()[0] if str(exc).strip() else "no message"
-        print(f"{kind}: {message}" + ("" if isinstance(exc, UserError) else " (rerun with --debug for details)"),
-              file=sys.stderr)
+        line = f"{kind}: {message}" + ("" if isinstance(exc, UserError) else " (rerun with --debug for details)")
+        if os.environ.get("TORCHELASTIC_ERROR_FILE"):
+            # A torchrun worker: its launcher reports the line once, naming the worker, instead of every
+            # worker printing at the same moment onto one line.
+            with open(os.environ["TORCHELASTIC_ERROR_FILE"], "w") as fh:
+                json.dump({"message": line, "timestamp": int(time.time())}, fh)
+        else:
+            sys.stderr.write(line + "\n")          # one write, not print's two: another process cannot split it
+            sys.stderr.flush()
         sys.exit(1)
 
 

@@ -1,15 +1,20 @@
 """normalise: stratified train/val/test split, then preprocessing fitted on train only and applied to all.
 
-Images: per-channel mean/std of the pixels. Tables: a pandera schema of the feature columns, then
+Images: per-channel mean/std of the pixels. Tables: optionally, train rows beyond clean.zscore standard
+deviations of the train split's own mean are dropped (clean.outliers: zscore_drop; val and test keep
+every row, as the served model will see them); then a pandera schema of the feature columns,
 median / most-frequent imputation, optional IQR clipping, standard/min-max/robust scaling and
 one-hot categories (unknown ones ignored), all scikit-learn. The fitted preprocessor is saved in
 outputs/preprocess/ and travels with the registered model, so the served model takes raw input.
+The split sizes and any train rows dropped go to the report (reports/split.json).
 
-    python -m components.normalise --clean outputs/clean --out outputs/split --preprocess outputs/preprocess
+    python -m components.normalise --clean outputs/clean --out outputs/split --preprocess outputs/preprocess \
+        --report reports/split.json
 """
 import argparse
 import logging
 import warnings
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -100,11 +105,18 @@ class MedianImputer(SimpleImputer):
         return median
 
 
-def check_schema(schema, table: pd.DataFrame, source: str, inplace: bool = False) -> pd.DataFrame:
+def check_schema(schema, table: pd.DataFrame, source: str, inplace: bool = False, where=None) -> pd.DataFrame:
     """Validate (and coerce) a table with a pandera schema; the first failure becomes one line naming
-    the column and row. Used in training and, from the schema saved with the model, at prediction time.
+    the column and the row (where(row) -> 'file line N' when given, else 'row N'). Used in training and,
+    from the schema saved with the model, at prediction time. Raises UserError; a column the schema
+    needs and the table lacks is named as missing.
     inplace: coerce the columns of `table` itself rather than of a copy of it."""
     import pandera.pandas as pa
+    absent = [column for column in schema.columns if column not in table.columns]
+    if absent:
+        raise UserError(f"{source}: column{'s' if len(absent) > 1 else ''} {', '.join(map(repr, absent))} "
+                        f"{'are' if len(absent) > 1 else 'is'} missing; the model needs columns "
+                        f"{', '.join(schema.columns)}")
     try:
         return schema.validate(table, lazy=True, inplace=inplace)
     except pa.errors.SchemaErrors as exc:
@@ -113,7 +125,8 @@ def check_schema(schema, table: pd.DataFrame, source: str, inplace: bool = False
             raise UserError(f"{source}: {case['failure_case']}; the model needs columns "
                             f"{', '.join(schema.columns)}") from None
         expected = "a number" if "float" in str(schema.columns[case["column"]].dtype) else "text"
-        raise UserError(f"{source}: column {case['column']!r} row {case['index']} holds {case['failure_case']!r}, "
+        place = where(int(case["index"])) if where else f"{source} row {case['index']}"
+        raise UserError(f"{place}: column {case['column']!r} holds {case['failure_case']!r}, "
                         f"which does not fit the model's schema (expected {expected})") from None
 
 
@@ -140,7 +153,7 @@ class TablePreprocessor:
     def validate(self, table: pd.DataFrame, source: str = "input") -> pd.DataFrame:
         """Apply the saved schema; categories are written as in training (3, 3.0, "3" -> "3") and
         scikit-learn gets object columns with NaN for missing ones."""
-        from components.clean import as_labels
+        from components.table_files import as_labels
         table = table.copy(deep=False)          # columns are replaced below, never written into
         # Float64 columns come through the schema unchanged but split into one block each, which scikit-learn
         # would then copy whole at every step: the frame gets them as they came, in one block, instead.
@@ -220,19 +233,43 @@ def split_and_normalise(images: np.ndarray, labels: np.ndarray, split: Split,
     return parts, normaliser
 
 
+def train_outliers(train: pd.DataFrame, numeric: list[str], threshold: float) -> tuple[np.ndarray, list[str | None]]:
+    """Rows of the train split with |z| > threshold in any numeric column, z from the train split's own
+    mean and (population) standard deviation, missing values ignored. Returns (outlier mask, the first
+    column each row is an outlier in, or None)."""
+    if not numeric or train.empty:
+        return np.zeros(len(train), dtype=bool), [None] * len(train)
+    values = train[numeric].to_numpy(dtype=np.float64)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)      # an all-missing column: no outliers in it
+        mean, std = np.nanmean(values, axis=0), np.nanstd(values, axis=0)
+    std[~(std > 0)] = 1.0
+    beyond = np.abs(values - mean) / std > threshold         # NaN compares False: never an outlier
+    first = [numeric[int(np.argmax(row))] if row.any() else None for row in beyond]
+    return beyond.any(axis=1), first
+
+
 def split_and_preprocess_table(table: pd.DataFrame, labels: np.ndarray, meta: dict, split: Split, seed: int,
-                               normalise: Normalise, clean: Clean) -> tuple[dict, TablePreprocessor]:
-    """Tables: split, fit the preprocessor on the train rows only, and transform every split.
-    Pass the table without keeping a name for it: once split, it is freed (memory on big tables)."""
+                               normalise: Normalise, clean: Clean) -> tuple[dict, TablePreprocessor, list[dict]]:
+    """Tables: split, drop train outliers (clean.outliers: zscore_drop), fit the preprocessor on the train
+    rows only, and transform every split. Returns the parts, the preprocessor and the train rows dropped
+    ({"row": position in the cleaned table, "column"}). Pass the table without keeping a name for it:
+    once split, it is freed (memory on big tables)."""
     indices = stratified_split(labels, split, seed)
     raw = {name: table.iloc[idx].reset_index(drop=True) for name, idx in indices.items()}
     del table
+    dropped = []
+    if clean.outliers == "zscore_drop":
+        outlier, columns = train_outliers(raw["train"], meta["numeric"], clean.zscore)
+        dropped = [{"row": int(indices["train"][i]), "column": columns[i]} for i in np.flatnonzero(outlier)]
+        indices["train"] = indices["train"][~outlier]
+        raw["train"] = raw["train"][~outlier].reset_index(drop=True)
     clip = clean.iqr_factor if clean.outliers == "iqr_clip" else None
     preprocessor = TablePreprocessor(meta["numeric"], meta["categorical"], normalise.numeric, clip)
     preprocessor.fit(raw["train"])
     parts = {name: {"index": idx, "raw": raw[name], "x": preprocessor.transform(raw[name], f"{name} split"),
                     "y": labels[idx]} for name, idx in indices.items()}
-    return parts, preprocessor
+    return parts, preprocessor, dropped
 
 
 def load_raw(split_dir: Path, name: str):
@@ -244,9 +281,11 @@ def load_raw(split_dir: Path, name: str):
 
 
 def normalise_files(clean_dir: Path, split: Split, seed: int, normalise: Normalise, clean: Clean, out_dir: Path,
-                    preprocess_dir: Path) -> None:
-    """outputs/clean -> out_dir/{train,val,test}.npz (+ *_raw.parquet for tables) and the fitted preprocessor."""
+                    preprocess_dir: Path, report_path: Path | None = None) -> dict:
+    """outputs/clean -> out_dir/{train,val,test}.npz (+ *_raw.parquet for tables), the fitted preprocessor,
+    and the report (split sizes, train rows dropped as outliers with their ids and columns)."""
     meta = read_json(clean_dir / "meta.json")
+    dropped = []
     if meta["kind"] == "image_folder":
         arrays = load_arrays(clean_dir / "images.npz")
         ids, labels = arrays["ids"], arrays["labels"]
@@ -258,8 +297,8 @@ def normalise_files(clean_dir: Path, split: Split, seed: int, normalise: Normali
         del rows
         features = [c for c in pq.read_schema(path).names if c not in ("_id", "_label")]
         # The table goes straight into the call, so that it can be freed once split.
-        parts, preprocessor = split_and_preprocess_table(read_parquet(path, columns=features), labels, meta, split,
-                                                         seed, normalise, clean)
+        parts, preprocessor, dropped = split_and_preprocess_table(read_parquet(path, columns=features), labels, meta,
+                                                                  split, seed, normalise, clean)
     out_dir.mkdir(parents=True, exist_ok=True)
     for name, part in parts.items():
         raw = part.pop("raw")
@@ -270,8 +309,18 @@ def normalise_files(clean_dir: Path, split: Split, seed: int, normalise: Normali
             part["raw"] = raw
         save_arrays(out_dir / f"{name}.npz", classes=np.array(meta["classes"]), ids=ids[part.pop("index")], **part)
     save_preprocess(preprocess_dir, meta, preprocessor)
-    log.info("split %s (stratified, seed %d); preprocessing fitted on the %d train examples",
-             {k: len(v["y"]) for k, v in parts.items()}, seed, len(parts["train"]["y"]))
+    detail = f"|z| > {clean.zscore} in {{!r}}, with the train split's mean and standard deviation"
+    report = {"n_per_split": {name: len(part["y"]) for name, part in parts.items()},
+              "n_dropped_from_train": len(dropped),
+              "dropped_by_column": {"outlier": dict(Counter(d["column"] for d in dropped))} if dropped else {},
+              "dropped": [{"id": str(ids[d["row"]]), "reason": "outlier", "detail": detail.format(d["column"]),
+                           "column": d["column"]} for d in dropped]}
+    if report_path is not None:
+        write_json(report_path, report)
+    log.info("split %s (stratified, seed %d); preprocessing fitted on the %d train examples%s",
+             report["n_per_split"], seed, len(parts["train"]["y"]),
+             f" ({len(dropped)} train outliers dropped)" if dropped else "")
+    return report
 
 
 def main(argv: list[str]) -> None:
@@ -280,19 +329,20 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--clean", type=Path, required=True, help="clean stage's output folder")
     parser.add_argument("--out", type=Path, required=True, help="folder for train/val/test .npz")
     parser.add_argument("--preprocess", type=Path, required=True, help="folder for the fitted preprocessing")
+    parser.add_argument("--report", type=Path, help="split sizes and train rows dropped (JSON)")
     args = parser.parse_args(argv)
     p = load_params(args.params)
-    normalise_files(args.clean, p.split, p.seed, p.normalise, p.clean, args.out, args.preprocess)
+    normalise_files(args.clean, p.split, p.seed, p.normalise, p.clean, args.out, args.preprocess, args.report)
 
 
 def normalise_step(clean: Input[Dataset], seed: int, split: dict, normalise: dict, clean_cfg: dict,
-                   splits: Output[Dataset], preprocess: Output[Artifact]):
+                   splits: Output[Dataset], preprocess: Output[Artifact], report: Output[Artifact]):
     """Kubeflow: `splits` is a folder holding train/val/test; `preprocess` travels with the model."""
     from pathlib import Path
     from components.normalise import normalise_files
     from components.params import Clean, Normalise, Split
     normalise_files(Path(clean.path), Split.model_validate(split), seed, Normalise.model_validate(normalise),
-                    Clean.model_validate(clean_cfg), Path(splits.path), Path(preprocess.path))
+                    Clean.model_validate(clean_cfg), Path(splits.path), Path(preprocess.path), Path(report.path))
 
 
 if __name__ == "__main__":

@@ -15,18 +15,57 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+def single_character(value: str | None, key: str) -> str | None:
+    if value is not None and len(value) != 1:
+        raise ValueError(f"{key} must be one character, got {value!r}")
+    return value
+
+
+class Csv(Section):
+    """How CSV (and TSV) files are read; null means detect, and what was detected is written to
+    reports/clean.json (`read`) so it can be pinned here. The settings travel with the model, so batch
+    prediction reads new files the same way. Names and meanings are pandas.read_csv's."""
+    sep: str | None = None           # null: sniffed among , ; tab |
+    decimal: str | None = None       # null: "," when ; separates fields and numbers are written 1,5; else "."
+    thousands: str | None = None     # null: detected per numeric column (1,234 / 1.234 / 1 234 / 1'234); "" = none
+    encoding: str | None = None      # null: UTF-8, with or without a BOM (UTF-16 when the file starts with its BOM)
+    na_values: list[str] = []        # extra markers of a missing feature value (never of the target)
+    keep_default_na: bool = True     # the default markers (components/table_files.py DEFAULT_NA_VALUES) apply too
+    quotechar: str = '"'
+    comment: str | None = None       # lines starting with this character are skipped
+
+    @model_validator(mode="after")
+    def consistent(self) -> "Csv":
+        for key in ("sep", "decimal", "quotechar", "comment"):
+            single_character(getattr(self, key), f"data.csv.{key}")
+        if self.thousands:
+            single_character(self.thousands, "data.csv.thousands")
+        if self.decimal is not None and self.decimal in (self.sep, self.thousands):
+            raise ValueError(f"data.csv.decimal {self.decimal!r} is also the separator or the thousands separator")
+        if self.encoding is not None:
+            import codecs
+            try:
+                codecs.lookup(self.encoding)
+            except LookupError:
+                raise ValueError(f"data.csv.encoding {self.encoding!r} is not an encoding Python knows "
+                                 "(e.g. utf-8, cp1252, latin-1, utf-16)") from None
+        return self
+
+
 class Data(Section):
     kind: Literal["image_folder", "tabular"] = "image_folder"
     path: str = "data/digits"
     # image_folder
     image_size: tuple[int, int] | None = None
     channels: Literal[1, 3] = 1
+    background: str = "white"        # transparent pixels are composited on this colour (a name or #rrggbb)
     # tabular
     format: Literal["csv", "parquet"] | None = None   # None: from the file extension
     target: str | None = None
     features: list[str] | None = None                 # None: every column but the target
     categorical: list[str] = []                       # force these columns to be categories
     numeric: list[str] = []                           # force these columns to be numbers
+    csv: Csv = Csv()
 
     @model_validator(mode="after")
     def table_has_target(self) -> "Data":
@@ -37,14 +76,27 @@ class Data(Section):
                              "and numeric")
         return self
 
+    @model_validator(mode="after")
+    def background_is_a_colour(self) -> "Data":
+        from PIL import ImageColor
+        try:
+            ImageColor.getrgb(self.background)
+        except ValueError:
+            raise ValueError(f"data.background {self.background!r} is not a colour; use a name (white, black) "
+                             "or #rrggbb") from None
+        return self
+
 
 class Clean(Section):
     on_bad_file: Literal["drop", "fail"] = "drop"      # unreadable / non-image files in an image folder
+    # Images with more pixels are bad files (a decompression bomb decodes a few KB into gigabytes). The default
+    # is Pillow's own limit, PIL.Image.MAX_IMAGE_PIXELS (1024 * 1024 * 1024 // 4 // 3); null = no limit.
+    max_image_pixels: int | None = Field(89_478_485, ge=1)
     missing: Literal["impute", "drop", "fail"] = "impute"  # tables: impute = train median / most frequent
     missing_by_column: dict[str, Literal["impute", "drop", "fail"]] = {}
     outliers: Literal["none", "iqr_clip", "zscore_drop"] = "none"
     iqr_factor: float = Field(1.5, gt=0)             # iqr_clip: clip to [Q1 - f*IQR, Q3 + f*IQR] of train
-    zscore: float = Field(4.0, gt=0)                 # zscore_drop: drop rows beyond this many std devs
+    zscore: float = Field(4.0, gt=0)                 # zscore_drop: drop train rows beyond this many train std devs
     small_classes: Literal["drop", "fail"] = "drop"  # classes too small for the stratified split
 
 
@@ -167,10 +219,30 @@ def load_params(path: str | Path = "params.yaml") -> Params:
 
 
 def validate_params(raw: dict, source: str) -> Params:
-    """Validate a params mapping; the first problem becomes a one-line error naming `source` and the key."""
+    """Validate a params mapping; the first problem becomes a one-line error naming `source` and the key.
+    Raises UserError; an unknown key is named as such, with the closest known key of its section."""
     try:
         return Params.model_validate(raw)
     except ValidationError as exc:
         first = exc.errors()[0]
         key = ".".join(str(part) for part in first["loc"]) or "(top level)"
-        raise UserError(f"{source}: {key}: {first['msg']}; fix this value") from None
+        if first["type"] == "extra_forbidden":
+            raise UserError(f"{source}: {key}: unknown key ({closest_key(first['loc'])}); fix or remove it") from None
+        message = first["msg"].removeprefix("Value error, ")
+        raise UserError(f"{source}: {key}: {message}; fix this value") from None
+
+
+def closest_key(loc: tuple) -> str:
+    """"did you mean 'train.epochs'?" for the loc ("train", "epoch"); the section's known keys when none is close."""
+    import difflib
+    model: type[BaseModel] = Params
+    for part in loc[:-1]:
+        field = model.model_fields.get(str(part))
+        annotation = field.annotation if field else None
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return "not in the schema"
+        model = annotation
+    match = difflib.get_close_matches(str(loc[-1]), list(model.model_fields), n=1, cutoff=0.6)
+    if match:
+        return f"did you mean {'.'.join([*map(str, loc[:-1]), match[0]])!r}?"
+    return "known keys here: " + ", ".join(model.model_fields)

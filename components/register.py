@@ -13,7 +13,7 @@ macro-F1 difference (candidate - champion) must be above 0.
     python -m components.register --model outputs/model.pt --preprocess outputs/preprocess \
         --split outputs/split --predictions reports/predictions.csv --metrics reports/metrics.json \
         --plots reports/plots --train-info outputs/train_info.json --history reports/plots/training.csv \
-        --clean-report reports/clean.json --out reports/registration.json
+        --clean-report reports/clean.json --split-report reports/split.json --out reports/registration.json
 """
 
 import argparse
@@ -119,6 +119,7 @@ class StageFiles:
     train_info: Path
     history: Path
     clean_report: Path
+    split_report: Path
 
     def execution_digest(self, logged_params: dict, engine: str) -> str:
         """Names one pipeline execution: the trained model, its test metrics, the params and the engine."""
@@ -142,15 +143,16 @@ def log_execution(files: StageFiles, metrics: dict, train_info: dict, lineage: d
             rows = list(csv.DictReader(fh))
         client.log_batch(run_id, metrics=[
             Metric(key, float(row[key]), int(row["time_ms"]), int(row["epoch"]))
-            for row in rows for key in ("train_loss", "val_macro_f1")])
+            for row in rows for key in ("train_loss", "val_loss", "val_macro_f1") if key in row])
     if "test_macro_f1" not in present:
         mlflow.log_metrics({f"test_{k}": v for k, v in metrics.items() if k != "per_class"}
                            | {"test_f1_class_" + metric_safe(name): m["f1"] for name, m in metrics["per_class"].items()}
-                           | {"best_val_macro_f1": train_info["best_val_macro_f1"], "epochs_run": train_info["epochs_run"]})
-    for path, folder in ((files.plots / "confusion_matrix.png", "plots"), (files.plots / "confusion_matrix.json", "plots"),
-                         (files.plots / "confusion_matrix_table.json", "plots"),
-                         (files.plots / "precision_recall.png", "plots"), (files.history, "plots"),
-                         (files.metrics, "reports"), (files.predictions, "reports"), (files.clean_report, "reports")):
+                           | {key: train_info[key] for key in ("best_val_macro_f1", "best_val_loss", "epochs_run")
+                              if key in train_info})
+    plots = [files.plots / name for name in ("confusion_matrix.png", "confusion_matrix.json",
+                                             "confusion_matrix_table.json", "precision_recall.png")] + [files.history]
+    reports = [files.metrics, files.predictions, files.clean_report, files.split_report]
+    for path, folder in [(path, "plots") for path in plots] + [(path, "reports") for path in reports]:
         mlflow.log_artifact(str(path), artifact_path=folder)
 
 
@@ -170,7 +172,9 @@ def log_and_register_model(files: StageFiles, raw, classes: list[str], model_nam
     info = mlflow.pyfunc.log_model(
         name="model", python_model=serving.__file__,
         artifacts={"model": str(files.model), "preprocess": str(files.preprocess)},
-        metadata={key: meta[key] for key in ("kind", "classes", "image_size", "channels", "target")},
+        # what batch prediction needs to read new files as the training data were read
+        metadata={key: meta.get(key) for key in ("kind", "classes", "image_size", "channels", "background", "target",
+                                                  "csv")},
         code_paths=[str(Path(serving.__file__).parent)],
         signature=infer_signature(example, example_output), input_example=example,
         pip_requirements=serving.pinned_requirements(), registered_model_name=model_name)
@@ -253,20 +257,21 @@ def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(description="Log the run to MLflow, register the model, promote it if it earns it.")
     parser.add_argument("--params", default="params.yaml")
     for name in ("model", "preprocess", "split", "predictions", "metrics", "plots", "train-info", "history",
-                 "clean-report"):
+                 "clean-report", "split-report"):
         parser.add_argument(f"--{name}", type=Path, required=True)
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
     files = StageFiles(args.model, args.preprocess, args.split, args.predictions, args.metrics, args.plots,
-                       args.train_info, args.history, args.clean_report)
+                       args.train_info, args.history, args.clean_report, args.split_report)
     register_files(load_params(args.params), files, args.out)
 
 
 def register_step(model: Input[Model], preprocess: Input[Artifact], splits: Input[Dataset],
                   predictions: Input[Dataset], metrics_json: Input[Artifact], plots: Input[Artifact],
                   train_info: Input[Artifact], history: Input[Artifact], clean_report: Input[Artifact],
-                  seed: int, data: dict, clean_cfg: dict, split: dict, normalise: dict, augment: dict, train: dict,
-                  register: dict, mlflow: dict, registration: Output[Artifact], report: Output[Markdown]):
+                  split_report: Input[Artifact], seed: int, data: dict, clean_cfg: dict, split: dict, normalise: dict,
+                  augment: dict, train: dict, register: dict, mlflow: dict, registration: Output[Artifact],
+                  report: Output[Markdown]):
     """Kubeflow: takes every params section the run logs, as the DVC stage does. Never cached, since it reads
     and moves the registry's champion. MLflow's address and credentials come from a Kubernetes Secret."""
     from pathlib import Path
@@ -278,7 +283,7 @@ def register_step(model: Input[Model], preprocess: Input[Artifact], splits: Inpu
                                     "normalise": normalise, "augment": augment, "train": train,
                                     "register": register, "mlflow": mlflow})
     files = StageFiles(*(Path(a.path) for a in (model, preprocess, splits, predictions, metrics_json, plots,
-                                                train_info, history, clean_report)))
+                                                train_info, history, clean_report, split_report)))
     result = register_files(params, files, Path(registration.path), engine="kubeflow")
     Path(report.path).write_text(summary_markdown(result))
 

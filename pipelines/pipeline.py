@@ -89,7 +89,9 @@ def build_pipeline(params: Params, image: str | None = None):
                                         splits=split_task.outputs["splits"], predictions=scored.outputs["predictions"],
                                         metrics_json=scored.outputs["metrics_json"], plots=scored.outputs["plots"],
                                         train_info=trained.outputs["train_info"], history=trained.outputs["history"],
-                                        clean_report=cleaned.outputs["report"], seed=seed, data=data, clean_cfg=clean,
+                                        clean_report=cleaned.outputs["report"],
+                                        split_report=split_task.outputs["report"], seed=seed, data=data,
+                                        clean_cfg=clean,
                                         split=split, normalise=normalise, augment=augment, train=train,
                                         register=register, mlflow=mlflow),
                             k.resources).set_display_name("register")

@@ -85,3 +85,23 @@ def trained(tmp_path_factory) -> Project:
     project = make_project(tmp_path_factory.mktemp("trained") / "project")
     project.first_run_stages = project.repro()
     return project
+
+
+def clean_cli(capsys, params: dict, out: Path, report: Path) -> tuple[int, list[str]]:
+    """The clean stage's CLI, in this process, on a params file made from `params` beside `out`.
+    Returns its exit code and its stderr lines (INFO logging left out); a failure must be one line."""
+    from components import clean
+    from components.errors import run_cli
+    params_file = out.parent / "params.yaml"
+    params_file.parent.mkdir(parents=True, exist_ok=True)
+    params_file.write_text(yaml.safe_dump(params))
+    code = 0
+    try:
+        run_cli(clean.main, ["--params", str(params_file), "--out", str(out), "--report", str(report)])
+    except SystemExit as exit_info:
+        code = exit_info.code
+    lines = [line for line in capsys.readouterr().err.strip().splitlines() if not line.startswith("INFO ")]
+    if code:
+        assert len(lines) == 1 and "Traceback" not in lines[0], lines
+        assert not report.exists(), "a failed stage leaves no report"
+    return code, lines

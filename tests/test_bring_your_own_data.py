@@ -11,10 +11,8 @@ import pytest
 import yaml
 from PIL import Image
 
-from components import clean
-from components.errors import run_cli
 from components.sample_data import digit_images, export_penguins
-from conftest import REPO, Project, make_project
+from conftest import REPO, Project, clean_cli, make_project
 
 PENGUINS = "data/penguins/penguins.csv"
 
@@ -93,7 +91,8 @@ def test_batch_predict_matches_the_predictions_behind_metrics_json(penguins, tmp
                              "--input", str(bad), "--output", str(tmp_path / "x.csv")], cwd=tmp_path, env=penguins.env,
                             capture_output=True, text=True)
     assert result.returncode == 1 and len(result.stderr.strip().splitlines()) == 1
-    assert "column 'bill_depth_mm' row 0 holds 'deep'" in result.stderr
+    assert f"{bad} line 2: column 'bill_depth_mm' holds 'deep', not a number; the model takes numbers here" \
+        in result.stderr, "a file line, as in training errors, not a row number from 0"
     assert not (tmp_path / "x.csv").exists()
 
 
@@ -178,10 +177,10 @@ BAD_TABLES = {
                               "t.csv: target column 'kind' not found (columns: size, colour); set data.target"),
     "empty file": ("t.csv", b"", {}, "t.csv: file is empty; export the table again"),
     "unreadable file": ("t.parquet", b"PAR1 this is not parquet at all", {}, "t.parquet: cannot be read as PARQUET"),
-    "unknown format": ("t.xlsx", b"PK\x03\x04", {}, "t.xlsx: unknown format '.xlsx'; use a .csv or .parquet file"),
+    "unknown format": ("t.xlsx", b"PK\x03\x04", {}, "t.xlsx: unknown format '.xlsx'; use a .csv, .tsv or .parquet file"),
     "numeric column holding text": ("t.csv", table(size=["12.5"] * 29 + ["twelve"]), {},
-                                    "t.csv line 31: column 'size' holds 'twelve', not a number; fix the value or list "
-                                    "'size' in data.categorical"),
+                                    "t.csv line 31: column 'size' holds 'twelve', not a number; fix the value, add it to "
+                                    "data.csv.na_values if it marks a missing value, or list 'size' in data.categorical"),
     "entirely empty column": ("t.csv", table(notes=[None] * 30), {},
                               "t.csv: column 'notes' is entirely empty; fill it or leave it out of data.features"),
     "only one class": ("t.csv", table(kind=["a"] * 30), {},
@@ -221,13 +220,9 @@ def test_categories_and_labels_read_the_same_however_the_file_typed_them(tmp_pat
 
 
 def run_clean(tmp_path, capsys, data: dict, clean_cfg: dict):
-    params = tmp_path / "params.yaml"
-    params.write_text(yaml.safe_dump({"data": data, "clean": clean_cfg}))
     out, report = tmp_path / "out" / "clean", tmp_path / "out" / "clean.json"
-    with pytest.raises(SystemExit) as exit_info:
-        run_cli(clean.main, ["--params", str(params), "--out", str(out), "--report", str(report)])
-    lines = capsys.readouterr().err.strip().splitlines()
-    return exit_info.value.code, lines, out, report
+    code, lines = clean_cli(capsys, {"data": data, "clean": clean_cfg}, out, report)
+    return code, lines, out, report
 
 
 @pytest.mark.parametrize("case", BAD_TABLES, ids=list(BAD_TABLES))

@@ -63,7 +63,7 @@ def test_mixed_image_sizes_need_image_size_or_are_resized(tmp_path):
     (tmp_path / "b").mkdir()
     Image.new("L", (8, 8), 10).save(tmp_path / "a" / "small.png")
     Image.new("RGB", (16, 12), (200, 0, 0)).save(tmp_path / "b" / "big.jpg")
-    files, _ = read_image_folder(tmp_path)
+    files, _, _ = read_image_folder(tmp_path)
     with pytest.raises(UserError, match=r"big.jpg: image is 12x16 but most are 8x8; set data.image_size"):
         clean_images(files, Data(path=str(tmp_path)))
     with pytest.raises(UserError, match=r"big.jpg: .*set clean.on_bad_file: drop"):
@@ -88,7 +88,7 @@ def test_cli_error_is_one_line_naming_the_folder_and_exit_1(tmp_path):
 
 def test_16_bit_images_are_scaled_not_clipped():
     import io
-    from components.clean import decode
+    from components.image_files import decode
     buffer = io.BytesIO()
     Image.fromarray(np.array([[0, 257, 4112, 32896, 65535]], dtype=np.uint16)).save(buffer, format="PNG")
-    assert decode(buffer.getvalue(), Data())[0, :, 0].tolist() == [0, 1, 16, 128, 255]
+    assert decode(buffer.getvalue())[0, :, 0].tolist() == [0, 1, 16, 128, 255]

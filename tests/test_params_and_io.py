@@ -20,8 +20,13 @@ def test_shipped_params_validate_and_match_the_schema_defaults():
 
 @pytest.mark.parametrize("text, message", [
     ("train: {epochs: many}\n", "train.epochs: Input should be a valid integer"),
-    ("train: {epocs: 3}\n", "train.epocs: Extra inputs are not permitted"),
-    ("split: {val_fraction: 0.5, test_fraction: 0.45}\n", "split: Value error, val_fraction + test_fraction"),
+    ("train: {epocs: 3}\n", "train.epocs: unknown key (did you mean 'train.epochs'?); fix or remove it"),
+    ("trian: {epochs: 3}\n", "trian: unknown key (did you mean 'train'?)"),
+    ("data: {csv: {seperator: ';'}}\n", "data.csv.seperator: unknown key (known keys here: sep, decimal,"),
+    ("data: {csv: {sep: ';;'}}\n", "data.csv: data.csv.sep must be one character, got ';;'"),
+    ("data: {csv: {encoding: utf9}}\n", "data.csv.encoding 'utf9' is not an encoding Python knows"),
+    ("data: {background: blu}\n", "data.background 'blu' is not a colour"),
+    ("split: {val_fraction: 0.5, test_fraction: 0.45}\n", "split: val_fraction + test_fraction"),
     ("train: [unclosed\n", "not valid YAML"),
 ])
 def test_bad_params_give_one_line_naming_the_key(tmp_path, text, message):

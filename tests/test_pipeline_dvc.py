@@ -87,7 +87,7 @@ def test_the_mlflow_run_holds_everything_a_person_browses_for(trained):
     assert run.data.tags["register.min_macro_f1"] == "0.9"
     # per-epoch curves: one point per epoch, equal to the history DVC plots
     history = pd.read_csv(trained.root / "reports/plots/training.csv")
-    for key in ("train_loss", "val_macro_f1"):
+    for key in ("train_loss", "val_loss", "val_macro_f1"):
         points = client.get_metric_history(run.info.run_id, key)
         assert [m.step for m in points] == history["epoch"].tolist()
         assert [m.value for m in points] == pytest.approx(history[key].tolist())
@@ -108,7 +108,7 @@ def test_the_mlflow_run_holds_everything_a_person_browses_for(trained):
     artifacts = {a.path for folder in ("plots", "reports") for a in client.list_artifacts(run.info.run_id, folder)}
     assert artifacts >= {"plots/confusion_matrix.png", "plots/precision_recall.png", "plots/confusion_matrix.json",
                          "plots/confusion_matrix_table.json", "plots/training.csv", "reports/clean.json",
-                         "reports/metrics.json", "reports/registration.json"}
+                         "reports/split.json", "reports/metrics.json", "reports/registration.json"}
     table = mlflow.artifacts.load_dict(f"runs:/{run.info.run_id}/plots/confusion_matrix_table.json")
     matrix = np.array(table["rows_actual_columns_predicted"])
     assert matrix.sum() == metrics["n_test"] and np.trace(matrix) / matrix.sum() == pytest.approx(metrics["accuracy"])

@@ -217,4 +217,27 @@ def test_submit_rejects_an_unknown_param_before_contacting_the_server():
     result = subprocess.run([sys.executable, "-m", "pipelines.submit", "--host", "http://127.0.0.1:9",
                              "--param", "train.epocs=3"], cwd=REPO, capture_output=True, text=True)
     assert result.returncode == 1
-    assert result.stderr.strip() == "error: --param: train.epocs: Extra inputs are not permitted; fix this value"
+    assert result.stderr.strip() == "error: --param: train.epocs: unknown key (did you mean 'train.epochs'?); " \
+                                    "fix or remove it"
+
+
+def test_submit_to_an_unreachable_host_is_one_line_saying_what_to_check():
+    from servers import free_port
+    host = f"http://127.0.0.1:{free_port()}"          # nothing listens there
+    result = subprocess.run([sys.executable, "-m", "pipelines.submit", "--host", host], cwd=REPO, capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [
+        f"error: Kubeflow Pipelines at {host} is not reachable ([Errno 111] Connection refused); check --host (e.g. "
+        "https://HOST/pipeline, or http://localhost:8080 after `kubectl port-forward -n kubeflow "
+        "svc/ml-pipeline-ui 8080:80`)"]
+
+
+def test_submit_help_explains_every_option_and_the_token():
+    result = subprocess.run([sys.executable, "-m", "pipelines.submit", "--help"], cwd=REPO, capture_output=True,
+                            text=True, check=True)
+    text = " ".join(result.stdout.split())
+    for option in ("--param KEY=VALUE override one value", "--params PARAMS the params file",
+                   "--run-name RUN_NAME name of the run", "$KFP_TOKEN"):
+        assert option in text, option
+    assert "never a command- line argument" in text or "never a command-line argument" in text

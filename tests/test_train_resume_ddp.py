@@ -1,5 +1,6 @@
 """Checkpoints, resume after a kill, and data-parallel training (DDP through torchrun, gloo on CPU)."""
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -150,14 +151,66 @@ def test_ddp_on_two_cpu_processes_equals_one_process_on_the_same_global_batch(tm
     assert read_json(workdir / "ddp.json")["best_val_macro_f1"] > 0.75
 
 
-def test_ddp_worker_failure_is_one_line_and_nonzero(tmp_path):
+def test_ddp_bad_input_is_one_line_naming_the_file_before_any_worker_starts(tmp_path):
     workdir = table_data(tmp_path)
     (workdir / "val.npz").write_bytes(b"not an npz")
     result = train_cli(workdir, {"train": {"gpus": 2, "device": "cpu", "epochs": 1}}, "failing", check=False)
-    assert result.returncode != 0
-    assert "error: train: torchrun worker 0 failed (exit 1)" in result.stderr.splitlines()[-1]
-    assert "Traceback" not in result.stderr
+    assert result.returncode == 1 and "starting 2 data-parallel processes" not in result.stderr
+    assert result.stderr.strip().splitlines() == [
+        f"error: {workdir / 'val.npz'}: not a readable .npz file (ValueError); rerun the stage that writes it "
+        "(dvc repro)"]
     assert not (workdir / "failing.pt").exists()
+
+
+def test_ddp_worker_failure_is_one_line_naming_whichever_worker_failed_first(tmp_path):
+    """Every worker meets this input (validation rows of another width) at the same moment; whichever fails
+    first is named, with its own error, on one line, and no advice to resume."""
+    workdir = table_data(tmp_path)
+    save_arrays(workdir / "val.npz", x=np.zeros((10, 5), np.float32), y=np.zeros(10, np.int64))
+    result = train_cli(workdir, {"train": {"gpus": 2, "device": "cpu", "epochs": 1}}, "failing", check=False)
+    errors = [line for line in result.stderr.splitlines() if "error" in line]
+    assert result.returncode == 1 and len(errors) == 1, result.stderr
+    assert re.fullmatch(rf"error: train: torchrun worker [01] failed: error: {re.escape(str(workdir))}/val.npz: "
+                        r"examples of shape \(5,\), but .*train.npz holds \(12,\); rerun the stages before train "
+                        r"\(dvc repro\)", errors[0]), errors[0]
+    assert "Traceback" not in result.stderr and not (workdir / "failing.pt").exists()
+
+
+def children(pid: int) -> list[int]:
+    """Process ids whose parent is pid (from /proc)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def test_ddp_worker_killed_is_one_line_that_says_rerun_resumes(tmp_path):
+    """A worker killed from outside (the OOM killer, a preempted node): rerunning is the right advice."""
+    workdir = table_data(tmp_path)
+    (workdir / "long.yaml").write_text(yaml.safe_dump({"train": {"gpus": 2, "device": "cpu", "epochs": 100000,
+                                                                  "patience": 100000}}))
+    command = [sys.executable, "-m", "components.train", "--params", str(workdir / "long.yaml"),
+               "--train", str(workdir / "train.npz"), "--val", str(workdir / "val.npz"), "--model",
+               str(workdir / "m.pt"), "--info", str(workdir / "m.json"), "--history", str(workdir / "m.csv")]
+    launcher = subprocess.Popen(command, cwd=REPO, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while len(workers := children(launcher.pid)) < 2 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert len(workers) == 2, "both torchrun workers should have started"
+    time.sleep(2)
+    os.kill(workers[0], signal.SIGKILL)
+    _, stderr = launcher.communicate(timeout=120)
+    assert launcher.returncode == 1
+    last = stderr.strip().splitlines()[-1]
+    assert re.fullmatch(r"error: train: torchrun worker [01] failed \(killed by SIGKILL\); if it was killed \(out of "
+                        r"memory, a preempted node\), rerun and training resumes from the last epoch checkpoint",
+                        last), last
+    assert "Traceback" not in stderr
 
 
 def test_ddp_in_dvc_repro_on_cpu(tmp_path):

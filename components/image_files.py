@@ -1,0 +1,99 @@
+"""Image files decoded as people see them, for training (clean) and prediction alike.
+
+- Transparency (RGBA, LA, a palette or grey/RGB PNG with a transparent colour) is composited on
+  `data.background` (default white) before the conversion to grey or RGB, as an image viewer shows
+  it; dropping the alpha channel instead turns transparent pixels stored as (0, 0, 0, 0) black.
+- 16-bit grey is scaled (0..65535 -> 0..255), not clipped; CMYK is converted to RGB; camera photos
+  are turned by their EXIF orientation.
+- An image with more than `clean.max_image_pixels` pixels is refused before it is decoded (a 38 KB
+  PNG can hold 182 megapixels: gigabytes once decoded).
+- Hidden files and folders (any name starting with ".", __MACOSX, Thumbs.db, desktop.ini) are
+  skipped and listed, as the file managers that made them hide them.
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageColor, ImageOps
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
+HIDDEN_NAMES = {"__MACOSX", "Thumbs.db", "desktop.ini", "@eaDir"}   # made by macOS, Windows and NAS indexers
+
+
+class BadImage(Exception):
+    """A file that cannot be used as an image; the message says why in a few words."""
+
+
+class TooManyPixels(BadImage):
+    """An image over the pixel limit, refused before it is decoded."""
+
+
+def is_hidden(relative: Path) -> bool:
+    """Is any part of this path (relative to the data folder) hidden or made by an operating system?"""
+    return any(part.startswith(".") or part in HIDDEN_NAMES for part in relative.parts)
+
+
+def list_files(root: Path) -> tuple[list[Path], list[Path]]:
+    """(visible files, hidden files) under root, each sorted; hidden folders are not descended into."""
+    visible, hidden = [], []
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        (hidden if is_hidden(path.relative_to(root)) else visible).append(path)
+    return visible, hidden
+
+
+@contextlib.contextmanager
+def pillow_pixel_limit(limit: int | None):
+    """Pillow's own decompression-bomb check off (it raises past twice its limit, naming no file):
+    decode() applies `limit` itself and reports the file."""
+    saved = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = None
+    try:
+        yield
+    finally:
+        Image.MAX_IMAGE_PIXELS = saved
+
+
+def decode(content: bytes, channels: int = 1, image_size: tuple[int, int] | list[int] | None = None,
+           background: str = "white", max_pixels: int | None = None) -> np.ndarray:
+    """Bytes of one image file -> uint8 (height, width, channels) as a viewer shows it, in `channels`
+    (1 grey, 3 RGB), resized to image_size [height, width] (bilinear) when given.
+    Raises BadImage for a file that is not a readable image or has more than max_pixels pixels."""
+    try:
+        with pillow_pixel_limit(max_pixels), Image.open(io.BytesIO(content)) as image:
+            width, height = image.size
+            if max_pixels is not None and width * height > max_pixels:
+                raise TooManyPixels(f"image is {width}x{height} = {width * height / 1e6:.0f} megapixels, more than "
+                               f"clean.max_image_pixels ({max_pixels})")
+            image = ImageOps.exif_transpose(image)
+            image = composited(sixteen_bit_scaled(image), ImageColor.getrgb(background))
+            image = image.convert("L" if channels == 1 else "RGB")
+            if image_size is not None:
+                target_height, target_width = image_size
+                image = image.resize((target_width, target_height), Image.Resampling.BILINEAR)
+            array = np.asarray(image, dtype=np.uint8)
+    except BadImage:
+        raise
+    except Exception as exc:  # noqa: BLE001 - Pillow raises many types for a bad file; each is one bad file
+        raise BadImage(f"not a readable image ({exc.__class__.__name__}: {str(exc).splitlines()[0][:120]})") from None
+    return array[..., None] if array.ndim == 2 else array
+
+
+def sixteen_bit_scaled(image: Image.Image) -> Image.Image:
+    """16- and 32-bit grey (modes I;16*, I): 0..65535 scaled to 0..255 rather than clipped."""
+    if not image.mode.startswith("I"):
+        return image
+    wide = np.asarray(image, dtype=np.float64)
+    return Image.fromarray(np.clip(np.rint(wide / 257), 0, 255).astype(np.uint8), mode="L")
+
+
+def composited(image: Image.Image, background: tuple) -> Image.Image:
+    """Transparent pixels over the background colour (alpha blending), as a viewer draws them."""
+    if image.mode not in ("RGBA", "LA", "PA", "RGBa", "La") and "transparency" not in image.info:
+        return image
+    rgba = image.convert("RGBA")
+    canvas = Image.new("RGBA", rgba.size, tuple(background[:3]) + (255,))
+    canvas.alpha_composite(rgba)
+    return canvas.convert("RGB")
