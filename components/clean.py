@@ -258,6 +258,24 @@ def check_columns(table: TableFile, data: Data, cfg: Clean) -> list[str]:
     return features
 
 
+def numbers_read_as_text(values: pd.Series, column: str, data: Data) -> str | None:
+    """A warning for a categorical column that looks like numbers in a format not recognised ("45%",
+    "$1,200", "12 kg"): nearly every value holds a digit and nearly every value is distinct, so one-hot
+    encoding would give a feature per row. None when the column was listed in data.categorical."""
+    present = values.dropna()
+    if column in data.categorical or len(present) < 20:
+        return None
+    distinct = present.nunique()
+    with_digits = present.astype(str).str.contains(r"\d", regex=True).mean()
+    if distinct < 0.5 * len(present) or with_digits < 0.9:
+        return None
+    example = present.iloc[0]
+    return (f"column {column!r} is read as categorical with {distinct} distinct values in {len(present)} rows, nearly "
+            f"all holding digits (e.g. {example!r}): if these are numbers, write them plainly (or set data.csv.decimal "
+            f"/ thousands) or list {column!r} in data.numeric to see which value fails; list it in data.categorical to "
+            "silence this")
+
+
 def clean_table(table: TableFile | pd.DataFrame, data: Data, cfg: Clean, source: str = "table") -> Cleaned:
     """Type, validate and clean a table read by table_files.read_table (or a DataFrame, named `source`);
     rows are identified by their 0-based position, and messages name the file's line."""
@@ -291,6 +309,9 @@ def clean_table(table: TableFile | pd.DataFrame, data: Data, cfg: Clean, source:
     stripped = {c: t.stripped for c, t in typed.items() if t.stripped}
     labels_report = {data.target: labels_stripped} if labels_stripped else {}
     cleaned.read["whitespace_stripped_by_column"] = labels_report | stripped
+    cleaned.read["warnings"] = [warning for c in categorical if (warning := numbers_read_as_text(frame[c], c, data))]
+    for warning in cleaned.read["warnings"]:
+        log.warning("%s: %s", table.source, warning)
     # From here on `cleaned` holds what is kept: these names would keep the unfiltered table (and its
     # target column) in memory after the first drop. The caller hands the table over for that reason.
     table.frame = None

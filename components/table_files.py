@@ -278,8 +278,10 @@ def check_header(path: Path, header: list[str], line: int) -> None:
     """pandas would silently rename a repeated name to 'name.1' and a blank one to 'Unnamed: 2'."""
     blank = [i + 1 for i, name in enumerate(header) if not name]
     if blank:
-        raise UserError(f"{path} line {line}: column {blank[0]} of {len(header)} has no name in the header; name it, "
-                        "or delete the column if it is an index saved by mistake")
+        why = ("a separator at the end of every line?" if blank[0] == len(header) else
+               "an index saved by mistake?" if blank[0] == 1 else "a column nobody named?")
+        raise UserError(f"{path} line {line}: column {blank[0]} of {len(header)} has no name in the header ({why}); "
+                        "name it or delete the column")
     repeated = [name for name, n in Counter(header).items() if n > 1]
     if repeated:
         where = [i + 1 for i, name in enumerate(header) if name == repeated[0]]

@@ -185,12 +185,26 @@ def test_a_row_with_too_many_or_too_few_fields_names_its_line(tmp_path, capsys):
 
 @pytest.mark.parametrize("header, message", [
     ("a,b,a,y", "line 1: the header names columns 1, 3 both 'a'; give each column its own name"),
-    (",b,c,y", "line 1: column 1 of 4 has no name in the header"),
+    (",b,c,y", "line 1: column 1 of 4 has no name in the header (an index saved by mistake?); name it or delete"),
+    ("a,b,c,y,", "line 1: column 5 of 5 has no name in the header (a separator at the end of every line?)"),
 ])
 def test_a_header_that_repeats_or_omits_a_name_is_an_error(tmp_path, capsys, header, message):
-    rows = [header.split(",")] + [[str(i), str(i), str(i), "ab"[i % 2]] for i in range(20)]
+    names = header.split(",")
+    rows = [names] + [["ab"[i % 2] if name == "y" else str(i) for name in names] for i in range(20)]
     code, lines, *_ = run_clean(tmp_path, capsys, csv_text(rows))
     assert code == 1 and message in lines[0], lines[0]
+
+
+def test_numbers_in_an_unknown_format_are_a_warning_in_the_report(tmp_path, capsys):
+    """'45%' is no number format the reader knows: the column is categorical, and the report says so loudly."""
+    rows = [["share", "x", "y"]] + [[f"{i}%", str(i % 7), "ab"[i % 2]] for i in range(40)]
+    code, _, report, _, meta = run_clean(tmp_path, capsys, csv_text(rows))
+    assert code == 0 and meta["categorical"] == ["share"] and meta["numeric"] == ["x"]
+    [warning] = report["read"]["warnings"]
+    assert warning.startswith("column 'share' is read as categorical with 40 distinct values in 40 rows") and \
+        "'0%'" in warning and "list 'share' in data.numeric" in warning
+    code, _, report, _, _ = run_clean(tmp_path, capsys, csv_text(rows), {"categorical": ["share"]})
+    assert report["read"]["warnings"] == [], "a column the user called categorical is theirs to judge"
 
 
 def test_comment_and_blank_lines_are_skipped_and_lines_still_counted(tmp_path, capsys):
