@@ -265,15 +265,16 @@ def numbers_read_as_text(values: pd.Series, column: str, data: Data) -> str | No
     present = values.dropna()
     if column in data.categorical or len(present) < 20:
         return None
-    distinct = present.nunique()
-    with_digits = present.astype(str).str.contains(r"\d", regex=True).mean()
-    if distinct < 0.5 * len(present) or with_digits < 0.9:
+    counts = present.astype(str).value_counts()
+    digits = counts.index.str.contains(r"\d", regex=True)
+    if len(counts) < 0.5 * len(present) or digits.mean() < 0.9:
         return None
-    example = present.iloc[0]
-    return (f"column {column!r} is read as categorical with {distinct} distinct values in {len(present)} rows, nearly "
-            f"all holding digits (e.g. {example!r}): if these are numbers, write them plainly (or set data.csv.decimal "
-            f"/ thousands) or list {column!r} in data.numeric to see which value fails; list it in data.categorical to "
-            "silence this")
+    words = ", ".join(f"{value!r} ({n} rows)" for value, n in counts[~digits].head(3).items())
+    markers = f", add {words} to data.csv.na_values if they mark missing values" if words else ""
+    return (f"column {column!r} is read as categorical with {len(counts)} distinct values in {len(present)} rows, "
+            f"nearly all holding digits (e.g. {counts.index[digits][0]!r}): if they are numbers, write them plainly "
+            f"(or set data.csv.decimal / thousands){markers}, or list {column!r} in data.numeric to see which value "
+            "fails; list it in data.categorical to silence this")
 
 
 def clean_table(table: TableFile | pd.DataFrame, data: Data, cfg: Clean, source: str = "table") -> Cleaned:
@@ -377,7 +378,8 @@ def clean_dataset(data: Data, cfg: Clean, split: Split, out_dir: Path, report_pa
     write_json(out_dir / "meta.json", {"kind": data.kind, "classes": classes, "numeric": cleaned.numeric,
                                        "categorical": cleaned.categorical, "target": data.target,
                                        "image_size": data.image_size, "channels": data.channels,
-                                       "background": data.background, "csv": prediction_csv(data, cleaned.read)})
+                                       "background": data.background, "max_image_pixels": cfg.max_image_pixels,
+                                       "csv": prediction_csv(data, cleaned.read)})
     report = cleaned.report(n_input)
     write_json(report_path, report)
     log.info("kept %d of %d; dropped %s", report["n_kept"], n_input, report["dropped_by_reason"] or "none")

@@ -8,6 +8,7 @@
 import argparse
 import logging
 import re
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -49,6 +50,17 @@ def metric_safe(name: str) -> str:
     """MLflow metric names allow letters, digits and _-. :/ (no empty or relative path parts); class names
     may hold anything, so keep only letters, digits and _-. and space."""
     return re.sub(r"[^\w\-. ]", "_", name)
+
+
+def metric_names(classes: list[str]) -> dict[str, str]:
+    """A distinct metric-safe name per class: '<50K' and '>50K' both become '_50K', so names that collide
+    get the class's position appended ('_50K_0', '_50K_1') rather than overwrite each other in MLflow."""
+    safe = {name: metric_safe(name) for name in classes}
+    taken = Counter(safe.values())
+    names = {name: s if taken[s] == 1 else f"{s}_{i}" for i, (name, s) in enumerate(safe.items())}
+    if len(set(names.values())) < len(names):          # an appended name met a real class name: number them all
+        names = {name: f"{i}_{s}" for i, (name, s) in enumerate(safe.items())}
+    return names
 
 
 def confusion_records(y_true: np.ndarray, y_pred: np.ndarray, classes: list[str]) -> list[dict]:

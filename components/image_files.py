@@ -17,7 +17,7 @@ import io
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageColor, ImageOps
+from PIL import Image, ImageColor, ImageOps, UnidentifiedImageError
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
 HIDDEN_NAMES = {"__MACOSX", "Thumbs.db", "desktop.ini", "@eaDir"}   # made by macOS, Windows and NAS indexers
@@ -76,6 +76,8 @@ def decode(content: bytes, channels: int = 1, image_size: tuple[int, int] | list
             array = np.asarray(image, dtype=np.uint8)
     except BadImage:
         raise
+    except UnidentifiedImageError:
+        raise BadImage("not an image Pillow can identify (another format, or not an image at all)") from None
     except Exception as exc:  # noqa: BLE001 - Pillow raises many types for a bad file; each is one bad file
         raise BadImage(f"not a readable image ({exc.__class__.__name__}: {str(exc).splitlines()[0][:120]})") from None
     return array[..., None] if array.ndim == 2 else array

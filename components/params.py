@@ -6,9 +6,13 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from components.errors import UserError
+
+
+# Pillow's own decompression-bomb limit, PIL.Image.MAX_IMAGE_PIXELS (1024 * 1024 * 1024 // 4 // 3 pixels).
+MAX_IMAGE_PIXELS = 89_478_485
 
 
 class Section(BaseModel):
@@ -45,10 +49,12 @@ class Csv(Section):
         if self.encoding is not None:
             import codecs
             try:
-                codecs.lookup(self.encoding)
+                text = codecs.lookup(self.encoding)._is_text_encoding    # rot13, hex, zlib are codecs, not encodings
             except LookupError:
-                raise ValueError(f"data.csv.encoding {self.encoding!r} is not an encoding Python knows "
-                                 "(e.g. utf-8, cp1252, latin-1, utf-16)") from None
+                text = False
+            if not text:
+                raise ValueError(f"data.csv.encoding {self.encoding!r} is not a text encoding Python knows "
+                                 "(e.g. utf-8, cp1252, latin-1, utf-16)")
         return self
 
 
@@ -58,7 +64,7 @@ class Data(Section):
     # image_folder
     image_size: tuple[int, int] | None = None
     channels: Literal[1, 3] = 1
-    background: str = "white"        # transparent pixels are composited on this colour (a name or #rrggbb)
+    background: str = "white"        # transparent pixels are composited on this colour (a name, or quoted '#rrggbb')
     # tabular
     format: Literal["csv", "parquet"] | None = None   # None: from the file extension
     target: str | None = None
@@ -76,6 +82,13 @@ class Data(Section):
                              "and numeric")
         return self
 
+    @field_validator("background", mode="before")
+    @classmethod
+    def background_given(cls, value):
+        if value is None:       # `background: #ff0000` unquoted: YAML reads everything from # as a comment
+            raise ValueError("data.background is empty; write a colour name, or quote a hex colour: '#ff0000'")
+        return value
+
     @model_validator(mode="after")
     def background_is_a_colour(self) -> "Data":
         from PIL import ImageColor
@@ -89,9 +102,8 @@ class Data(Section):
 
 class Clean(Section):
     on_bad_file: Literal["drop", "fail"] = "drop"      # unreadable / non-image files in an image folder
-    # Images with more pixels are bad files (a decompression bomb decodes a few KB into gigabytes). The default
-    # is Pillow's own limit, PIL.Image.MAX_IMAGE_PIXELS (1024 * 1024 * 1024 // 4 // 3); null = no limit.
-    max_image_pixels: int | None = Field(89_478_485, ge=1)
+    # Images with more pixels are bad files (a decompression bomb decodes a few KB into gigabytes); null = no limit.
+    max_image_pixels: int | None = Field(MAX_IMAGE_PIXELS, ge=1)
     missing: Literal["impute", "drop", "fail"] = "impute"  # tables: impute = train median / most frequent
     missing_by_column: dict[str, Literal["impute", "drop", "fail"]] = {}
     outliers: Literal["none", "iqr_clip", "zscore_drop"] = "none"
@@ -132,6 +144,9 @@ class Train(Section):
     batch_size: int = Field(64, ge=1)
     lr: float = Field(0.003, gt=0)
     patience: int = Field(5, ge=1)
+    # Which validation score picks the best epoch and stops training: val_macro_f1 (ties broken by the loss),
+    # val_loss, or auto: val_loss when the validation split has fewer than 10 examples per class.
+    monitor: Literal["auto", "val_macro_f1", "val_loss"] = "auto"
     arch: Literal["cnn", "resnet18"] = "cnn"   # images: the small CNN, or torchvision's ResNet-18 (CIFAR stem)
     width: int = Field(32, ge=1)
     hidden: list[int] = [64, 64]        # tables: the MLP's hidden layer sizes

@@ -1,14 +1,15 @@
 """predict: batch predictions from a registered model, on a table file or an image folder.
 
     python -m components.predict --model models:/penguins-classifier@champion \
-        --input new_penguins.csv --output predictions.csv
+        --input new_penguins.csv --output predictions.csv [--csv sep=';' --csv encoding=cp1252]
 
 Needs only the MLflow store (MLFLOW_TRACKING_URI, default the embedded sqlite store): the model
 carries its preprocessing, its schema and how its training files were read, and runs with the code it
 was logged with. New files are read as the training data were (CSV settings, missing-value markers,
 labels and categories stripped, images composited on the same background), and validated against the
-model's schema; errors name the file's line. The output has an `id` column (row number from 0, or file
-path), `label`, and one `prob_<class>` column per class.
+model's schema; errors name the file's line. --csv KEY=VALUE overrides one of those CSV settings for a
+file written otherwise. The output has an `id` column (row number from 0, or file path), `label`, and
+one `prob_<class>` column per class.
 """
 import argparse
 import logging
@@ -24,9 +25,12 @@ log = logging.getLogger(__name__)
 
 
 def read_images(root: Path, meta: dict) -> tuple[list[str], np.ndarray]:
-    """Every visible image file under root (any depth), decoded as the model's training images were;
-    a bad file is an error naming it."""
+    """Every visible image file under root (any depth), decoded as the model's training images were
+    (the same background and pixel limit); a bad file, or one of another size, is an error naming it."""
     from components.image_files import IMAGE_SUFFIXES, BadImage, decode, list_files
+    from components.params import MAX_IMAGE_PIXELS       # models registered before the limit travelled with them
+    if not root.is_dir():
+        raise UserError(f"{root}: not a folder; this model takes a folder of images (check --input)")
     visible, hidden = list_files(root)
     paths = [p for p in visible if p.suffix.lower() in IMAGE_SUFFIXES]
     if hidden:
@@ -37,41 +41,75 @@ def read_images(root: Path, meta: dict) -> tuple[list[str], np.ndarray]:
     for path in paths:
         try:
             images.append(decode(path.read_bytes(), meta.get("channels", 1), meta.get("image_size"),
-                                 meta.get("background") or "white"))
+                                 meta.get("background") or "white", meta.get("max_image_pixels", MAX_IMAGE_PIXELS)))
         except BadImage as exc:
             raise UserError(f"{path}: {exc}; fix or remove it") from None
-    shapes = {image.shape for image in images}
-    if len(shapes) > 1:
-        raise UserError(f"{root}: images differ in size {sorted(shapes)[:2]} and the model was trained without "
-                        "data.image_size; resize them to one size")
+        if images[-1].shape != images[0].shape:
+            height, width = images[0].shape[:2]
+            raise UserError(f"{path}: image is {images[-1].shape[0]}x{images[-1].shape[1]}, but {paths[0]} is "
+                            f"{height}x{width} and the model was trained without data.image_size; resize them to "
+                            "the training images' size")
     return [str(p) for p in paths], np.stack(images).astype(np.float32)
 
 
-def read_rows(source: Path, schema, meta: dict):
-    """A table file read with the model's CSV settings, its columns typed as the model's schema says
-    (numbers parsed with their separators and missing markers, categories stripped). Returns the
-    TableFile (for line numbers) and the model's input columns that the file has (check_schema names
-    the missing ones). Raises UserError naming the line of a value that is not a number."""
-    from components.params import Csv
-    from components.table_files import read_column, read_table
-    settings = Csv.model_validate(meta.get("csv") or {})
-    table = read_table(source, None, settings)
+def read_rows(source: Path, schema, meta: dict, overrides: dict):
+    """A table file read with the model's CSV settings (`overrides` replacing some), its columns typed as
+    the model's schema says (numbers parsed with their separators and missing markers, categories
+    stripped). Returns the TableFile (for line numbers) and the model's input columns that the file has
+    (check_schema names the missing ones). Raises UserError naming the line of a value that is not a
+    number or is infinite."""
+    from components.table_files import Advice, read_column, read_table
+    settings = csv_settings(meta.get("csv") or {}, overrides)
+    table = read_table(source, None, settings, Advice(command_line=True))
+    columns = list(table.frame.columns)
+    if len(columns) == 1 and len(schema.columns) > 1:
+        raise UserError(f"{source}: read as one column {columns[0][:60]!r} with the separator "
+                        f"{table.read.get('sep')!r} the model's training file used; pass --csv sep=... with this "
+                        "file's separator")
     raw = pd.DataFrame(index=table.frame.index)
     for column, spec in schema.columns.items():
         if column not in table.frame.columns:
             continue
         numeric = "float" in str(spec.dtype)
-        typed = read_column(table, column, "numeric" if numeric else "categorical", settings, settings.decimal or ".",
+        typed = read_column(table, column, "numeric" if numeric else "categorical", settings,
+                            table.read.get("decimal") or ".",
                             advice="the model takes numbers here: fix the value, or empty the cell if it is unknown")
         raw[column] = pd.Series(typed.values, index=raw.index, dtype=np.float64 if numeric else object)
+        infinite = np.flatnonzero(np.isinf(raw[column].to_numpy())) if numeric else []
+        if len(infinite):
+            raise UserError(f"{table.where(int(infinite[0]))}: column {column!r} holds infinity (or a number too "
+                            "large for float64); fix the value")
     return table, raw
 
 
-def predict(model_uri: str, source: Path, output: Path) -> pd.DataFrame:
+def csv_settings(saved: dict, overrides: dict):
+    """The model's CSV settings with --csv KEY=VALUE overrides, checked by the same schema as data.csv.
+    Values are taken as written (--csv sep=, is a comma), except null, keep_default_na's true/false and
+    na_values, a comma-separated list."""
+    from components.params import validate_params
+
+    def value(key: str, text: str):
+        if text == "null":
+            return None
+        if key == "keep_default_na":
+            return text.lower() in ("true", "yes", "1")
+        return text.split(",") if key == "na_values" else text
+    merged = saved | {key: value(key, text) for key, text in overrides.items()}
+    return validate_params({"data": {"csv": merged}}, "--csv").data.csv
+
+
+def predict(model_uri: str, source: Path, output: Path, csv: dict | None = None) -> pd.DataFrame:
+    """Predictions of the registered model `model_uri` on a table file or an image folder, written to
+    output (.csv or .parquet). csv: data.csv keys overriding the model's own for this file.
+    Raises UserError naming the file, line or column for bad input."""
     import mlflow
     from components import tracking
     from components.serving import score_registered_model
 
+    if output.suffix not in (".csv", ".parquet"):
+        raise UserError(f"--output {output}: write .csv or .parquet")
+    if not source.exists():
+        raise UserError(f"--input {source}: not found")
     tracking.configure()
     try:
         meta = mlflow.models.get_model_info(model_uri).metadata or {}
@@ -84,12 +122,12 @@ def predict(model_uri: str, source: Path, output: Path) -> pd.DataFrame:
         from components.normalise import check_schema
         schema_file = mlflow.artifacts.download_artifacts(f"{model_uri}/artifacts/preprocess/schema.yaml")
         schema = pa.DataFrameSchema.from_yaml(Path(schema_file))
-        table, raw = read_rows(source, schema, meta)
+        if source.is_dir():
+            raise UserError(f"{source}: is a folder; {model_uri} takes a table file (.csv, .tsv, .parquet)")
+        table, raw = read_rows(source, schema, meta, csv or {})
         ids = [str(i) for i in range(len(raw))]
         raw = check_schema(schema, raw, str(source), where=table.where)
     else:
-        if not source.is_dir():
-            raise UserError(f"{source}: not a folder; {model_uri} takes a folder of images")
         ids, raw = read_images(source, meta)
     try:
         frame = score_registered_model(model_uri, raw)
@@ -107,8 +145,17 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--model", required=True, help="e.g. models:/digits-classifier@champion")
     parser.add_argument("--input", type=Path, required=True, help="CSV/TSV/Parquet table, or a folder of images")
     parser.add_argument("--output", type=Path, required=True, help=".csv or .parquet")
+    parser.add_argument("--csv", action="append", default=[], metavar="KEY=VALUE",
+                        help="read this file otherwise than the model's training file, e.g. --csv sep=';' --csv "
+                             "encoding=cp1252 (the keys of data.csv in params.yaml)")
     args = parser.parse_args(argv)
-    predict(args.model, args.input, args.output)
+    overrides = {}
+    for item in args.csv:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise UserError(f"--csv {item!r}: expected KEY=VALUE, e.g. --csv sep=';'")
+        overrides[key] = value
+    predict(args.model, args.input, args.output, overrides)
 
 
 if __name__ == "__main__":

@@ -132,7 +132,7 @@ def log_execution(files: StageFiles, metrics: dict, train_info: dict, lineage: d
     """Everything but the model into the active run. On a resumed run, what is already there is not logged twice."""
     import mlflow
     from mlflow.entities import Metric
-    from components.evaluate import metric_safe
+    from components.evaluate import metric_names
 
     client, run_id = mlflow.MlflowClient(), mlflow.active_run().info.run_id
     present = set(client.get_run(run_id).data.metrics)
@@ -146,7 +146,8 @@ def log_execution(files: StageFiles, metrics: dict, train_info: dict, lineage: d
             for row in rows for key in ("train_loss", "val_loss", "val_macro_f1") if key in row])
     if "test_macro_f1" not in present:
         mlflow.log_metrics({f"test_{k}": v for k, v in metrics.items() if k != "per_class"}
-                           | {"test_f1_class_" + metric_safe(name): m["f1"] for name, m in metrics["per_class"].items()}
+                           | {f"test_f1_class_{safe}": metrics["per_class"][name]["f1"]
+                              for name, safe in metric_names(list(metrics["per_class"])).items()}
                            | {key: train_info[key] for key in ("best_val_macro_f1", "best_val_loss", "epochs_run")
                               if key in train_info})
     plots = [files.plots / name for name in ("confusion_matrix.png", "confusion_matrix.json",
@@ -173,8 +174,8 @@ def log_and_register_model(files: StageFiles, raw, classes: list[str], model_nam
         name="model", python_model=serving.__file__,
         artifacts={"model": str(files.model), "preprocess": str(files.preprocess)},
         # what batch prediction needs to read new files as the training data were read
-        metadata={key: meta.get(key) for key in ("kind", "classes", "image_size", "channels", "background", "target",
-                                                  "csv")},
+        metadata={key: meta.get(key) for key in ("kind", "classes", "image_size", "channels", "background",
+                                                  "max_image_pixels", "target", "csv")},
         code_paths=[str(Path(serving.__file__).parent)],
         signature=infer_signature(example, example_output), input_example=example,
         pip_requirements=serving.pinned_requirements(), registered_model_name=model_name)

@@ -42,6 +42,30 @@ THOUSANDS = {".": (",", "'", " ", "\u00a0", "\u202f"), ",": (".", " ", "\u00a0",
 SAMPLE_BYTES = 1 << 16          # read to detect the encoding, separator and header
 PLACEHOLDER = r"[^\w\s]+"       # punctuation only: "-", "--", "?", ".", "—" mark a missing number
 NUMERIC_SHARE = 0.9             # a column this much numbers (markers aside) is numeric; the rest are typos
+# A number in groups of three digits, the first group without a leading zero (0.125 is never 125).
+GROUPED = r"[+-]?[1-9]\d{{0,2}}(?:{sep}\d{{3}})+(?:{decimal}\d*)?"
+
+
+@dataclass(frozen=True)
+class Advice:
+    """Where a reading setting is changed, for messages: params.yaml (training, the default), or the
+    --csv option of batch prediction, which reads new files with the model's settings."""
+    command_line: bool = False
+
+    def setting(self, key: str, value: str | None = None) -> str:
+        """'set data.csv.sep' / "set data.csv.comment: '#'", or 'pass --csv sep=...'."""
+        if self.command_line:
+            return f"pass --csv {key}={'...' if value is None else value}"
+        return f"set data.csv.{key}" + ("" if value is None else f": {value!r}")
+
+    def source(self) -> str:
+        return "check --input" if self.command_line else "set data.path in params.yaml"
+
+    def format(self) -> str:
+        return "pass --csv sep=... to read it as CSV" if self.command_line else "set data.format"
+
+
+IN_PARAMS = Advice()
 
 
 @dataclass
@@ -53,6 +77,7 @@ class TableFile:
     source: str
     read: dict = field(default_factory=dict)        # format and settings used, "detected": which were guessed
     find_lines: Callable[[], np.ndarray] | None = None
+    advice: Advice = IN_PARAMS
     _lines: np.ndarray | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -85,15 +110,17 @@ def table_format(path: Path, fmt: str | None) -> str | None:
     return fmt or TABLE_FORMATS.get(path.suffix.lower())
 
 
-def read_table(path: Path, fmt: str | None = None, settings: Csv = Csv()) -> TableFile:
+def read_table(path: Path, fmt: str | None = None, settings: Csv = Csv(), advice: Advice = IN_PARAMS) -> TableFile:
     """Read a CSV/TSV or Parquet file (by `fmt` or the extension). Raises UserError naming the file and,
-    where it applies, the line and the `data.csv` key to set."""
+    where it applies, the line and the setting to change (`advice`: in params.yaml, or predict's --csv)."""
     fmt = table_format(path, fmt)
+    if not path.exists():
+        raise UserError(f"{path}: file not found; {advice.source()}")
+    if path.is_dir():
+        raise UserError(f"{path}: is a folder, not a table file; {advice.source()}")
     if fmt is None:
         raise UserError(f"{path}: unknown format {path.suffix or '(no extension)'!r}; use a .csv, .tsv or .parquet "
-                        "file or set data.format")
-    if not path.is_file():
-        raise UserError(f"{path}: file not found; set data.path in params.yaml")
+                        f"file or {advice.format()}")
     if path.stat().st_size == 0:
         raise UserError(f"{path}: file is empty; export the table again")
     if fmt == "parquet":
@@ -101,16 +128,16 @@ def read_table(path: Path, fmt: str | None = None, settings: Csv = Csv()) -> Tab
             frame = read_parquet(path)
         except Exception as exc:  # noqa: BLE001 - pyarrow raises many types; all mean "cannot read this file"
             raise UserError(f"{path}: cannot be read as PARQUET ({str(exc).splitlines()[0][:120]}); "
-                            "check the file or set data.format") from None
-        table = TableFile(frame, str(path), {"format": "parquet"})
+                            f"check the file or {advice.format()}") from None
+        table = TableFile(frame, str(path), {"format": "parquet"}, advice=advice)
     else:
-        table = read_csv(path, settings)
+        table = read_csv(path, settings, advice)
     if table.frame.empty:
         raise UserError(f"{path}: no data rows; export the table again")
     return table
 
 
-def read_csv(path: Path, settings: Csv) -> TableFile:
+def read_csv(path: Path, settings: Csv, advice: Advice = IN_PARAMS) -> TableFile:
     """CSV/TSV as text cells (pyarrow, multi-threaded; pandas when comment lines must be skipped).
     Structure errors are named by line from a pass with Python's csv module (scan_records)."""
     detected = []
@@ -123,17 +150,17 @@ def read_csv(path: Path, settings: Csv) -> TableFile:
     try:
         sample = codecs.getincrementaldecoder(encoding)().decode(head, final=len(head) < SAMPLE_BYTES)
     except UnicodeDecodeError:
-        raise decode_error(path, encoding) from None
+        raise decode_error(path, encoding, advice) from None
     sep = settings.sep
     if sep is None:
         sep = sniff_separator(sample, settings)
         detected.append("sep")
     header = read_header(path, sample, sep, settings)
     if settings.comment is None:
-        frame = read_text_arrow(path, encoding, sep, settings, header)
-        find_lines = lambda: scan_records(path, encoding, sep, settings)     # noqa: E731 - only when needed
+        frame = read_text_arrow(path, encoding, sep, settings, header, advice)
+        find_lines = lambda: scan_records(path, encoding, sep, settings, advice)     # noqa: E731 - when needed
     else:           # Arrow cannot skip comment lines; the scan checks rows first, as pandas pads short ones
-        lines = scan_records(path, encoding, sep, settings)
+        lines = scan_records(path, encoding, sep, settings, advice)
         find_lines = lambda: lines      # noqa: E731
         frame = pd.read_csv(path, sep=sep, quotechar=settings.quotechar, comment=settings.comment, encoding=encoding,
                             dtype=pd.StringDtype("pyarrow"), keep_default_na=False, na_filter=False, index_col=False,
@@ -143,14 +170,15 @@ def read_csv(path: Path, settings: Csv) -> TableFile:
             "thousands": settings.thousands, "quotechar": settings.quotechar, "comment": settings.comment,
             "na_values": list(settings.na_values), "keep_default_na": settings.keep_default_na,
             "detected": detected}
-    table = TableFile(frame, str(path), read, find_lines)
+    table = TableFile(frame, str(path), read, find_lines, advice)
     if settings.decimal is None:
-        read["decimal"] = "," if sep == ";" and writes_decimal_comma(frame) else "."
+        read["decimal"] = detect_decimal(frame, sep, settings.thousands)
         detected.append("decimal")
     return table
 
 
-def read_text_arrow(path: Path, encoding: str, sep: str, settings: Csv, header: list[str]) -> pd.DataFrame:
+def read_text_arrow(path: Path, encoding: str, sep: str, settings: Csv, header: list[str],
+                    advice: Advice = IN_PARAMS) -> pd.DataFrame:
     """Every cell as text, as written: no type inference, no missing values (an empty cell is "")."""
     import pyarrow as pa
     import pyarrow.csv as pcsv
@@ -163,10 +191,10 @@ def read_text_arrow(path: Path, encoding: str, sep: str, settings: Csv, header: 
                                                 strings_can_be_null=False, quoted_strings_can_be_null=False))
     except (pa.ArrowInvalid, UnicodeDecodeError) as exc:
         if encoding in ("utf-8", "utf-8-sig") and "UTF8" in str(exc) or isinstance(exc, UnicodeDecodeError):
-            raise decode_error(path, encoding) from None
-        scan_records(path, encoding, sep, settings)         # names the line of a row of the wrong width
+            raise decode_error(path, encoding, advice) from None
+        scan_records(path, encoding, sep, settings, advice)     # names the line of a row of the wrong width
         raise UserError(f"{path}: cannot be read as CSV ({str(exc).splitlines()[0][:160]}); check the file "
-                        "or set data.csv") from None
+                        f"or {advice.setting('quotechar')}") from None
     return table.to_pandas(types_mapper={pa.string(): pd.StringDtype("pyarrow")}.get)
 
 
@@ -191,7 +219,7 @@ def bom_encoding(head: bytes) -> str:
     return "utf-8-sig" if head.startswith(codecs.BOM_UTF8) else "utf-8"
 
 
-def decode_error(path: Path, encoding: str) -> UserError:
+def decode_error(path: Path, encoding: str, advice: Advice = IN_PARAMS) -> UserError:
     """The first byte of the file that `encoding` cannot decode, by offset and line."""
     decoder = codecs.getincrementaldecoder(encoding)()
     offset, newlines = 0, 0
@@ -203,13 +231,13 @@ def decode_error(path: Path, encoding: str) -> UserError:
                 bad = offset + exc.start
                 line = newlines + chunk[:exc.start].count(b"\n") + 1
                 byte = chunk[exc.start:exc.start + 1].hex()
-                return UserError(f"{path}: byte {bad} (line {line}) is {byte!r} in hex, not valid {encoding}; set "
-                                 "data.csv.encoding to the file's encoding (e.g. cp1252 or latin-1 for files from "
-                                 "Excel on Windows) or save it as UTF-8")
+                return UserError(f"{path}: byte {bad} (line {line}) is {byte!r} in hex, not valid {encoding}; "
+                                 f"{advice.setting('encoding')} (the file's encoding, e.g. cp1252 or latin-1 for "
+                                 "files from Excel on Windows) or save it as UTF-8")
             offset += len(chunk)
             newlines += chunk.count(b"\n")
-    return UserError(f"{path}: the file ends in the middle of a {encoding} character; set data.csv.encoding "
-                     "or save the file as UTF-8")
+    return UserError(f"{path}: the file ends in the middle of a {encoding} character; "
+                     f"{advice.setting('encoding')} or save the file as UTF-8")
 
 
 def sniff_separator(sample: str, settings: Csv) -> str:
@@ -234,7 +262,7 @@ def is_comment(record: list[str], comment: str | None) -> bool:
     return comment is not None and record[0].lstrip().startswith(comment)
 
 
-def scan_records(path: Path, encoding: str, sep: str, settings: Csv) -> np.ndarray:
+def scan_records(path: Path, encoding: str, sep: str, settings: Csv, advice: Advice = IN_PARAMS) -> np.ndarray:
     """One pass over the file with Python's csv module: the 1-based physical line where each data row
     starts (int64, (n_rows,)), the header checked on the way. Raises UserError for a row with more or
     fewer fields than the header, naming its line."""
@@ -255,20 +283,24 @@ def scan_records(path: Path, encoding: str, sep: str, settings: Csv) -> np.ndarr
                     header, header_line = [name.strip() for name in record], start
                     check_header(path, header, header_line)
                     continue
+                if len(record) != len(header) and settings.comment is None and header[0].startswith("#"):
+                    raise UserError(f"{path} line {start}: {len(record)} fields, but the header (line {header_line}) "
+                                    f"has {len(header)} and starts with '#': if lines starting with '#' are comments, "
+                                    f"{advice.setting('comment', '#')}")
                 if len(record) != len(header) and len(header) == 1:
                     raise UserError(f"{path} line {start}: {len(record)} fields, but the header (line {header_line}) "
-                                    f"was read as one column with the separator {sep!r}; set data.csv.sep")
+                                    f"was read as one column with the separator {sep!r}; {advice.setting('sep')}")
                 if len(record) != len(header):
                     raise UserError(
                         f"{path} line {start}: {len(record)} fields, but the header (line {header_line}) has "
-                        f"{len(header)}; quote values that contain the separator {sep!r} (or set data.csv.sep), "
-                        "and fill or remove missing fields")
+                        f"{len(header)}; quote values that contain the separator {sep!r} (or "
+                        f"{advice.setting('sep')}), and fill or remove missing fields")
                 starts.append(start)
     except UnicodeDecodeError:
-        raise decode_error(path, encoding) from None
+        raise decode_error(path, encoding, advice) from None
     except csv.Error as exc:
         raise UserError(f"{path} line {reader.line_num}: cannot be read as CSV ({exc}); check the quoting "
-                        "or set data.csv.quotechar") from None
+                        f"or {advice.setting('quotechar')}") from None
     if header is None:
         raise UserError(f"{path}: no header line; the first line must name the columns")
     return np.frombuffer(starts, dtype=np.int64).copy()
@@ -289,16 +321,21 @@ def check_header(path: Path, header: list[str], line: int) -> None:
                         f"{repeated[0]!r}; give each column its own name")
 
 
-def writes_decimal_comma(frame: pd.DataFrame) -> bool:
-    """Do the cells write fractions as 1,5 more often than as 1.5 (a ;-separated export of European Excel)?
-    20.037 proves nothing: it is 20037 written with a thousands separator as often as a fraction."""
+def detect_decimal(frame: pd.DataFrame, sep: str, thousands: str | None) -> str:
+    """The decimal mark, when data.csv.decimal is null: the other mark than a pinned thousands separator;
+    in a ';'-separated file (European Excel) ',' unless the cells write fractions only as 1.5; else '.'.
+    1.641 proves nothing in a ';' file: it is 1641 with a thousands separator as often as a fraction."""
+    if thousands in (".", ","):
+        return {".": ",", ",": "."}[thousands]
+    if sep != ";":
+        return "."
     comma = dot = 0
     for column in frame.columns:
         values = pd.Series(frame[column].unique(), dtype=pd.StringDtype("pyarrow")).str.strip()
         comma += int(values.str.fullmatch(r"[+-]?\d+(?:\.\d{3})*,\d+").sum())
-        grouped = values.str.fullmatch(r"[+-]?\d{1,3}(?:\.\d{3})+")
+        grouped = values.str.fullmatch(GROUPED.format(decimal=",", sep=r"\."))
         dot += int((values.str.fullmatch(r"[+-]?\d*\.\d+") & ~grouped).sum())
-    return comma > 0 and comma >= dot
+    return "." if dot > 0 and comma == 0 else ","
 
 
 # ---------------------------------------------------------------- cells to typed columns
@@ -401,10 +438,13 @@ def read_column(table: TableFile, name: str, role: str | None, settings: Csv, de
             row = int(np.flatnonzero(np.isin(codes, bad))[0])
             value = uniques[codes[row]]
             marks = f"decimal {decimal!r}" + (f" and thousands {thousands!r}" if thousands else "")
-            hint = (f" (numbers are read with {marks}; set data.csv.decimal or data.csv.thousands if the file writes "
-                    "them otherwise)" if re.search(r"\d", value) else "")
-            advice = advice or (f"fix the value, add it to data.csv.na_values if it marks a missing value, or list "
-                                f"{name!r} in data.categorical")
+            hint = (f" (numbers are read with {marks}; {table.advice.setting('decimal')} or "
+                    f"{table.advice.setting('thousands')} if the file writes them otherwise)"
+                    if re.search(r"\d", value) else "")
+            or_else = (f"remove {name!r} from data.numeric" if role == "numeric" else
+                       f"list {name!r} in data.categorical")
+            advice = advice or (f"fix the value, add it to data.csv.na_values if it marks a missing value, or "
+                                f"{or_else}")
             raise UserError(f"{table.where(row)}: column {name!r} holds {value!r}, not a number{hint}; {advice}")
         missing = marker | placeholder
         found = {str(uniques[i]): int(counts[i]) for i in np.flatnonzero(missing) if uniques[i] != ""}
@@ -451,7 +491,7 @@ def parse_numbers(text: pd.Series, decimal: str, thousands: str | None) -> tuple
     infinite = text.str.fullmatch(r"(?i)[+-]?inf(?:inity)?").fillna(False)
 
     def grouped(sep: str) -> pd.Series:
-        return text.str.fullmatch(rf"[+-]?\d{{1,3}}(?:{re.escape(sep)}\d{{3}})+(?:{d}\d*)?").fillna(False) & ~plain
+        return text.str.fullmatch(GROUPED.format(sep=re.escape(sep), decimal=d)).fillna(False) & ~plain
 
     if thousands is None:
         matches = {sep: int(grouped(sep).sum()) for sep in THOUSANDS[decimal]}

@@ -1,5 +1,6 @@
-"""train: a CNN (images) or MLP (tables), Adam and cross-entropy, early-stopped on validation macro-F1,
-ties broken by validation loss (a small validation set saturates F1 long before the model is trained).
+"""train: a CNN (images) or MLP (tables), Adam and cross-entropy, early-stopped on validation macro-F1 with
+ties broken by validation loss, or on validation loss when the validation split is too small for macro-F1
+to tell epochs apart (train.monitor).
 
 On a GPU the whole loop stays on the device: the data set is copied once (pinned, non-blocking) when it
 fits, batches are cut on the device, bf16 autocast and channels_last run the convolutions on tensor
@@ -90,11 +91,23 @@ def validate(net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, device: tor
     return torch.cat(predicted).cpu().numpy(), (loss / max(len(x), 1)).item()     # one host sync per call
 
 
-def better(row: dict, best_f1: float, best_loss: float) -> bool:
-    """Is this epoch better than the best so far: a higher validation macro-F1, or the same with a lower
-    validation loss? On a small validation set F1 takes few values and soon stops moving (9 rows: 1.0 at
-    epoch 3); the loss keeps saying whether the model still improves."""
-    return (row["val_macro_f1"], -row["val_loss"]) > (best_f1, -best_loss)
+MIN_VAL_PER_CLASS = 10   # train.monitor auto: fewer validation examples per class than this -> val_loss (our choice)
+
+
+def resolve_monitor(monitor: str, n_val: int, n_classes: int) -> str:
+    """train.monitor: 'auto' is val_loss when the validation split has fewer than MIN_VAL_PER_CLASS
+    examples per class, else val_macro_f1. With k examples a class, one prediction moves its recall by
+    1/k: on 9 rows macro-F1 takes a handful of values, reaches 1.0 by luck with near-uniform
+    probabilities, and then no later epoch can beat it; the loss (a proper scoring rule) keeps ranking them."""
+    if monitor != "auto":
+        return monitor
+    return "val_loss" if n_val < MIN_VAL_PER_CLASS * n_classes else "val_macro_f1"
+
+
+def epoch_score(monitor: str, f1: float, loss: float) -> tuple[float, float]:
+    """What ranks epochs, higher is better: macro-F1 with ties broken by a lower loss, or a lower loss
+    with ties broken by macro-F1."""
+    return (-loss, f1) if monitor == "val_loss" else (f1, -loss)
 
 
 def fit(train_x: np.ndarray, train_y: np.ndarray, val_x: np.ndarray, val_y: np.ndarray, n_classes: int,
@@ -130,6 +143,7 @@ def _fit(train_x, train_y, val_x, val_y, n_classes, cfg, seed, place, checkpoint
     precision = torch.autocast("cuda", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
     x, y = on_device(train_x, device), on_device(train_y, device)
     val, val_labels = on_device(val_x, device), on_device(val_y, device)
+    monitor = resolve_monitor(cfg.monitor, len(val_y), n_classes)
     # Each process takes every world-th example of one shared shuffle: equal shares, disjoint, and
     # cfg.batch_size examples per optimiser step in total, whatever the number of processes.
     usable, local_batch = len(x) - len(x) % place.world, max(1, cfg.batch_size // place.world)
@@ -168,15 +182,15 @@ def _fit(train_x, train_y, val_x, val_y, n_classes, cfg, seed, place, checkpoint
         bar.set_postfix(loss=row["train_loss"], val_f1=row["val_macro_f1"])
 
         state["epoch"] = epoch
-        if better(row, state["best_f1"], state.get("best_loss", float("inf"))):
+        if epoch_score(monitor, row["val_macro_f1"], row["val_loss"]) > \
+                epoch_score(monitor, state["best_f1"], state.get("best_loss", float("inf"))):
             state.update(best_f1=row["val_macro_f1"], best_loss=row["val_loss"], stale_epochs=0,
                          best_state={k: v.detach().clone() for k, v in net.state_dict().items()})
         else:
             state["stale_epochs"] += 1
         checkpointer.save(state, net, optimizer, order)
         if state["stale_epochs"] >= cfg.patience:
-            log.info("early stop after epoch %d: no better validation macro-F1 (or loss at the same F1) for %d "
-                     "epochs", epoch, cfg.patience)
+            log.info("early stop after epoch %d: no better %s for %d epochs", epoch, monitor, cfg.patience)
             break
     checkpointer.wait()
     net.load_state_dict(state["best_state"])
@@ -312,18 +326,20 @@ def train_files(train_path: Path, val_path: Path, params: Params, model_path: Pa
             dist.destroy_process_group()
     if place.rank != 0:
         return None
-    best = max(history, key=lambda row: (row["val_macro_f1"], -row["val_loss"]))     # what fit kept: see better()
+    monitor = resolve_monitor(params.train.monitor, len(val["y"]), len(classes))
+    best = max(history, key=lambda row: epoch_score(monitor, row["val_macro_f1"], row["val_loss"]))   # what fit kept
     t = params.train
     save_model(model_path, net.cpu(), model_config(train["x"], classes, t.arch, t.width, t.hidden))
     write_history(history_path, history)
     info = {"device": torch.cuda.get_device_name() if place.device.type == "cuda" else "cpu",
             "processes": place.world, "started_ms": started_ms, "epochs_run": len(history),
-            "best_epoch": best["epoch"], "best_val_macro_f1": best["val_macro_f1"], "best_val_loss": best["val_loss"]}
+            "best_epoch": best["epoch"], "best_val_macro_f1": best["val_macro_f1"], "best_val_loss": best["val_loss"],
+            "monitor": monitor}
     write_json(info_path, info)
     if checkpoint is not None:
         remove_checkpoint(checkpoint)
-    log.info("best validation macro-F1 %.4f at epoch %d of %d (%d x %s)", best["val_macro_f1"], best["epoch"],
-             len(history), place.world, info["device"])
+    log.info("best epoch by %s: %d of %d, validation macro-F1 %.4f, loss %.4f (%d x %s)", monitor, best["epoch"],
+             len(history), best["val_macro_f1"], best["val_loss"], place.world, info["device"])
     return info
 
 

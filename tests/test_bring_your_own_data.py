@@ -177,10 +177,12 @@ BAD_TABLES = {
                               "t.csv: target column 'kind' not found (columns: size, colour); set data.target"),
     "empty file": ("t.csv", b"", {}, "t.csv: file is empty; export the table again"),
     "unreadable file": ("t.parquet", b"PAR1 this is not parquet at all", {}, "t.parquet: cannot be read as PARQUET"),
-    "unknown format": ("t.xlsx", b"PK\x03\x04", {}, "t.xlsx: unknown format '.xlsx'; use a .csv, .tsv or .parquet file"),
+    "unknown format": ("t.xlsx", b"PK\x03\x04", {},
+                       "t.xlsx: unknown format '.xlsx'; use a .csv, .tsv or .parquet file"),
     "numeric column holding text": ("t.csv", table(size=["12.5"] * 29 + ["twelve"]), {},
-                                    "t.csv line 31: column 'size' holds 'twelve', not a number; fix the value, add it to "
-                                    "data.csv.na_values if it marks a missing value, or list 'size' in data.categorical"),
+                                    "t.csv line 31: column 'size' holds 'twelve', not a number; fix the value, add it "
+                                    "to data.csv.na_values if it marks a missing value, or list 'size' in "
+                                    "data.categorical"),
     "entirely empty column": ("t.csv", table(notes=[None] * 30), {},
                               "t.csv: column 'notes' is entirely empty; fill it or leave it out of data.features"),
     "only one class": ("t.csv", table(kind=["a"] * 30), {},

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from components.evaluate import classification_metrics, confusion_records
+from components.evaluate import classification_metrics, confusion_records, metric_names
 from components.params import Register
 from components.register import decide, paired_bootstrap
 
@@ -27,6 +27,14 @@ def test_metrics_on_a_fixed_example():
     assert m["n_test"] == 8
     assert confusion_records(Y_TRUE[:2], Y_PRED[4:6], ["a", "b", "c"]) == [
         {"actual": "a", "predicted": "a"}, {"actual": "a", "predicted": "b"}]
+
+
+def test_class_names_that_clean_up_alike_keep_distinct_metric_names():
+    """'<50K' and '>50K' both become '_50K' for MLflow; one must not overwrite the other's F1."""
+    assert metric_names(["<50K", ">50K", "50K+"]) == {"<50K": "_50K_0", ">50K": "_50K_1", "50K+": "50K_"}
+    assert metric_names(["0", "1"]) == {"0": "0", "1": "1"}, "names that are already safe stay as they are"
+    tricky = metric_names(["a/b", "a_b", "a_b_1"])       # an appended suffix would meet a real class name
+    assert len(set(tricky.values())) == 3
 
 
 def test_class_missing_from_predictions_scores_zero_not_an_error():

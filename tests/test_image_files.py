@@ -113,6 +113,11 @@ def test_hidden_files_and_folders_are_skipped_and_listed(tmp_path, capsys):
     hidden = hidden_clutter(root)
     code, _, report, arrays = run_clean(tmp_path, capsys, root, {}, {"on_bad_file": "fail"})
     assert code == 0, "no hidden file is read, so none can fail the stage"
+    (root / "a" / "notes.png").write_text("not an image")
+    code, _, report_with_text, _ = run_clean(tmp_path, capsys, root)
+    [dropped] = report_with_text["dropped"]
+    assert dropped["detail"] == "not an image Pillow can identify (another format, or not an image at all)"
+    (root / "a" / "notes.png").unlink()
     assert sorted(s["id"] for s in report["skipped"]) == hidden and report["n_skipped"] == 5
     assert {s["reason"] for s in report["skipped"]} == {"hidden"}
     assert report["n_input"] == 16 and report["n_kept"] == 16 and sorted(set(arrays["classes"])) == ["a", "b"]

@@ -131,6 +131,37 @@ def test_predict_errors_say_missing_and_name_the_file_line(regions, tmp_path):
         "the physical line, as grep -n shows it, after notes that span two lines"
     assert not (tmp_path / "x.csv").exists()
 
+    huge = tmp_path / "huge.csv"
+    rows = regions.rows.head(30).astype({"temp": object})
+    rows.iloc[7, rows.columns.get_loc("temp")] = "1e400"      # beyond float64: infinity once parsed
+    huge.write_bytes(european_csv(rows))
+    [huge_line] = [n for n, line in enumerate(huge.read_bytes().splitlines(), 1) if b"1e400" in line]
+    result = predict(regions, huge, tmp_path / "x.csv")
+    assert f"{huge} line {huge_line}: column 'temp' holds infinity" in result.stderr, result.stderr
+    result = predict(regions, missing, tmp_path / "x.json")
+    assert result.returncode == 1
+    assert result.stderr.strip() == f"error: --output {tmp_path / 'x.json'}: write .csv or .parquet"
+
+
+def test_predict_reads_a_file_written_otherwise_with_csv_overrides(regions, tmp_path):
+    """The model reads files as its training file (';' and decimal commas); a US export needs --csv."""
+    us = tmp_path / "us.csv"
+    regions.rows.head(30).to_csv(us, index=False)          # ',' separator, '.' decimals
+    result = predict(regions, us, tmp_path / "out.csv")
+    assert result.returncode == 1 and "us.csv: read as one column 'region,size,population,temp,colour' with the " \
+        "separator ';' the model's training file used; pass --csv sep=... with this file's separator" in result.stderr
+    result = regions.run(sys.executable, "-m", "components.predict", "--model", "models:/regions-classifier@champion",
+                         "--input", str(us), "--output", str(tmp_path / "out.csv"), "--csv", "sep=,",
+                         "--csv", "decimal=.", check=False)
+    assert result.returncode == 0, result.stderr[-2000:]
+    european = tmp_path / "eu.csv"
+    european.write_bytes(european_csv(regions.rows.head(30)))
+    assert predict(regions, european, tmp_path / "eu_out.csv").returncode == 0
+    assert pd.read_csv(tmp_path / "out.csv")["label"].tolist() == pd.read_csv(tmp_path / "eu_out.csv")["label"].tolist()
+    result = regions.run(sys.executable, "-m", "components.predict", "--model", "models:/regions-classifier@champion",
+                         "--input", str(us), "--output", str(tmp_path / "x.csv"), "--csv", "seperator=,", check=False)
+    assert result.returncode == 1 and "--csv: data.csv.seperator: unknown key (known keys here: sep," in result.stderr
+
 
 def icon_folder(root, per_class: int = 40):
     """Digits 0-2 as black ink on a transparent background, stored as RGBA with (0, 0, 0, 0) where
@@ -175,3 +206,16 @@ def test_transparent_icons_with_clutter_and_a_bomb_train_and_predict(tmp_path):
     predicted = pd.read_csv(tmp_path / "p.csv")
     assert len(predicted) == 40 and not predicted["id"].str.contains("/\\.").any(), result.stderr[-1000:]
     assert (predicted["label"] == "digit_1").mean() >= 0.8
+
+    # the training's pixel limit travels with the model: a bomb in a batch is named, never decoded
+    shutil.copy(root / "digit_2" / "scan.png", new / "batch" / "zz_scan.png")
+    result = project.run(sys.executable, "-m", "components.predict", "--model", "models:/icons@champion",
+                         "--input", str(new), "--output", str(tmp_path / "q.csv"), check=False)
+    assert result.returncode == 1 and result.stderr.strip().splitlines()[-1] == (
+        f"error: {new / 'batch' / 'zz_scan.png'}: image is 13500x13500 = 182 megapixels, more than "
+        "clean.max_image_pixels (89478485); fix or remove it")
+    (new / "batch" / "zz_scan.png").unlink()
+    Image.new("L", (40, 40), 255).save(new / "batch" / "zz_big.png")
+    result = project.run(sys.executable, "-m", "components.predict", "--model", "models:/icons@champion",
+                         "--input", str(new), "--output", str(tmp_path / "q.csv"), check=False)
+    assert result.returncode == 1 and f"{new / 'batch' / 'zz_big.png'}: image is 40x40, but " in result.stderr

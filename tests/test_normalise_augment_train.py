@@ -131,7 +131,7 @@ def test_a_saturated_validation_f1_does_not_freeze_an_undertrained_model(seed):
     x_new, y_new = small_table(3000, rng)
     mean, std = x[:51].mean(axis=0), x[:51].std(axis=0)
     x, x_new = (x - mean) / std, (x_new - mean) / std
-    cfg = Train(epochs=200, patience=5, hidden=[64, 64], batch_size=64)
+    cfg = Train(epochs=200, patience=5, hidden=[64, 64], batch_size=64, monitor="val_macro_f1")
     net, history = fit(x[:51], y[:51], x[51:], y[51:], 3, cfg, 0)
     f1 = [row["val_macro_f1"] for row in history]
     assert max(f1) == 1.0, "the situation under test: a saturated validation F1"
@@ -144,6 +144,23 @@ def test_a_saturated_validation_f1_does_not_freeze_an_undertrained_model(seed):
     ours, theirs = predict_proba(net, x_new.astype(np.float32)), predict_proba(frozen, x_new.astype(np.float32))
     assert f1_score(y_new, ours.argmax(1), average="macro") > f1_score(y_new, theirs.argmax(1), average="macro")
     assert log_loss(y_new, ours) < 0.8 * log_loss(y_new, theirs)
+
+    # train.monitor auto: 9 validation rows for 3 classes is too few for F1, so the loss picks the epoch
+    auto, auto_history = fit(x[:51], y[:51], x[51:], y[51:], 3, cfg.model_copy(update={"monitor": "auto"}), 0)
+    losses = [row["val_loss"] for row in auto_history]
+    assert len(auto_history) == losses.index(min(losses)) + 1 + cfg.patience, "stops `patience` epochs after it"
+    assert log_loss(y_new, predict_proba(auto, x_new.astype(np.float32))) < 0.8 * log_loss(y_new, theirs)
+
+
+def test_monitor_auto_uses_the_loss_when_the_validation_split_is_small():
+    from components.train import epoch_score, resolve_monitor
+    assert resolve_monitor("auto", 9, 3) == resolve_monitor("auto", 22, 3) == "val_loss"     # 60 and 150 rows
+    assert resolve_monitor("auto", 51, 3) == resolve_monitor("auto", 270, 10) == "val_macro_f1"   # penguins, digits
+    assert resolve_monitor("val_macro_f1", 9, 3) == "val_macro_f1"
+    # a lucky F1 of 1.0 with near-uniform probabilities (loss ln 3) loses to a trained epoch under val_loss only
+    lucky, trained = (1.0, 1.025), (0.96, 0.30)
+    assert epoch_score("val_loss", *trained) > epoch_score("val_loss", *lucky)
+    assert epoch_score("val_macro_f1", *lucky) > epoch_score("val_macro_f1", *trained)
 
 
 def test_compiled_training_saves_the_plain_model_and_tracks_eager(digits):

@@ -119,6 +119,21 @@ def test_european_excel_semicolons_and_decimal_commas(tmp_path, capsys):
     assert meta["csv"]["sep"] == ";" and meta["csv"]["decimal"] == ",", "prediction reads new files the same way"
 
 
+@pytest.mark.parametrize("csv_settings", [{}, {"thousands": "."}])
+def test_a_semicolon_file_of_grouped_integers_reads_them_as_thousands(tmp_path, capsys, csv_settings):
+    """1.641 in a ';' file with no fractions anywhere: a thousands separator, detected or pinned."""
+    rows = [["a", "y"]] + [[f"{752 + 450 * i:,}".replace(",", "."), "ab"[i % 2]] for i in range(30)]
+    code, _, report, table, _ = run_clean(tmp_path, capsys, csv_text(rows, ";"), {"csv": csv_settings})
+    assert code == 0 and report["read"]["decimal"] == ","
+    assert table["a"].tolist()[:3] == [752.0, 1202.0, 1652.0]
+
+
+def test_a_semicolon_file_with_dot_fractions_keeps_the_dot(tmp_path, capsys):
+    rows = [["a", "y"]] + [[f"0.{125 + i}", "ab"[i % 2]] for i in range(20)] + [["1.5", "a"]]
+    code, _, report, table, _ = run_clean(tmp_path, capsys, csv_text(rows, ";"))
+    assert code == 0 and report["read"]["decimal"] == "." and table["a"].tolist()[:2] == [0.125, 0.126]
+
+
 def test_a_wrong_pinned_separator_says_which_key_to_set(tmp_path, capsys):
     rows = [["klasse", "f1"]] + [["ab"[i % 2], f"{i},5"] for i in range(10)]
     code, lines, *_ = run_clean(tmp_path, capsys, csv_text(rows, ";"), {"target": "klasse", "csv": {"sep": ","}})
@@ -155,6 +170,9 @@ def test_numeric_column_with_a_typo_is_still_an_error_naming_the_line(tmp_path, 
     rows = [["x", "y"]] + [["twelve" if i == 29 else str(i), "ab"[i % 2]] for i in range(30)]
     code, lines, *_ = run_clean(tmp_path, capsys, csv_text(rows))
     assert code == 1 and "t.csv line 31: column 'x' holds 'twelve', not a number" in lines[0]
+    rows = [["colour", "y"]] + [[["red", "blue"][i % 2], "ab"[i % 2]] for i in range(30)]
+    code, lines, *_ = run_clean(tmp_path, capsys, csv_text(rows), {"numeric": ["colour"]})
+    assert code == 1 and lines[0].endswith("or remove 'colour' from data.numeric"), "the user's own setting is named"
 
 
 # ---------------------------------------------------------------- structure, lines, encodings
@@ -205,6 +223,18 @@ def test_numbers_in_an_unknown_format_are_a_warning_in_the_report(tmp_path, caps
         "'0%'" in warning and "list 'share' in data.numeric" in warning
     code, _, report, _, _ = run_clean(tmp_path, capsys, csv_text(rows), {"categorical": ["share"]})
     assert report["read"]["warnings"] == [], "a column the user called categorical is theirs to judge"
+    # 12.5 % of a word among numbers: below the 90 % rule, so categorical, and the warning names the word
+    rows = [["rain", "y"]] + [["unknown" if i % 8 == 0 else str(i), "ab"[i % 2]] for i in range(120)]
+    code, _, report, _, meta = run_clean(tmp_path, capsys, csv_text(rows))
+    assert meta["categorical"] == ["rain"]
+    assert "add 'unknown' (15 rows) to data.csv.na_values if they mark missing values" in report["read"]["warnings"][0]
+
+
+def test_comment_lines_without_the_setting_say_which_key_to_set(tmp_path, capsys):
+    body = "# exported 2026-11-30\nx,y\n" + "".join(f"{i},{'ab'[i % 2]}\n" for i in range(20))
+    code, lines, *_ = run_clean(tmp_path, capsys, body)
+    assert code == 1 and "t.csv line 2: 2 fields, but the header (line 1) has 1 and starts with '#': if lines " \
+        "starting with '#' are comments, set data.csv.comment: '#'" in lines[0]
 
 
 def test_comment_and_blank_lines_are_skipped_and_lines_still_counted(tmp_path, capsys):
