@@ -51,21 +51,23 @@ class Cleaned:
         self.labels = np.asarray(self.labels, dtype=object)
         self.ids = np.asarray(self.ids)
 
-    def keep(self, mask: np.ndarray, reason: str, detail: str, column: str | None = None) -> None:
+    def keep(self, mask: np.ndarray, reason: str, detail, column: str | None = None) -> None:
         """Drop the examples where mask is False, recording why."""
         self.record(~mask, reason, detail, column)
         self.select(mask)
 
-    def record(self, dropped: np.ndarray, reason: str, detail: str, column: str | None = None) -> None:
-        """Report the examples where `dropped` is True as dropped; select() removes them."""
+    def record(self, dropped: np.ndarray, reason: str, detail, column: str | None = None) -> None:
+        """Report the examples where `dropped` is True as dropped; select() removes them. detail: one text for
+        all, or a function of an example's label giving its own."""
         extra = {"column": column} if column else {}
         ids = self.ids[dropped]
+        details = [detail(label) for label in self.labels[dropped]] if callable(detail) else [detail] * len(ids)
         lines = self.source_file.lines if self.source_file is not None and len(ids) else None   # found when needed
         if lines is None:
-            self.dropped.extend({"id": str(i), "reason": reason, "detail": detail} | extra for i in ids)
+            self.dropped.extend({"id": str(i), "reason": reason, "detail": d} | extra for i, d in zip(ids, details))
         else:
-            self.dropped.extend({"id": str(i), "line": int(lines[i]), "reason": reason, "detail": detail} | extra
-                                for i in ids)
+            self.dropped.extend({"id": str(i), "line": int(lines[i]), "reason": reason, "detail": d} | extra
+                                for i, d in zip(ids, details))
 
     def select(self, mask: np.ndarray) -> None:
         """Keep only the examples where mask is True."""
@@ -110,21 +112,33 @@ def min_class_size(split: Split) -> int:
 
 
 def drop_small_classes(cleaned: Cleaned, cfg: Clean, split: Split, source: str) -> None:
+    """Drop (and report, by class and count) or fail on the classes too small for the stratified split.
+    Raises UserError when fewer than two classes are left, or when nearly every example is a class of
+    its own (a continuous or identifier column given as the target)."""
     needed = min_class_size(split)
-    small = {c: n for c, n in class_counts(cleaned.labels).items() if n < needed}
+    counts = class_counts(cleaned.labels)
+    if len(counts) > 50 and len(counts) > 0.5 * len(cleaned.labels):
+        examples = ", ".join(repr(c) for c in list(counts)[:3])
+        raise UserError(f"{source}: the target has {len(counts)} distinct values in {len(cleaned.labels)} examples "
+                        f"(e.g. {examples}): a classifier needs at least {needed} examples per class; for a table, is "
+                        "data.target the column of class labels?")
+    small = {c: n for c, n in counts.items() if n < needed}
     if small and cfg.small_classes == "fail":
         name, n = sorted(small.items())[0]
         raise UserError(f"{source}: class {name!r} has {n} examples, too few for the stratified "
                         f"{split.val_fraction}/{split.test_fraction} val/test split (need {needed}); "
                         "add examples, remove the class, or set clean.small_classes: drop")
-    for name, n in sorted(small.items()):
-        cleaned.keep(cleaned.labels != name, "small_class",
-                     f"class {name!r} has {n} examples, fewer than the {needed} the stratified split needs")
+    if small:
+        in_small = pd.Series(cleaned.labels, dtype=object).isin(list(small)).to_numpy()
+        cleaned.keep(~in_small, "small_class", lambda label: f"class {label!r} has {small[label]} examples, fewer "
+                                                             f"than the {needed} the stratified split needs")
     cleaned.small_classes = dict(sorted(small.items()))
     classes = sorted(pd.unique(cleaned.labels))
     if len(classes) < 2:
         found = f"only class {classes[0]!r}" if classes else "no class"
-        gone = f" ({', '.join(f'{c!r}: {n}' for c, n in sorted(small.items()))} dropped as too small)" if small else ""
+        listed = ", ".join(f"{c!r}: {n}" for c, n in sorted(small.items())[:5])
+        more = f" and {len(small) - 5} more" if len(small) > 5 else ""
+        gone = f" ({listed}{more} dropped as too small)" if small else ""
         raise UserError(f"{source}: {found} left after cleaning{gone}; a classifier needs at least two classes")
 
 
@@ -191,7 +205,10 @@ def read_image_folder(root: Path) -> tuple[list[tuple[str, str, bytes]], list[di
         if len(relative.parts) < 2:
             stray.append({"id": str(path), "reason": "not_in_class_folder", "detail": "put it in <class>/"})
             continue
-        files.append((str(path), relative.parts[0], path.read_bytes()))
+        try:
+            files.append((str(path), relative.parts[0], path.read_bytes()))
+        except OSError as exc:              # a broken symbolic link, no permission
+            stray.append({"id": str(path), "reason": "unreadable", "detail": f"cannot be read ({exc.strerror})"})
     skipped = [{"id": str(path), "reason": "hidden", "detail": "hidden or made by the operating system"}
                for path in hidden]
     return files, stray, skipped
@@ -271,8 +288,10 @@ def numbers_read_as_text(values: pd.Series, column: str, data: Data) -> str | No
         return None
     words = ", ".join(f"{value!r} ({n} rows)" for value, n in counts[~digits].head(3).items())
     markers = f", add {words} to data.csv.na_values if they mark missing values" if words else ""
+    unparsed = pd.to_numeric(pd.Series(counts.index[digits]), errors="coerce").isna().to_numpy()
+    example = counts.index[digits][int(np.argmax(unparsed))]       # one that is not a plain number, if any
     return (f"column {column!r} is read as categorical with {len(counts)} distinct values in {len(present)} rows, "
-            f"nearly all holding digits (e.g. {counts.index[digits][0]!r}): if they are numbers, write them plainly "
+            f"nearly all holding digits (e.g. {example!r}): if they are numbers, write them plainly "
             f"(or set data.csv.decimal / thousands){markers}, or list {column!r} in data.numeric to see which value "
             "fails; list it in data.categorical to silence this")
 
@@ -289,6 +308,7 @@ def clean_table(table: TableFile | pd.DataFrame, data: Data, cfg: Clean, source:
         raise UserError(f"{table.source}: target column {data.target!r} has no values; fill it, or set data.target to "
                         "the column that holds the class labels")
     decimal = table.read.get("decimal") or "."
+    dates = [c for c in features if pd.api.types.is_datetime64_any_dtype(table.frame[c]) and c not in data.categorical]
     frame = table.frame[features].copy(deep=False)     # columns are replaced below, never written into
     typed = {}
     for column in features:
@@ -310,7 +330,11 @@ def clean_table(table: TableFile | pd.DataFrame, data: Data, cfg: Clean, source:
     stripped = {c: t.stripped for c, t in typed.items() if t.stripped}
     labels_report = {data.target: labels_stripped} if labels_stripped else {}
     cleaned.read["whitespace_stripped_by_column"] = labels_report | stripped
-    cleaned.read["warnings"] = [warning for c in categorical if (warning := numbers_read_as_text(frame[c], c, data))]
+    cleaned.read["warnings"] = [f"column {c!r} holds dates and times, read as categories (one per distinct value): "
+                                "derive features from it (month, day of week, ...) or leave it out of data.features"
+                                for c in dates]
+    cleaned.read["warnings"] += [warning for c in categorical
+                                 if c not in dates and (warning := numbers_read_as_text(frame[c], c, data))]
     for warning in cleaned.read["warnings"]:
         log.warning("%s: %s", table.source, warning)
     # From here on `cleaned` holds what is kept: these names would keep the unfiltered table (and its
@@ -355,6 +379,10 @@ def clean_dataset(data: Data, cfg: Clean, split: Split, out_dir: Path, report_pa
     source = root or Path(data.path)
     if data.kind == "image_folder":
         files, stray, skipped = read_image_folder(source)
+        unreadable = [s for s in stray if s["reason"] == "unreadable"]
+        if unreadable and cfg.on_bad_file == "fail":
+            raise UserError(f"{unreadable[0]['id']}: {unreadable[0]['detail']}; fix or remove the file, or set "
+                            "clean.on_bad_file: drop")
         cleaned = clean_images(files, data, cfg)
         cleaned.dropped[:0] = stray
         cleaned.skipped = skipped

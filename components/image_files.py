@@ -3,8 +3,8 @@
 - Transparency (RGBA, LA, a palette or grey/RGB PNG with a transparent colour) is composited on
   `data.background` (default white) before the conversion to grey or RGB, as an image viewer shows
   it; dropping the alpha channel instead turns transparent pixels stored as (0, 0, 0, 0) black.
-- 16-bit grey is scaled (0..65535 -> 0..255), not clipped; CMYK is converted to RGB; camera photos
-  are turned by their EXIF orientation.
+- 16-bit grey is scaled (0..65535 -> 0..255), not clipped; float grey (TIFF) 0..1 is scaled to 0..255;
+  CMYK is converted to RGB; camera photos are turned by their EXIF orientation.
 - An image with more than `clean.max_image_pixels` pixels is refused before it is decoded (a 38 KB
   PNG can hold 182 megapixels: gigabytes once decoded).
 - Hidden files and folders (any name starting with ".", __MACOSX, Thumbs.db, desktop.ini) are
@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import os
 from pathlib import Path
 
 import numpy as np
@@ -37,11 +38,20 @@ def is_hidden(relative: Path) -> bool:
 
 
 def list_files(root: Path) -> tuple[list[Path], list[Path]]:
-    """(visible files, hidden files) under root, each sorted; hidden folders are not descended into."""
-    visible, hidden = [], []
-    for path in sorted(p for p in root.rglob("*") if p.is_file()):
-        (hidden if is_hidden(path.relative_to(root)) else visible).append(path)
-    return visible, hidden
+    """(visible files, hidden files) under root, each sorted. Symbolic links to folders and files are
+    followed (a folder reached twice, as through a link loop, is read once); a broken link is listed as
+    a file, so that reading it fails and names it."""
+    visible, hidden, seen = [], [], set()
+    for folder, subfolders, files in os.walk(root, followlinks=True):
+        real = os.path.realpath(folder)
+        if real in seen:
+            subfolders.clear()
+            continue
+        seen.add(real)
+        for name in files:
+            path = Path(folder) / name
+            (hidden if is_hidden(path.relative_to(root)) else visible).append(path)
+    return sorted(visible), sorted(hidden)
 
 
 @contextlib.contextmanager
@@ -68,7 +78,7 @@ def decode(content: bytes, channels: int = 1, image_size: tuple[int, int] | list
                 raise TooManyPixels(f"image is {width}x{height} = {width * height / 1e6:.0f} megapixels, more than "
                                f"clean.max_image_pixels ({max_pixels})")
             image = ImageOps.exif_transpose(image)
-            image = composited(sixteen_bit_scaled(image), ImageColor.getrgb(background))
+            image = composited(wide_grey_scaled(image), ImageColor.getrgb(background))
             image = image.convert("L" if channels == 1 else "RGB")
             if image_size is not None:
                 target_height, target_width = image_size
@@ -83,8 +93,19 @@ def decode(content: bytes, channels: int = 1, image_size: tuple[int, int] | list
     return array[..., None] if array.ndim == 2 else array
 
 
-def sixteen_bit_scaled(image: Image.Image) -> Image.Image:
-    """16- and 32-bit grey (modes I;16*, I): 0..65535 scaled to 0..255 rather than clipped."""
+def wide_grey_scaled(image: Image.Image) -> Image.Image:
+    """16- and 32-bit integer grey (modes I;16*, I): 0..65535 scaled to 0..255 rather than clipped.
+    32-bit float grey (mode F, scientific TIFFs): 0..1 scaled to 0..255, 0..255 kept; other ranges are
+    a BadImage, since no scale can be guessed."""
+    if image.mode == "F":
+        values = np.nan_to_num(np.asarray(image, dtype=np.float64))
+        low, high = float(values.min()), float(values.max())
+        if low >= 0 and high <= 1:
+            values = values * 255
+        elif low < 0 or high > 255:
+            raise BadImage(f"32-bit float image with values from {low:g} to {high:g}; save it as 8-bit (0..255), "
+                           "or with values from 0 to 1")
+        return Image.fromarray(np.rint(values).astype(np.uint8), mode="L")
     if not image.mode.startswith("I"):
         return image
     wide = np.asarray(image, dtype=np.float64)

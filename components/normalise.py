@@ -105,6 +105,19 @@ class MedianImputer(SimpleImputer):
         return median
 
 
+def require_columns(needed: list[str], present: list[str], source: str) -> None:
+    """Raises UserError naming the columns of `needed` that `present` lacks, and any the file has in
+    another letter case."""
+    absent = [column for column in needed if column not in present]
+    if absent:
+        by_case = {str(c).lower(): c for c in present}
+        other_case = [f"{by_case[c.lower()]!r}" for c in absent if c.lower() in by_case]
+        hint = f" (the file has {', '.join(other_case)}: names are case-sensitive)" if other_case else ""
+        raise UserError(f"{source}: column{'s' if len(absent) > 1 else ''} {', '.join(map(repr, absent))} "
+                        f"{'are' if len(absent) > 1 else 'is'} missing{hint}; the model needs columns "
+                        f"{', '.join(needed)}")
+
+
 def check_schema(schema, table: pd.DataFrame, source: str, inplace: bool = False, where=None) -> pd.DataFrame:
     """Validate (and coerce) a table with a pandera schema; the first failure becomes one line naming
     the column and the row (where(row) -> 'file line N' when given, else 'row N'). Used in training and,
@@ -112,11 +125,7 @@ def check_schema(schema, table: pd.DataFrame, source: str, inplace: bool = False
     needs and the table lacks is named as missing.
     inplace: coerce the columns of `table` itself rather than of a copy of it."""
     import pandera.pandas as pa
-    absent = [column for column in schema.columns if column not in table.columns]
-    if absent:
-        raise UserError(f"{source}: column{'s' if len(absent) > 1 else ''} {', '.join(map(repr, absent))} "
-                        f"{'are' if len(absent) > 1 else 'is'} missing; the model needs columns "
-                        f"{', '.join(schema.columns)}")
+    require_columns(list(schema.columns), list(table.columns), source)
     try:
         return schema.validate(table, lazy=True, inplace=inplace)
     except pa.errors.SchemaErrors as exc:

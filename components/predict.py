@@ -44,6 +44,8 @@ def read_images(root: Path, meta: dict) -> tuple[list[str], np.ndarray]:
                                  meta.get("background") or "white", meta.get("max_image_pixels", MAX_IMAGE_PIXELS)))
         except BadImage as exc:
             raise UserError(f"{path}: {exc}; fix or remove it") from None
+        except OSError as exc:              # a broken symbolic link, no permission
+            raise UserError(f"{path}: cannot be read ({exc.strerror}); fix or remove it") from None
         if images[-1].shape != images[0].shape:
             height, width = images[0].shape[:2]
             raise UserError(f"{path}: image is {images[-1].shape[0]}x{images[-1].shape[1]}, but {paths[0]} is "
@@ -55,9 +57,9 @@ def read_images(root: Path, meta: dict) -> tuple[list[str], np.ndarray]:
 def read_rows(source: Path, schema, meta: dict, overrides: dict):
     """A table file read with the model's CSV settings (`overrides` replacing some), its columns typed as
     the model's schema says (numbers parsed with their separators and missing markers, categories
-    stripped). Returns the TableFile (for line numbers) and the model's input columns that the file has
-    (check_schema names the missing ones). Raises UserError naming the line of a value that is not a
-    number or is infinite."""
+    stripped). Returns the TableFile (for line numbers) and the model's input columns. Raises UserError
+    naming a missing column, or the line of a value that is not a number or is infinite."""
+    from components.normalise import require_columns
     from components.table_files import Advice, read_column, read_table
     settings = csv_settings(meta.get("csv") or {}, overrides)
     table = read_table(source, None, settings, Advice(command_line=True))
@@ -66,10 +68,9 @@ def read_rows(source: Path, schema, meta: dict, overrides: dict):
         raise UserError(f"{source}: read as one column {columns[0][:60]!r} with the separator "
                         f"{table.read.get('sep')!r} the model's training file used; pass --csv sep=... with this "
                         "file's separator")
+    require_columns(list(schema.columns), columns, str(source))
     raw = pd.DataFrame(index=table.frame.index)
     for column, spec in schema.columns.items():
-        if column not in table.frame.columns:
-            continue
         numeric = "float" in str(spec.dtype)
         typed = read_column(table, column, "numeric" if numeric else "categorical", settings,
                             table.read.get("decimal") or ".",

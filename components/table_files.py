@@ -220,8 +220,16 @@ def bom_encoding(head: bytes) -> str:
 
 
 def decode_error(path: Path, encoding: str, advice: Advice = IN_PARAMS) -> UserError:
-    """The first byte of the file that `encoding` cannot decode, by offset and line."""
-    decoder = codecs.getincrementaldecoder(encoding)()
+    """The first byte of the file that `encoding` cannot decode, by offset and line. A BOM is decoded as a
+    character here (utf-8, utf-16-le/be), so that offsets count from the first byte of the file."""
+    with open(path, "rb") as fh:
+        head = fh.read(4)
+    if encoding in ("utf-16", "utf-32"):
+        little = head.startswith(codecs.BOM_UTF32_LE if encoding == "utf-32" else codecs.BOM_UTF16_LE)
+        codec = f"{encoding}-{'le' if little else 'be'}"
+    else:
+        codec = {"utf-8-sig": "utf-8"}.get(encoding, encoding)
+    decoder = codecs.getincrementaldecoder(codec)()
     offset, newlines = 0, 0
     with open(path, "rb") as fh:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
@@ -283,6 +291,9 @@ def scan_records(path: Path, encoding: str, sep: str, settings: Csv, advice: Adv
                     header, header_line = [name.strip() for name in record], start
                     check_header(path, header, header_line)
                     continue
+                if record == ["\x1a"]:
+                    raise UserError(f"{path} line {start}: holds only a DOS end-of-file mark (Ctrl-Z, byte 1a); "
+                                    "delete it")
                 if len(record) != len(header) and settings.comment is None and header[0].startswith("#"):
                     raise UserError(f"{path} line {start}: {len(record)} fields, but the header (line {header_line}) "
                                     f"has {len(header)} and starts with '#': if lines starting with '#' are comments, "
@@ -408,6 +419,13 @@ def read_column(table: TableFile, name: str, role: str | None, settings: Csv, de
     Raises UserError naming the line of the first value that is not a number in a numeric column, with
     `advice` (what to do) or, by default, the params.yaml keys that would change how it is read."""
     values = table.frame[name]
+    if values.dtype == object:
+        nested = values.map(lambda v: isinstance(v, (list, tuple, dict, set, np.ndarray))).to_numpy()
+        if nested.any():
+            row = int(np.flatnonzero(nested)[0])
+            raise UserError(f"{table.where(row)}: column {name!r} holds {type(values.iloc[row]).__name__} values "
+                            f"(e.g. {str(values.iloc[row])[:40]}), not one number or category per row; flatten it "
+                            "into columns or leave it out of data.features")
     if pd.api.types.is_bool_dtype(values) and role != "numeric":
         return Column(text_cells(values)[0], numeric=False)
     if pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values):

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from components.image_files import decode
+from components.image_files import BadImage, decode
 from conftest import clean_cli
 
 
@@ -82,6 +82,17 @@ def test_other_kinds_of_transparency(make):
     assert rgb[0, 0].tolist() == [0, 0, 255] and rgb[1, 1].tolist() == [40, 40, 40]
 
 
+def test_float_tiffs_are_scaled_when_their_range_says_how():
+    for values in (np.array([[0.0, 0.5, 1.0]]), np.array([[0.0, 127.5, 255.0]])):      # 0..1 and 0..255
+        buffer = io.BytesIO()
+        Image.fromarray(values.astype(np.float32), mode="F").save(buffer, format="TIFF")
+        assert decode(buffer.getvalue())[0, :, 0].tolist() == [0, 128, 255]
+    buffer = io.BytesIO()
+    Image.fromarray(np.array([[-3.0, 900.0]], np.float32), mode="F").save(buffer, format="TIFF")
+    with pytest.raises(BadImage, match="32-bit float image with values from -3 to 900"):
+        decode(buffer.getvalue())
+
+
 def test_cmyk_and_16_bit_images_keep_working():
     buffer = io.BytesIO()
     Image.new("CMYK", (4, 4), (0, 255, 255, 0)).save(buffer, format="JPEG", quality=100)   # red
@@ -121,6 +132,24 @@ def test_hidden_files_and_folders_are_skipped_and_listed(tmp_path, capsys):
     assert sorted(s["id"] for s in report["skipped"]) == hidden and report["n_skipped"] == 5
     assert {s["reason"] for s in report["skipped"]} == {"hidden"}
     assert report["n_input"] == 16 and report["n_kept"] == 16 and sorted(set(arrays["classes"])) == ["a", "b"]
+
+
+def test_symbolic_links_are_followed_loops_once_broken_links_named(tmp_path, capsys):
+    elsewhere, root = tmp_path / "elsewhere" / "b", tmp_path / "images"
+    elsewhere.mkdir(parents=True)
+    (root / "a").mkdir(parents=True)
+    for i in range(8):
+        icon(i).save(root / "a" / f"{i}.png")
+        icon(8 + i).save(elsewhere / f"{i}.png")
+    (root / "b").symlink_to(elsewhere)                    # a class folder kept on another disk
+    (root / "a" / "loop").symlink_to(root)                # a link back up: read once, not forever
+    (root / "a" / "gone.png").symlink_to(tmp_path / "deleted.png")
+    code, _, report, arrays = run_clean(tmp_path, capsys, root)
+    assert code == 0 and report["kept_per_class"] == {"a": 8, "b": 8}
+    assert report["dropped"] == [{"id": str(root / "a" / "gone.png"), "reason": "unreadable",
+                                  "detail": "cannot be read (No such file or directory)"}]
+    code, lines, _, _ = run_clean(tmp_path, capsys, root, {}, {"on_bad_file": "fail"})
+    assert code == 1 and lines[0].startswith(f"error: {root / 'a' / 'gone.png'}: cannot be read")
 
 
 def decompression_bomb(path):

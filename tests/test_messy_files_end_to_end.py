@@ -117,6 +117,10 @@ def test_predict_errors_say_missing_and_name_the_file_line(regions, tmp_path):
     assert result.returncode == 1 and len(result.stderr.strip().splitlines()) == 1
     assert f"{missing}: column 'colour' is missing; the model needs columns size, population, temp, colour" \
         in result.stderr
+    capital = tmp_path / "capital.csv"
+    capital.write_bytes(european_csv(rows).replace(b";colour", b";Colour"))
+    assert "column 'colour' is missing (the file has 'Colour': names are case-sensitive)" in \
+        predict(regions, capital, tmp_path / "x.csv").stderr
 
     bad = tmp_path / "bad.csv"
     rows = rows.astype({"population": object})

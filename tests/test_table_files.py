@@ -255,6 +255,11 @@ def test_a_cp1252_file_names_the_byte_and_the_setting_then_reads_with_it(tmp_pat
     code, _, report, table, _ = run_clean(tmp_path, capsys, content, {"csv": {"encoding": "cp1252"}})
     assert code == 0 and set(table["city"]) == {"Málaga", "Zürich", "Köln"}
     assert report["read"]["encoding"] == "cp1252" and "encoding" not in report["read"]["detected"]
+    # a UTF-8 file from Excel (BOM, CRLF) with one pasted cp1252 byte: offsets count from the file's first byte
+    mixed = codecs.BOM_UTF8 + csv_text(rows[:20]).replace("\n", "\r\n").encode() + "Málaga,99,a\r\n".encode("cp1252")
+    code, lines, *_ = run_clean(tmp_path, capsys, mixed)
+    offset = mixed.index("á".encode("cp1252"))
+    assert f"t.csv: byte {offset} (line 21) is 'e1' in hex, not valid utf-8-sig" in lines[0]
 
 
 def test_utf16_tab_separated_export_is_read(tmp_path, capsys):
@@ -283,3 +288,33 @@ def test_a_target_column_with_no_values_is_named(tmp_path, capsys):
     rows = [["x", "y"]] + [[str(i), ""] for i in range(10)]
     code, lines, *_ = run_clean(tmp_path, capsys, csv_text(rows))
     assert code == 1 and "t.csv: target column 'y' has no values; fill it" in lines[0]
+
+
+def test_a_continuous_target_is_one_short_line_not_a_list_of_every_value(tmp_path, capsys):
+    rows = [["x", "y"]] + [[str(i), f"{i * 0.37:.3f}"] for i in range(5000)]
+    code, lines, *_ = run_clean(tmp_path, capsys, csv_text(rows))
+    assert code == 1 and len(lines[0]) < 400, len(lines[0])
+    assert "the target has 5000 distinct values in 5000 examples (e.g. '0.000', '0.370', '0.740')" in lines[0]
+    assert "is data.target the column of class labels?" in lines[0]
+
+
+def test_a_dos_end_of_file_mark_is_named(tmp_path, capsys):
+    rows = [["x", "y"]] + [[str(i), "ab"[i % 2]] for i in range(20)]
+    code, lines, *_ = run_clean(tmp_path, capsys, csv_text(rows).replace("\n", "\r\n") + "\x1a")
+    assert code == 1 and "t.csv line 22: holds only a DOS end-of-file mark (Ctrl-Z, byte 1a); delete it" in lines[0]
+
+
+def test_parquet_list_and_date_columns(tmp_path, capsys):
+    frame = pd.DataFrame({"x": range(40), "y": ["ab"[i % 2] for i in range(40)],
+                          "when": pd.date_range("2024-01-01", periods=40, freq="D")})
+    frame.to_parquet(tmp_path / "dates.parquet")
+    code, _, report, _, meta = run_clean(tmp_path, capsys, (tmp_path / "dates.parquet").read_bytes(),
+                                         name="t.parquet")
+    assert code == 0 and meta["categorical"] == ["when"]
+    assert report["read"]["warnings"] == ["column 'when' holds dates and times, read as categories (one per distinct "
+                                          "value): derive features from it (month, day of week, ...) or leave it out "
+                                          "of data.features"]
+    frame.assign(lst=[[1, 2]] * 40).to_parquet(tmp_path / "lists.parquet")
+    code, lines, *_ = run_clean(tmp_path, capsys, (tmp_path / "lists.parquet").read_bytes(), name="t.parquet")
+    assert code == 1 and "t.parquet row 0: column 'lst' holds ndarray values (e.g. [1 2]), not one number or " \
+        "category per row; flatten it into columns or leave it out of data.features" in lines[0]
