@@ -242,20 +242,19 @@ def split_and_normalise(images: np.ndarray, labels: np.ndarray, split: Split,
     return parts, normaliser
 
 
-def train_outliers(train: pd.DataFrame, numeric: list[str], threshold: float) -> tuple[np.ndarray, list[str | None]]:
+def train_outliers(train: pd.DataFrame, numeric: list[str], threshold: float) -> tuple[np.ndarray, np.ndarray]:
     """Rows of the train split with |z| > threshold in any numeric column, z from the train split's own
-    mean and (population) standard deviation, missing values ignored. Returns (outlier mask, the first
-    column each row is an outlier in, or None)."""
+    mean and (population) standard deviation, missing values ignored. Returns (outlier mask, bool (n,);
+    the index into `numeric` of the first column each row is beyond, int (n,), meaningful where the mask is)."""
     if not numeric or train.empty:
-        return np.zeros(len(train), dtype=bool), [None] * len(train)
+        return np.zeros(len(train), dtype=bool), np.zeros(len(train), dtype=np.int64)
     values = train[numeric].to_numpy(dtype=np.float64)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)      # an all-missing column: no outliers in it
         mean, std = np.nanmean(values, axis=0), np.nanstd(values, axis=0)
     std[~(std > 0)] = 1.0
     beyond = np.abs(values - mean) / std > threshold         # NaN compares False: never an outlier
-    first = [numeric[int(np.argmax(row))] if row.any() else None for row in beyond]
-    return beyond.any(axis=1), first
+    return beyond.any(axis=1), beyond.argmax(axis=1)
 
 
 def split_and_preprocess_table(table: pd.DataFrame, labels: np.ndarray, meta: dict, split: Split, seed: int,
@@ -269,8 +268,9 @@ def split_and_preprocess_table(table: pd.DataFrame, labels: np.ndarray, meta: di
     del table
     dropped = []
     if clean.outliers == "zscore_drop":
-        outlier, columns = train_outliers(raw["train"], meta["numeric"], clean.zscore)
-        dropped = [{"row": int(indices["train"][i]), "column": columns[i]} for i in np.flatnonzero(outlier)]
+        outlier, first = train_outliers(raw["train"], meta["numeric"], clean.zscore)
+        dropped = [{"row": int(indices["train"][i]), "column": meta["numeric"][first[i]]}
+                   for i in np.flatnonzero(outlier)]
         indices["train"] = indices["train"][~outlier]
         raw["train"] = raw["train"][~outlier].reset_index(drop=True)
     clip = clean.iqr_factor if clean.outliers == "iqr_clip" else None

@@ -30,7 +30,7 @@ class Csv(Section):
     reports/clean.json (`read`) so it can be pinned here. The settings travel with the model, so batch
     prediction reads new files the same way. Names and meanings are pandas.read_csv's."""
     sep: str | None = None           # null: sniffed among , ; tab |
-    decimal: str | None = None       # null: "," when ; separates fields and numbers are written 1,5; else "."
+    decimal: str | None = None       # null: in a ;-separated file "," unless fractions are only written 1.5; else "."
     thousands: str | None = None     # null: detected per numeric column (1,234 / 1.234 / 1 234 / 1'234); "" = none
     encoding: str | None = None      # null: UTF-8, with or without a BOM (UTF-16 when the file starts with its BOM)
     na_values: list[str] = []        # extra markers of a missing feature value (never of the target)

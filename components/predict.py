@@ -123,8 +123,6 @@ def predict(model_uri: str, source: Path, output: Path, csv: dict | None = None)
         from components.normalise import check_schema
         schema_file = mlflow.artifacts.download_artifacts(f"{model_uri}/artifacts/preprocess/schema.yaml")
         schema = pa.DataFrameSchema.from_yaml(Path(schema_file))
-        if source.is_dir():
-            raise UserError(f"{source}: is a folder; {model_uri} takes a table file (.csv, .tsv, .parquet)")
         table, raw = read_rows(source, schema, meta, csv or {})
         ids = [str(i) for i in range(len(raw))]
         raw = check_schema(schema, raw, str(source), where=table.where)

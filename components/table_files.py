@@ -62,7 +62,7 @@ class Advice:
         return "check --input" if self.command_line else "set data.path in params.yaml"
 
     def format(self) -> str:
-        return "pass --csv sep=... to read it as CSV" if self.command_line else "set data.format"
+        return "rename it" if self.command_line else "set data.format"
 
 
 IN_PARAMS = Advice()
@@ -419,7 +419,9 @@ def read_column(table: TableFile, name: str, role: str | None, settings: Csv, de
     Raises UserError naming the line of the first value that is not a number in a numeric column, with
     `advice` (what to do) or, by default, the params.yaml keys that would change how it is read."""
     values = table.frame[name]
-    if values.dtype == object:
+    # Only a column of mixed Python objects can hold lists (pandas infers "mixed" for them): a text or
+    # number column is spared a pass over every row.
+    if values.dtype == object and pd.api.types.infer_dtype(values, skipna=True) not in FACTORIZE_SAFE:
         nested = values.map(lambda v: isinstance(v, (list, tuple, dict, set, np.ndarray))).to_numpy()
         if nested.any():
             row = int(np.flatnonzero(nested)[0])
@@ -479,7 +481,7 @@ def plain_numbers(text: pd.Series) -> np.ndarray | None:
     anything else (a marker, a thousands separator, a typo), for the full rules, or when none is a number."""
     import pyarrow as pa
     import pyarrow.compute as pc
-    cells = pa.array(text.array, type=pa.string()) if not isinstance(text.array, pa.ChunkedArray) else text.array
+    cells = pa.array(text.array, type=pa.string())
     cells = pc.if_else(pc.equal(cells, ""), pa.scalar(None, pa.string()), cells)
     try:
         values = pc.cast(cells, pa.float64()).to_numpy(zero_copy_only=False)
