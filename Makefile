@@ -9,7 +9,7 @@ export PATH := $(abspath $(VENV))/bin:$(PATH)
 export MLFLOW_DISABLE_TELEMETRY := true
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: run test setup setup-dev data plots mlflow-ui system-deps clean
+.PHONY: run test setup setup-dev data plots mlflow-ui system-deps clean clean-mlflow
 
 run: setup data
 	$(VENV)/bin/dvc repro
@@ -57,6 +57,12 @@ system-deps:
 mlflow-ui: setup
 	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///mlflow/mlflow.db --host 127.0.0.1 --port 5000
 
-# Remove pipeline outputs and the local MLflow store (not data/ and not .venv).
+# Remove what the pipeline and `make plots` generate and git does not track (every such path is git-ignored):
+# outputs/, the DVC-cached reports, build/, dvc_plots/. The committed results (metrics, plots,
+# registration.json), data/, .venv and the MLflow store stay; `dvc repro` then restores from DVC's cache.
 clean:
-	rm -rf outputs reports/plots reports/*.json reports/*.csv mlflow/mlflow.db mlflow/artifacts
+	git clean -d --force -X -- outputs reports build dvc_plots
+
+# Remove the local MLflow store: every run, registered version and the @champion alias in it.
+clean-mlflow:
+	rm -rf mlflow/mlflow.db mlflow/artifacts

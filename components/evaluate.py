@@ -1,5 +1,6 @@
 """evaluate: test-split metrics with scikit-learn, a confusion matrix and precision-recall curves for
-`dvc plots` (register logs the same files to MLflow).
+`dvc plots` (register logs the same files to MLflow). metrics.json keeps the headline scores, so that
+`dvc metrics show` and `dvc exp show` fit a terminal; the per-class scores are plots/per_class.json.
 
     python -m components.evaluate --model outputs/model.pt --test outputs/split/test.npz \
         --metrics reports/metrics.json --predictions reports/predictions.csv --plots reports/plots
@@ -25,7 +26,8 @@ log = logging.getLogger(__name__)
 
 
 def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, classes: list[str]) -> dict:
-    """The keys of reports/metrics.json, all from scikit-learn; classes absent from the test split score 0."""
+    """The keys of reports/metrics.json, and "per_class" ({class: {precision, recall, f1, support}}, written
+    apart as per_class_records), all from scikit-learn; classes absent from the test split score 0."""
     labels = list(range(len(classes)))
     macro = precision_recall_fscore_support(y_true, y_pred, labels=labels, average="macro", zero_division=0)
     weighted = precision_recall_fscore_support(y_true, y_pred, labels=labels, average="weighted", zero_division=0)
@@ -61,6 +63,12 @@ def metric_names(classes: list[str]) -> dict[str, str]:
     if len(set(names.values())) < len(names):          # an appended name met a real class name: number them all
         names = {name: f"{i}_{s}" for i, (name, s) in enumerate(safe.items())}
     return names
+
+
+def per_class_records(metrics: dict) -> list[dict]:
+    """One {class, precision, recall, f1, support} row per class: a table for people, a bar chart for
+    `dvc plots` (template bar_horizontal_sorted)."""
+    return [{"class": name, **scores} for name, scores in metrics["per_class"].items()]
 
 
 def confusion_records(y_true: np.ndarray, y_pred: np.ndarray, classes: list[str]) -> list[dict]:
@@ -114,7 +122,8 @@ def evaluate_files(model_path: Path, test_path: Path, metrics_path: Path, predic
     figure = confusion_figure(matrix, classes)
     pr_figure = precision_recall_figure(y_true, proba, classes)
 
-    write_json(metrics_path, metrics)
+    write_json(metrics_path, {key: value for key, value in metrics.items() if key != "per_class"})
+    write_json(plots_dir / "per_class.json", per_class_records(metrics))
     with atomic_path(predictions_path) as tmp:
         predictions.to_csv(tmp, index=False)
     write_json(plots_dir / "confusion_matrix.json", confusion_records(y_true, y_pred, classes))
@@ -136,7 +145,8 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--test", type=Path, required=True)
     parser.add_argument("--metrics", type=Path, required=True)
     parser.add_argument("--predictions", type=Path, required=True)
-    parser.add_argument("--plots", type=Path, required=True, help="folder for confusion_matrix.json/.png")
+    parser.add_argument("--plots", type=Path, required=True,
+                        help="folder for confusion_matrix.json/.png, per_class.json and precision_recall.png")
     args = parser.parse_args(argv)
     evaluate_files(args.model, args.test, args.metrics, args.predictions, args.plots)
 

@@ -71,3 +71,15 @@ def read_parquet(path: str | Path, columns: list[str] | None = None) -> pd.DataF
     frame = pd.read_parquet(path, columns=columns, pre_buffer=False, **options)
     pa.default_memory_pool().release_unused()
     return frame
+
+
+def arrays_hash(paths: list[str | Path]) -> str:
+    """sha256 (hex) of the arrays in .npz files, in the order given and by name within a file (name,
+    dtype, shape, values): the same data gives the same digest whatever bytes the zip holds."""
+    import hashlib
+    digest = hashlib.sha256()
+    for path in paths:
+        for name, array in sorted(load_arrays(path).items()):
+            digest.update(f"{Path(path).name}:{name} {array.dtype.str} {array.shape}".encode())
+            digest.update(np.ascontiguousarray(array).tobytes())
+    return digest.hexdigest()

@@ -76,10 +76,26 @@ def model_config(x: np.ndarray, classes: list[str], arch: str = "cnn", width: in
 
 
 def save_model(path: str | Path, net: nn.Module, config: dict) -> None:
-    """config: model_config(...), what it takes to rebuild the net, with the class names."""
+    """config: model_config(...), what it takes to rebuild the net, with the class names. The same weights
+    give the same bytes: torch.save names the zip's top folder after a file *name* (here a random
+    temporary one), but after nothing when given an open file."""
     from components.io import atomic_path
-    with atomic_path(path) as tmp:
-        torch.save({"config": config, "state_dict": net.state_dict()}, tmp)
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        torch.save({"config": config, "state_dict": net.state_dict()}, fh)
+
+
+def weights_hash(path: str | Path) -> str:
+    """sha256 (hex, 64 characters) of a saved model's config and of every tensor in its state dict (name,
+    dtype, shape, values), in order: what the model *is*, whatever bytes torch.save chose to write it in.
+    Raises whatever torch.load raises for a file that is not a saved model."""
+    import hashlib
+    import json
+    saved = torch.load(path, map_location="cpu", weights_only=True)
+    digest = hashlib.sha256(json.dumps(saved["config"], sort_keys=True).encode())
+    for name, tensor in saved["state_dict"].items():
+        digest.update(f"{name} {tensor.dtype} {tuple(tensor.shape)}".encode())
+        digest.update(tensor.contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
 
 
 def load_model(path: str | Path, device: str = "cpu") -> tuple[nn.Module, dict]:

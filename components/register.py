@@ -10,10 +10,16 @@ re-scored on the *current* test split and the candidate must beat it: with
 register.require_significance, the lower bound of a paired-bootstrap confidence interval on the
 macro-F1 difference (candidate - champion) must be above 0.
 
+Idempotent: a version is keyed by what the model is (tags weights_hash, data_hash, params_hash and their
+digest model_key). Registering the same model again - `dvc repro` after params went away and came back,
+a forced rerun, the same model from Kubeflow - reuses that version and reports the decision made for it
+then, with no new run or version. Nothing it writes for DVC holds a run id or a time.
+
     python -m components.register --model outputs/model.pt --preprocess outputs/preprocess \
         --split outputs/split --predictions reports/predictions.csv --metrics reports/metrics.json \
         --plots reports/plots --train-info outputs/train_info.json --history reports/plots/training.csv \
-        --clean-report reports/clean.json --split-report reports/split.json --out reports/registration.json
+        --clean-report reports/clean.json --split-report reports/split.json --out reports/registration.json \
+        --timing outputs/timing/train.json
 """
 
 import argparse
@@ -31,7 +37,7 @@ from sklearn.metrics import f1_score
 from kfp.dsl import Artifact, Dataset, Input, Markdown, Model, Output
 
 from components.errors import run_cli
-from components.io import load_arrays, read_json, write_json
+from components.io import arrays_hash, load_arrays, read_json, write_json
 from components.normalise import load_raw
 from components.params import Params, Register, load_params
 
@@ -120,16 +126,34 @@ class StageFiles:
     history: Path
     clean_report: Path
     split_report: Path
+    timing: Path | None = None      # train's clock times; absent or for other weights: the run is dated now
 
-    def execution_digest(self, logged_params: dict, engine: str) -> str:
-        """Names one pipeline execution: the trained model, its test metrics, the params and the engine."""
-        digest = hashlib.sha256(self.model.read_bytes() + self.metrics.read_bytes())
-        digest.update(json.dumps(logged_params, sort_keys=True, default=str).encode() + engine.encode())
-        return digest.hexdigest()[:16]
+    def identity(self, logged_params: dict) -> dict[str, str]:
+        """What the model is, as sha256 hex digests: its weights (config and tensors), the data it was
+        trained, validated and tested on (the split arrays), the params that shaped it, and model_key,
+        the digest of the three, which names its model version and its MLflow run."""
+        from components.model import weights_hash
+        identity = {"weights_hash": weights_hash(self.model),
+                    "data_hash": arrays_hash([self.split / f"{part}.npz" for part in ("train", "val", "test")]),
+                    "params_hash": hashlib.sha256(json.dumps(logged_params, sort_keys=True, default=str).encode())
+                    .hexdigest()}
+        key = hashlib.sha256(" ".join(identity[k] for k in ("weights_hash", "data_hash", "params_hash")).encode())
+        return identity | {"model_key": key.hexdigest()[:32]}
+
+    def clock(self, weights: str) -> dict | None:
+        """train's timing file, when it was written for these weights (not for a model DVC restored)."""
+        try:
+            timing = read_json(self.timing) if self.timing else None
+        except (OSError, ValueError):
+            return None
+        return timing if isinstance(timing, dict) and timing.get("weights_hash") == weights else None
 
 
-def log_execution(files: StageFiles, metrics: dict, train_info: dict, lineage: dict, logged_params: dict) -> None:
-    """Everything but the model into the active run. On a resumed run, what is already there is not logged twice."""
+def log_execution(files: StageFiles, params: Params, metrics: dict, train_info: dict, lineage: dict,
+                  logged_params: dict, clock: dict | None) -> None:
+    """Everything but the model into the active run. On a resumed run, what is already there is not logged twice.
+    clock: train's timing for these weights (per-epoch points at the time each epoch ended), or None (now)."""
+    import time
     import mlflow
     from mlflow.entities import Metric
     from components.evaluate import metric_names
@@ -141,20 +165,36 @@ def log_execution(files: StageFiles, metrics: dict, train_info: dict, lineage: d
     if "train_loss" not in present:
         with open(files.history, newline="") as fh:
             rows = list(csv.DictReader(fh))
+        now = int(time.time() * 1000)
+        ended = clock.get("epoch_end_ms", []) if clock else []
+        ended = ended if len(ended) == len(rows) else [now] * len(rows)
         client.log_batch(run_id, metrics=[
-            Metric(key, float(row[key]), int(row["time_ms"]), int(row["epoch"]))
-            for row in rows for key in ("train_loss", "val_loss", "val_macro_f1") if key in row])
+            Metric(key, float(row[key]), int(at), int(row["epoch"]))
+            for row, at in zip(rows, ended) for key in ("train_loss", "val_loss", "val_macro_f1") if key in row])
     if "test_macro_f1" not in present:
-        mlflow.log_metrics({f"test_{k}": v for k, v in metrics.items() if k != "per_class"}
-                           | {f"test_f1_class_{safe}": metrics["per_class"][name]["f1"]
-                              for name, safe in metric_names(list(metrics["per_class"])).items()}
+        per_class = {row["class"]: row for row in read_json(files.plots / "per_class.json")}
+        mlflow.log_metrics({f"test_{k}": v for k, v in metrics.items()}
+                           | {f"test_f1_class_{safe}": per_class[name]["f1"]
+                              for name, safe in metric_names(list(per_class)).items()}
                            | {key: train_info[key] for key in ("best_val_macro_f1", "best_val_loss", "epochs_run")
                               if key in train_info})
     plots = [files.plots / name for name in ("confusion_matrix.png", "confusion_matrix.json",
-                                             "confusion_matrix_table.json", "precision_recall.png")] + [files.history]
+                                             "confusion_matrix_table.json", "precision_recall.png",
+                                             "per_class.json")] + [files.history]
     reports = [files.metrics, files.predictions, files.clean_report, files.split_report]
     for path, folder in [(path, "plots") for path in plots] + [(path, "reports") for path in reports]:
         mlflow.log_artifact(str(path), artifact_path=folder)
+    # every section, as params.yaml holds it: what `python -m pipelines.reproduce` applies to rerun this model
+    mlflow.log_dict(params.model_dump(mode="json"), "params.yaml")
+
+
+def registered_before(client, name: str, model_key: str) -> dict | None:
+    """The registration (decision and version) already made for the model with this key, or None."""
+    versions = client.search_model_versions(f"name = '{name}' and tags.model_key = '{model_key}'")
+    for version in sorted(versions, key=lambda v: int(v.version)):
+        if "registration" in version.tags:
+            return json.loads(version.tags["registration"])
+    return None
 
 
 def log_and_register_model(files: StageFiles, raw, classes: list[str], model_name: str) -> str:
@@ -183,7 +223,8 @@ def log_and_register_model(files: StageFiles, raw, classes: list[str], model_nam
 
 
 def register_files(params: Params, files: StageFiles, out: Path, engine: str = "dvc") -> dict:
-    """Log the execution's run, register the model, apply the champion rule, write registration.json."""
+    """Log the execution's run, register the model, apply the champion rule, write registration.json;
+    or, for a model registered before (same model_key), write the registration made then."""
     from components import tracking
     import mlflow
 
@@ -199,44 +240,55 @@ def register_files(params: Params, files: StageFiles, out: Path, engine: str = "
     # register.* goes on the run as tags (it may change between attempts); kubeflow.* and mlflow.* (where and
     # how to log) do not shape the model, and raising mlflow.http_retries must still resume the same run
     logged_params = tracking.flatten("", params.model_dump(mode="json", exclude={"register", "kubeflow", "mlflow"}))
-    execution = files.execution_digest(logged_params, engine)
+    identity = files.identity(logged_params)
     lineage = tracking.lineage_tags(train_info["device"], engine)
+    clock = files.clock(identity["weights_hash"])
 
     tracking.configure(params.mlflow)
     client = mlflow.MlflowClient()
     rerun = ("rerun `dvc repro` (only register runs)" if engine == "dvc"
              else "rerun the pipeline (KFP reuses the cached tasks; register runs again)")
     on_disk = f"the trained model and test metrics are saved: once the server is fixed, {rerun} to log and register them"
-    with tracking.server_errors(on_disk), \
-            tracking.start_execution_run(params.mlflow.experiment, execution, f"{engine}-{execution[:8]}",
-                                         train_info["started_ms"]) as run:
-        log_execution(files, metrics, train_info, lineage, logged_params)
-        version = log_and_register_model(files, raw, classes, cfg.model_name)
-        tags = lineage | {
-            f"test_{k}": f"{metrics[k]:.6f}" for k in ("macro_f1", "accuracy", "macro_precision", "macro_recall")}
-        for key, value in tags.items():
-            client.set_model_version_tag(cfg.model_name, version, key, value)
+    with tracking.server_errors(on_disk):
+        earlier = registered_before(client, cfg.model_name, identity["model_key"])
+        if earlier is not None:
+            write_json(out, earlier)
+            log.info("%s version %s is this very model (same weights, data and params): reused, no new version; "
+                     "its decision stands: %s", cfg.model_name, earlier["version"], earlier["reason"])
+            return earlier
+        start_ms = clock["started_ms"] if clock else None
+        with tracking.start_execution_run(params.mlflow.experiment, identity["model_key"],
+                                          tracking.run_name(lineage, identity["params_hash"]), start_ms) as run:
+            log_execution(files, params, metrics, train_info, lineage, logged_params, clock)
+            version = log_and_register_model(files, raw, classes, cfg.model_name)
+            tags = lineage | identity | {
+                f"test_{k}": f"{metrics[k]:.6f}" for k in ("macro_f1", "accuracy", "macro_precision", "macro_recall")}
+            for key, value in tags.items():
+                client.set_model_version_tag(cfg.model_name, version, key, value)
 
-        with tracking.champion_lock(cfg.model_name, execution, cfg.lock_timeout_s):
-            champion_version, champion, problem = champion_predictions(client, cfg.model_name, raw, classes)
-            if champion_version == version:      # an earlier attempt of this registration promoted it already
-                registration = json.loads(client.get_model_version(cfg.model_name, version).tags["registration"])
-            else:
-                decision = decide(test["y"], candidate, champion, len(classes), cfg, params.seed,
-                                  champion_problem=problem)
-                registration = decision | {"version": version, "model_name": cfg.model_name,
-                                           "champion_version_before": champion_version, "run_id": run.info.run_id}
-                client.set_model_version_tag(cfg.model_name, version, "promotion", decision["reason"])
-                # the whole decision, before the alias moves: a rerun that finds it done reports it as it was
-                client.set_model_version_tag(cfg.model_name, version, "registration", json.dumps(registration))
-                if decision["promoted"]:
-                    client.set_registered_model_alias(cfg.model_name, ALIAS, version)
+            with tracking.champion_lock(cfg.model_name, identity["model_key"], cfg.lock_timeout_s):
+                champion_version, champion, problem = champion_predictions(client, cfg.model_name, raw, classes)
+                if champion_version == version:      # an earlier attempt of this registration promoted it already
+                    registration = json.loads(client.get_model_version(cfg.model_name, version).tags["registration"])
+                else:
+                    decision = decide(test["y"], candidate, champion, len(classes), cfg, params.seed,
+                                      champion_problem=problem)
+                    # no run id or time: registration.json is tracked by git and must not change when nothing did
+                    registration = decision | {"version": version, "model_name": cfg.model_name,
+                                               "champion_version_before": champion_version,
+                                               "weights_hash": identity["weights_hash"]}
+                    client.set_model_version_tag(cfg.model_name, version, "promotion", decision["reason"])
+                    # the whole decision, before the alias moves: a rerun that finds it done reports it as it was
+                    client.set_model_version_tag(cfg.model_name, version, "registration", json.dumps(registration))
+                    if decision["promoted"]:
+                        client.set_registered_model_alias(cfg.model_name, ALIAS, version)
 
-        mlflow.log_dict(registration, "reports/registration.json")
-        mlflow.set_tags({"registered_version": version} | tracking.flatten("register", cfg.model_dump(mode="json")))
+            mlflow.log_dict(registration, "reports/registration.json")
+            mlflow.set_tags({"registered_version": version} | identity
+                            | tracking.flatten("register", cfg.model_dump(mode="json")))
 
     write_json(out, registration)
-    log.info("%s version %s: %s", cfg.model_name, version,
+    log.info("%s version %s (run %s): %s", cfg.model_name, version, run.info.run_id,
              ("promoted to @champion - " if registration["promoted"] else "not promoted - ") + registration["reason"])
     return registration
 
@@ -260,18 +312,20 @@ def main(argv: list[str]) -> None:
     for name in ("model", "preprocess", "split", "predictions", "metrics", "plots", "train-info", "history",
                  "clean-report", "split-report"):
         parser.add_argument(f"--{name}", type=Path, required=True)
+    parser.add_argument("--timing", type=Path, help="train's clock times, to date the run and its curves")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
     files = StageFiles(args.model, args.preprocess, args.split, args.predictions, args.metrics, args.plots,
-                       args.train_info, args.history, args.clean_report, args.split_report)
+                       args.train_info, args.history, args.clean_report, args.split_report, args.timing)
     register_files(load_params(args.params), files, args.out)
 
 
 def register_step(model: Input[Model], preprocess: Input[Artifact], splits: Input[Dataset],
                   predictions: Input[Dataset], metrics_json: Input[Artifact], plots: Input[Artifact],
-                  train_info: Input[Artifact], history: Input[Artifact], clean_report: Input[Artifact],
-                  split_report: Input[Artifact], seed: int, data: dict, clean_cfg: dict, split: dict, normalise: dict,
-                  augment: dict, train: dict, register: dict, mlflow: dict, registration: Output[Artifact],
+                  train_info: Input[Artifact], history: Input[Artifact], timing: Input[Artifact],
+                  clean_report: Input[Artifact], split_report: Input[Artifact], seed: int, data: dict, clean_cfg: dict,
+                  split: dict, normalise: dict, augment: dict, train: dict, register: dict, mlflow: dict,
+                  registration: Output[Artifact],
                   report: Output[Markdown]):
     """Kubeflow: takes every params section the run logs, as the DVC stage does. Never cached, since it reads
     and moves the registry's champion. MLflow's address and credentials come from a Kubernetes Secret."""
@@ -284,7 +338,7 @@ def register_step(model: Input[Model], preprocess: Input[Artifact], splits: Inpu
                                     "normalise": normalise, "augment": augment, "train": train,
                                     "register": register, "mlflow": mlflow})
     files = StageFiles(*(Path(a.path) for a in (model, preprocess, splits, predictions, metrics_json, plots,
-                                                train_info, history, clean_report, split_report)))
+                                                train_info, history, clean_report, split_report, timing)))
     result = register_files(params, files, Path(registration.path), engine="kubeflow")
     Path(report.path).write_text(summary_markdown(result))
 

@@ -85,10 +85,10 @@ def experiment_id(name: str) -> str:
         return mlflow.get_experiment_by_name(name).experiment_id
 
 
-def start_execution_run(experiment: str, execution: str, run_name: str, start_ms: int) -> mlflow.ActiveRun:
-    """The MLflow run of one pipeline execution (`execution`: a digest of what it produced), dated from when
-    training started. A run of the same execution that did not finish (the server went away, the process
-    was killed) is resumed, not duplicated."""
+def start_execution_run(experiment: str, execution: str, run_name: str, start_ms: int | None) -> mlflow.ActiveRun:
+    """The MLflow run that registers one model (`execution`: its model_key), dated from when training started
+    (start_ms, ms since the epoch; None: now). A run for the same model that did not finish (the server
+    went away, the process was killed) is resumed, not duplicated."""
     experiment_id_ = experiment_id(experiment)
     client = MlflowClient()
     unfinished = client.search_runs(
@@ -184,11 +184,29 @@ def champion_lock(name: str, owner: str, timeout_s: int) -> Iterator[None]:
                 client.delete_registered_model(lock)
 
 
+def dvc_outputs(dvc_yaml: str | Path = "dvc.yaml") -> list[str]:
+    """Every path a stage of dvc.yaml writes (outs, metrics and plots), plus dvc.lock: the files DVC
+    rewrites itself, which say nothing about what the user changed. [] without a readable dvc.yaml."""
+    try:
+        stages = (yaml.safe_load(Path(dvc_yaml).read_text()) or {}).get("stages") or {}
+    except (OSError, yaml.YAMLError):
+        return []
+    paths = ["dvc.lock"]
+    for stage in stages.values():
+        for key in ("outs", "metrics", "plots"):
+            for entry in stage.get(key) or []:
+                paths.append(entry if isinstance(entry, str) else next(iter(entry)))
+    return [path for path in paths if "${" not in path]
+
+
 def git_commit() -> tuple[str, bool]:
-    """(commit, dirty) of the working tree, or ('unknown', False) outside git."""
+    """(commit, dirty) of the working tree, or ('unknown', False) outside git. Dirty means a change the
+    user made (code, params, dvc.yaml, data pointers, a new file git does not ignore), not one DVC made:
+    dvc.lock and the stages' own outputs are rewritten by every `dvc repro` before register looks."""
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
-        dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+        ignore = [f":(exclude){path}" for path in dvc_outputs()]
+        dirty = bool(subprocess.run(["git", "status", "--porcelain", "--", ".", *ignore],
                                     capture_output=True, text=True, check=True).stdout.strip())
         return commit, dirty
     except (OSError, subprocess.CalledProcessError):
@@ -203,10 +221,26 @@ def data_hash(dvc_file: str | Path = "data.dvc") -> str:
         return "unknown"
 
 
+# Set by `dvc exp run` in every stage's environment (dvc/repo/experiments/queue/base.py).
+DVC_EXPERIMENT_ENV = {"dvc_exp_name": "DVC_EXP_NAME", "dvc_exp_baseline_rev": "DVC_EXP_BASELINE_REV"}
+
+
 def lineage_tags(device: str, engine: str = "dvc") -> dict[str, str]:
+    """Where a run comes from: git commit and whether the user's sources differed from it, the raw data's
+    DVC md5, the engine and device, and, under `dvc exp run`, the experiment's name and baseline commit."""
     commit, dirty = git_commit()
-    return {"git_commit": commit, "git_dirty": str(dirty).lower(), "data_hash": data_hash(),
-            "engine": engine, "device": device}
+    experiment = {tag: os.environ[var] for tag, var in DVC_EXPERIMENT_ENV.items() if os.environ.get(var)}
+    return {"git_commit": commit, "git_dirty": str(dirty).lower(), "dvc_data_md5": data_hash(),
+            "engine": engine, "device": device} | experiment
+
+
+def run_name(lineage: dict[str, str], params_hash: str) -> str:
+    """What the run is: the DVC experiment's name, else commit (+ '-dirty') and params digest, e.g.
+    '3f9c2e1-5a0b7c3d'; outside git the engine takes the commit's place ('kubeflow-5a0b7c3d')."""
+    if "dvc_exp_name" in lineage:
+        return lineage["dvc_exp_name"]
+    commit = lineage["git_commit"][:7] if lineage["git_commit"] != "unknown" else lineage["engine"]
+    return f"{commit}{'-dirty' if lineage['git_dirty'] == 'true' else ''}-{params_hash[:8]}"
 
 
 def flatten(prefix: str, value: object) -> dict[str, object]:

@@ -11,11 +11,12 @@ Every epoch ends with a checkpoint in --checkpoints; a killed run started again 
 and params (`train.resume: true`) continues after the last finished epoch and ends with the same model.
 
 Needs no MLflow: the per-epoch history and the device go to files, and register logs them to the run,
-so a tracking server that is down never costs a training run.
+so a tracking server that is down never costs a training run. What it writes for DVC is a function of
+its inputs and params alone (on CPU, bit for bit); the wall-clock times go to --timing, which is not.
 
     python -m components.train --train outputs/augmented/train.npz --val outputs/split/val.npz \\
         --model outputs/model.pt --info outputs/train_info.json --history reports/plots/training.csv \\
-        --checkpoints outputs/checkpoints
+        --checkpoints outputs/checkpoints --timing outputs/timing/train.json
 """
 
 import argparse
@@ -42,7 +43,7 @@ from kfp.dsl import Artifact, Dataset, Input, Model, Output
 
 from components.errors import UserError, run_cli
 from components.io import atomic_path, load_arrays, write_json
-from components.model import build_model, model_config, resolve_device, save_model
+from components.model import build_model, model_config, resolve_device, save_model, weights_hash
 from components.params import Params, Train, load_params
 
 log = logging.getLogger(__name__)
@@ -307,9 +308,11 @@ def placement(params: Params) -> Placement:
 
 
 def train_files(train_path: Path, val_path: Path, params: Params, model_path: Path, info_path: Path,
-                history_path: Path, checkpoints: Path | None = None) -> dict | None:
+                history_path: Path, checkpoints: Path | None = None, timing_path: Path | None = None) -> dict | None:
     """Train on the augmented set; rank 0 writes the model, the per-epoch history and what register
-    logs about it, and removes the checkpoint (other ranks return None)."""
+    logs about it, and removes the checkpoint (other ranks return None). Clock times (when training
+    started, when each epoch ended, in ms since the epoch) go to timing_path only, keyed by the weights
+    hash, so that the files DVC tracks stay the same bytes for the same inputs."""
     started_ms = int(time.time() * 1000)
     place = placement(params)
     try:
@@ -330,12 +333,15 @@ def train_files(train_path: Path, val_path: Path, params: Params, model_path: Pa
     best = max(history, key=lambda row: epoch_score(monitor, row["val_macro_f1"], row["val_loss"]))   # what fit kept
     t = params.train
     save_model(model_path, net.cpu(), model_config(train["x"], classes, t.arch, t.width, t.hidden))
-    write_history(history_path, history)
+    write_history(history_path, [{k: v for k, v in row.items() if k != "time_ms"} for row in history])
     info = {"device": torch.cuda.get_device_name() if place.device.type == "cuda" else "cpu",
-            "processes": place.world, "started_ms": started_ms, "epochs_run": len(history),
+            "processes": place.world, "epochs_run": len(history),
             "best_epoch": best["epoch"], "best_val_macro_f1": best["val_macro_f1"], "best_val_loss": best["val_loss"],
-            "monitor": monitor}
+            "monitor": monitor, "weights_hash": weights_hash(model_path)}
     write_json(info_path, info)
+    if timing_path is not None:
+        write_json(timing_path, {"weights_hash": info["weights_hash"], "started_ms": started_ms,
+                                 "epoch_end_ms": [row["time_ms"] for row in history]})
     if checkpoint is not None:
         remove_checkpoint(checkpoint)
     log.info("best epoch by %s: %d of %d, validation macro-F1 %.4f, loss %.4f (%d x %s)", monitor, best["epoch"],
@@ -393,6 +399,7 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--info", type=Path, required=True, help="device and best epoch, for register")
     parser.add_argument("--history", type=Path, required=True)
     parser.add_argument("--checkpoints", type=Path, help="folder for the per-epoch checkpoint (none if omitted)")
+    parser.add_argument("--timing", type=Path, help="clock times for register (not a DVC output: they differ per run)")
     args = parser.parse_args(argv)
     params = load_params(args.params)
     if params.train.gpus > 1 and "LOCAL_RANK" not in os.environ:
@@ -405,11 +412,12 @@ def main(argv: list[str]) -> None:
         load_inputs(args.val, ("x", "y"), arrays=False)
         launch_distributed(params.train.gpus, argv)
     else:
-        train_files(args.train, args.val, params, args.model, args.info, args.history, args.checkpoints)
+        train_files(args.train, args.val, params, args.model, args.info, args.history, args.checkpoints, args.timing)
 
 
 def train_step(augmented: Input[Dataset], splits: Input[Dataset], seed: int, train: dict, checkpoint_dir: str,
-               model: Output[Model], train_info: Output[Artifact], history: Output[Artifact]):
+               model: Output[Model], train_info: Output[Artifact], history: Output[Artifact],
+               timing: Output[Artifact]):
     """Kubeflow: the GPU task, through the same CLI (so train.gpus > 1 runs torchrun here too).
     checkpoint_dir: a mounted volume that outlives the pod, so a retried task resumes; "" = none.
     It needs no MLflow credentials: register logs the run."""
@@ -421,7 +429,7 @@ def train_step(augmented: Input[Dataset], splits: Input[Dataset], seed: int, tra
         params_file = Path(tmp) / "params.yaml"
         params_file.write_text(yaml.safe_dump({"seed": seed, "train": train}))
         main(["--params", str(params_file), "--train", augmented.path, "--val", str(Path(splits.path) / "val.npz"),
-              "--model", model.path, "--info", train_info.path, "--history", history.path]
+              "--model", model.path, "--info", train_info.path, "--history", history.path, "--timing", timing.path]
              + (["--checkpoints", checkpoint_dir] if checkpoint_dir else []))
 
 

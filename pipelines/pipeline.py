@@ -89,6 +89,7 @@ def build_pipeline(params: Params, image: str | None = None):
                                         splits=split_task.outputs["splits"], predictions=scored.outputs["predictions"],
                                         metrics_json=scored.outputs["metrics_json"], plots=scored.outputs["plots"],
                                         train_info=trained.outputs["train_info"], history=trained.outputs["history"],
+                                        timing=trained.outputs["timing"],
                                         clean_report=cleaned.outputs["report"],
                                         split_report=split_task.outputs["report"], seed=seed, data=data,
                                         clean_cfg=clean,

@@ -105,3 +105,8 @@ def clean_cli(capsys, params: dict, out: Path, report: Path) -> tuple[int, list[
         assert len(lines) == 1 and "Traceback" not in lines[0], lines
         assert not report.exists(), "a failed stage leaves no report"
     return code, lines
+
+
+def run_id_of(client, registration: dict) -> str:
+    """The MLflow run behind reports/registration.json (which holds no run id: it is the same bytes on every run)."""
+    return client.get_model_version(registration["model_name"], registration["version"]).run_id

@@ -13,7 +13,7 @@ import pytest
 import yaml
 from PIL import Image
 
-from conftest import make_project
+from conftest import make_project, run_id_of
 from servers import QUICK_RETRIES, MlflowServer, ci_or_skip, create_store, wait_for
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -61,7 +61,8 @@ def test_the_mlflow_ui_shows_the_run_its_pictures_and_the_champion(served, tmp_p
     project, server = served
     registration = project.json("reports/registration.json")
     macro_f1 = project.json("reports/metrics.json")["macro_f1"]
-    run = mlflow.MlflowClient(server.url).get_run(registration["run_id"])
+    client = mlflow.MlflowClient(server.url)
+    run = client.get_run(run_id_of(client, registration))
     picture = Image.open(project.root / "reports/plots/confusion_matrix.png").size
 
     with sync_playwright() as pw:
@@ -140,12 +141,12 @@ def test_a_server_stopped_mid_registration_costs_no_training(tmp_path):
     try:
         assert project.repro() == ["register"], "no retraining"
         registration = project.json("reports/registration.json")
-        runs = runs_of(client)
+        runs, registered_run = runs_of(client), run_id_of(client, registration)
     finally:
         restarted.stop()
     assert (project.root / "outputs/model.pt").read_bytes() == model
     assert registration["version"] == "1" and registration["promoted"] is True
-    assert [r.info.run_id for r in runs] == [started[0].info.run_id] == [registration["run_id"]], \
+    assert [r.info.run_id for r in runs] == [started[0].info.run_id] == [registered_run], \
         "the interrupted run is finished, not duplicated"
     assert runs[0].info.status == "FINISHED"
     assert runs[0].data.metrics["test_macro_f1"] == pytest.approx(project.json("reports/metrics.json")["macro_f1"])
@@ -169,9 +170,9 @@ def test_a_killed_registration_is_marked_failed_and_the_rerun_finishes_it(projec
 
     assert project.repro() == ["register"]
     registration = project.json("reports/registration.json")
-    assert registration["run_id"] == started[0].info.run_id and len(runs_of(client)) == 1
-    assert client.get_run(registration["run_id"]).info.status == "FINISHED"
+    assert run_id_of(client, registration) == started[0].info.run_id and len(runs_of(client)) == 1
+    assert client.get_run(started[0].info.run_id).info.status == "FINISHED"
     versions = client.search_model_versions("name = 'digits-classifier'")
     assert [str(v.version) for v in versions] == ["1"] and registration["promoted"] is True
-    assert len(client.get_metric_history(registration["run_id"], "train_loss")) == \
+    assert len(client.get_metric_history(started[0].info.run_id, "train_loss")) == \
         project.json("outputs/train_info.json")["epochs_run"], "a resumed run does not log its curves twice"

@@ -18,7 +18,7 @@ import mlflow
 import pytest
 import yaml
 
-from conftest import REPO, make_project
+from conftest import REPO, make_project, run_id_of
 from servers import QUICK_RETRIES, MlflowServer, Postgres, ci_or_skip, create_store, postgres_bin, wait_for
 
 ADMIN_PASSWORD = secrets.token_hex(12)
@@ -169,5 +169,6 @@ def test_a_failing_backend_gives_one_line_then_register_resumes(shared_server, p
     assert rerun.returncode == 0, rerun.stderr[-2000:]
     assert re.findall(r"Running stage '([^']+)'", rerun.stdout) == ["register"]
     registration = project.json("reports/registration.json")
-    run = client_for(shared_server).get_run(registration["run_id"])
+    client = client_for(shared_server)
+    run = client.get_run(run_id_of(client, registration))
     assert run.info.status == "FINISHED" and run.data.tags["registered_version"] == registration["version"]

@@ -99,7 +99,8 @@ def test_fetch_takes_a_single_table_file_from_a_uri(tmp_path):
 
 
 def test_kfp_local_run_matches_the_dvc_run_on_the_same_params(tmp_path):
-    """Parity: both engines run the same code on the same config; CPU and a fixed seed give equal metrics."""
+    """Parity: both engines run the same code on the same config; CPU and a fixed seed give the same model
+    (weights hash) and equal metrics."""
     project = make_project(tmp_path / "dvc")
     project.repro()
     dvc_metrics = project.json("reports/metrics.json")
@@ -115,8 +116,12 @@ def test_kfp_local_run_matches_the_dvc_run_on_the_same_params(tmp_path):
     assert kfp_metrics == dvc_metrics
     assert kfp_metrics["macro_f1"] >= 0.9
 
-    for registration in (project.json("reports/registration.json"), json.loads((out / "registration.json").read_text())):
+    registrations = [project.json("reports/registration.json"), json.loads((out / "registration.json").read_text())]
+    for registration in registrations:
         assert registration["version"] == "1" and registration["promoted"] is True
+    from components.model import weights_hash
+    assert registrations[0]["weights_hash"] == registrations[1]["weights_hash"] == \
+        weights_hash(project.root / "outputs/model.pt")
     # The kfp run registered into its own store, tagged as the kubeflow engine.
     import mlflow
     client = mlflow.MlflowClient(tracking_uri=env["MLFLOW_TRACKING_URI"], registry_uri=env["MLFLOW_TRACKING_URI"])
