@@ -9,7 +9,7 @@ export PATH := $(abspath $(VENV))/bin:$(PATH)
 export MLFLOW_DISABLE_TELEMETRY := true
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: run test setup setup-dev data plots mlflow-ui system-deps clean clean-mlflow
+.PHONY: run test setup setup-dev data plots experiments mlflow-ui system-deps clean clean-mlflow
 
 run: setup data
 	$(VENV)/bin/dvc repro
@@ -53,16 +53,22 @@ build/plots-template.html:
 system-deps:
 	bash .ci/system-deps.sh
 
+# `dvc exp show` that fits a terminal: the headline metrics and the params that differ between experiments,
+# without a column per dependency hash.
+experiments: setup
+	$(VENV)/bin/dvc exp show --only-changed --drop '^(components|outputs|reports|data)/'
+
 # Browse the embedded store at http://127.0.0.1:5000
 mlflow-ui: setup
 	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///mlflow/mlflow.db --host 127.0.0.1 --port 5000
 
 # Remove what the pipeline and `make plots` generate and git does not track (every such path is git-ignored):
-# outputs/, the DVC-cached reports, build/, dvc_plots/. The committed results (metrics, plots,
-# registration.json), data/, .venv and the MLflow store stay; `dvc repro` then restores from DVC's cache.
+# outputs/, the DVC-cached reports, registration.json (register's receipt), build/, dvc_plots/. The committed
+# results (metrics, plots), data/, .venv and the MLflow store stay; `dvc repro` then restores from DVC's cache.
 clean:
 	git clean -d --force -X -- outputs reports build dvc_plots
 
-# Remove the local MLflow store: every run, registered version and the @champion alias in it.
+# Remove the local MLflow store: every run, registered version and the @champion alias in it; and register's
+# receipt of that store, so that the next `make run` registers the model into the new, empty one.
 clean-mlflow:
-	rm -rf mlflow/mlflow.db mlflow/artifacts
+	rm -rf mlflow/mlflow.db mlflow/artifacts reports/registration.json

@@ -33,7 +33,14 @@ EXECUTION_TAG = "pipeline_execution"
 
 
 def tracking_uri() -> str:
-    return os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+    """MLFLOW_TRACKING_URI, else the embedded store under the DVC project's root. DVC sets DVC_ROOT for every
+    stage, and under `dvc exp run --temp` or `--queue` points it at the user's repository rather than at
+    DVC's temporary copy, where a relative store would be thrown away with the copy."""
+    if os.environ.get("MLFLOW_TRACKING_URI"):
+        return os.environ["MLFLOW_TRACKING_URI"]
+    root = os.environ.get("DVC_ROOT")
+    return f"sqlite:///{Path(root).resolve() / DEFAULT_TRACKING_URI.removeprefix('sqlite:///')}" if root \
+        else DEFAULT_TRACKING_URI
 
 
 def absolute_tracking_uri() -> str:

@@ -48,7 +48,8 @@ def registered(uri: str) -> dict:
         found = (client.get_model_version_by_alias(name, version[1:]) if version.startswith("@")
                  else client.get_model_version(name, version))
     except mlflow.exceptions.MlflowException as exc:
-        raise UserError(f"{uri}: not in the registry at {tracking.tracking_uri()} ({exc.error_code})") from None
+        raise UserError(f"{uri}: not in the registry at {tracking.tracking_uri()} ({exc.error_code}); check the "
+                        "model name and version in the MLflow UI (make mlflow-ui), or MLFLOW_TRACKING_URI") from None
     tags = found.tags
     missing = [tag for tag in ("git_commit", "weights_hash") if tag not in tags]
     if missing or found.run_id is None:
@@ -109,13 +110,21 @@ def prepare_worktree(project: Path, tree: Path, record: dict) -> Path:
 
 
 def dvc(cwd: Path, *args: str, show: bool = False) -> None:
-    """Run the dvc next to this Python (the one stages need), failing with DVC's last line."""
+    """Run the dvc next to this Python (the one stages need), failing with DVC's last line. If this process
+    is interrupted (Ctrl-C, SIGTERM), dvc is stopped too before the worktree is removed under it."""
     bin_dir = Path(os.path.abspath(sys.executable)).parent      # not resolve(): the venv's python is a symlink
-    env = dict(os.environ, PATH=f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}")
-    result = subprocess.run([str(bin_dir / "dvc"), *args], cwd=cwd, env=env, text=True,
-                            stdout=None if show else subprocess.PIPE, stderr=subprocess.STDOUT)
-    if result.returncode != 0:
-        last = (result.stdout or "").strip().splitlines()[-1:] or ["see the output above"]
+    env = {k: v for k, v in os.environ.items() if k != "DVC_ROOT"} | {
+        "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"}
+    child = subprocess.Popen([str(bin_dir / "dvc"), *args], cwd=cwd, env=env, text=True,
+                             stdout=None if show else subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        output, _ = child.communicate()
+    except BaseException:
+        child.terminate()
+        child.wait(timeout=60)
+        raise
+    if child.returncode != 0:
+        last = (output or "").strip().splitlines()[-1:] or ["see the output above"]
         raise UserError(f"dvc {' '.join(args)} in the worktree failed: {last[0]}")
 
 
@@ -138,10 +147,16 @@ def compare(record: dict, project: Path, tolerance: float) -> list[str]:
 
 
 def reproduce(uri: str, project: Path = Path("."), keep: bool = False, tolerance: float = 1e-9) -> list[str]:
-    """Rerun the version's pipeline in a temporary worktree; returns the differences ([] = reproduced)."""
+    """Rerun the version's pipeline in a temporary worktree; returns the differences ([] = reproduced).
+    Raises UserError for a project folder without dvc.yaml, a negative tolerance, or a version it cannot rerun."""
+    if not (project / "dvc.yaml").exists():
+        raise UserError(f"{project.resolve()}: no dvc.yaml here; run python -m pipelines.reproduce from the project "
+                        "root, where its git repository, DVC cache and MLflow store are")
+    if tolerance < 0:
+        raise UserError(f"--tolerance {tolerance}: must be 0 or more (an absolute difference per metric)")
     record = registered(uri)
     tags = record["tags"]
-    if tags.get("git_dirty") == "true":
+    if tags.get("git_dirty") == "true" and tags["git_commit"] != "unknown":
         log.warning("version %s was built from uncommitted changes to commit %s: its params are applied, "
                     "but any code change then is not in the worktree", record["version"], tags["git_commit"][:12])
     if tags.get("device", "cpu") != "cpu":
@@ -164,7 +179,8 @@ def reproduce(uri: str, project: Path = Path("."), keep: bool = False, tolerance
 
 
 def main(argv: list[str]) -> None:
-    parser = argparse.ArgumentParser(description="Rerun a registered model version's pipeline and compare.")
+    parser = argparse.ArgumentParser(prog="python -m pipelines.reproduce",
+                                     description="Rerun a registered model version's pipeline and compare.")
     parser.add_argument("model_uri", help="models:/NAME/VERSION or models:/NAME@ALIAS")
     parser.add_argument("--keep", action="store_true", help="keep the temporary worktree to inspect it")
     parser.add_argument("--tolerance", type=float, default=1e-9, help="absolute tolerance on each test metric")

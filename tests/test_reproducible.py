@@ -117,6 +117,10 @@ def test_params_away_and_back_restore_from_the_run_cache_and_reuse_the_version(c
     assert run.info.run_name == "lr-exp"
     assert (run.data.tags["dvc_exp_name"], run.data.tags["dvc_exp_baseline_rev"]) == ("lr-exp", head)
     assert run.data.tags["git_dirty"] == "true", "params.yaml differs from the commit"
+    table = sh(first, "make", "experiments", f"VENV={VENV}", "-o", f"{VENV}/.installed").stdout
+    header = next(line for line in table.splitlines() if "Experiment" in line)
+    assert "lr-exp" in table and "train.lr" in header and "macro_f1" in header
+    assert "components/" not in header and "seed" not in header, "only what differs, no dependency hashes"
     # and back: train and evaluate come from the run-cache, register finds the version it made before
     sh(first, "git", "checkout", "params.yaml")
     result = sh(first, "dvc", "repro")
@@ -145,6 +149,10 @@ def test_reproduce_reruns_a_registered_version_from_its_commit(clones):
     bad = sh(first, "python", "-m", "pipelines.reproduce", "digits-classifier/1", check=False)
     assert bad.returncode == 1 and bad.stderr.strip().splitlines()[-1].startswith(
         "error: digits-classifier/1: not a model version URI")
+    elsewhere = sh(first / "components", "python", "-m", "pipelines.reproduce", f"models:/{MODEL}/1", check=False)
+    assert elsewhere.returncode == 1 and "no dvc.yaml here; run python -m pipelines.reproduce from the project root" \
+        in elsewhere.stderr.strip().splitlines()[-1]
+    assert not (first / "components" / "mlflow").exists(), "no stray MLflow store"
 
 
 @pytest.mark.slow
@@ -165,6 +173,13 @@ def test_make_clean_removes_what_the_pipeline_made_and_nothing_git_tracks(clones
     assert re.findall(r"Running stage '([^']+)'", result.stdout) == ["register"]
     assert "version 1 is this very model" in result.stderr
     assert (second / "outputs/model.pt").exists() and git_status(second) == ""
+    # an emptied store takes its receipt with it, so the model is registered into the new store
+    sh(second, "make", "clean-mlflow")
+    assert not (second / "mlflow/mlflow.db").exists() and not (second / "reports/registration.json").exists()
+    result = make_run(second)
+    assert re.findall(r"Running stage '([^']+)'", result.stdout) == ["register"]
+    assert [int(v.version) for v in mlflow_client(second).search_model_versions(f"name='{MODEL}'")] == [1]
+    assert git_status(second) == ""
 
 
 def test_git_dirty_means_a_change_by_the_user_not_by_dvc(tmp_path, monkeypatch):
