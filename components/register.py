@@ -37,7 +37,7 @@ from sklearn.metrics import f1_score
 from kfp.dsl import Artifact, Dataset, Input, Markdown, Model, Output
 
 from components.errors import run_cli
-from components.io import arrays_hash, load_arrays, read_json, write_json
+from components.io import files_digest, load_arrays, read_json, write_json
 from components.normalise import load_raw
 from components.params import Params, Register, load_params
 
@@ -130,11 +130,12 @@ class StageFiles:
 
     def identity(self, logged_params: dict) -> dict[str, str]:
         """What the model is, as sha256 hex digests: its weights (config and tensors), the data it was
-        trained, validated and tested on (the split arrays), the params that shaped it, and model_key,
+        trained, validated and tested on (the split files), the params that shaped it, and model_key,
         the digest of the three, which names its model version and its MLflow run."""
         from components.model import weights_hash
         identity = {"weights_hash": weights_hash(self.model),
-                    "data_hash": arrays_hash([self.split / f"{part}.npz" for part in ("train", "val", "test")]),
+                    "data_hash": files_digest([self.split / f"{part}.npz" for part in ("train", "val", "test")])
+                    .hexdigest(),
                     "params_hash": hashlib.sha256(json.dumps(logged_params, sort_keys=True, default=str).encode())
                     .hexdigest()}
         key = hashlib.sha256(" ".join(identity[k] for k in ("weights_hash", "data_hash", "params_hash")).encode())
@@ -273,7 +274,7 @@ def register_files(params: Params, files: StageFiles, out: Path, engine: str = "
                 else:
                     decision = decide(test["y"], candidate, champion, len(classes), cfg, params.seed,
                                       champion_problem=problem)
-                    # no run id or time: registration.json is tracked by git and must not change when nothing did
+                    # no run id or time: dvc.lock, which git tracks, holds registration.json's md5
                     registration = decision | {"version": version, "model_name": cfg.model_name,
                                                "champion_version_before": champion_version,
                                                "weights_hash": identity["weights_hash"]}

@@ -220,7 +220,7 @@ def git_commit() -> tuple[str, bool]:
         return "unknown", False
 
 
-def data_hash(dvc_file: str | Path = "data.dvc") -> str:
+def dvc_data_md5(dvc_file: str | Path = "data.dvc") -> str:
     """The md5 DVC recorded for the raw data, so a model can be traced to the exact data it saw."""
     try:
         return str(yaml.safe_load(Path(dvc_file).read_text())["outs"][0]["md5"])
@@ -237,7 +237,7 @@ def lineage_tags(device: str, engine: str = "dvc") -> dict[str, str]:
     DVC md5, the engine and device, and, under `dvc exp run`, the experiment's name and baseline commit."""
     commit, dirty = git_commit()
     experiment = {tag: os.environ[var] for tag, var in DVC_EXPERIMENT_ENV.items() if os.environ.get(var)}
-    return {"git_commit": commit, "git_dirty": str(dirty).lower(), "dvc_data_md5": data_hash(),
+    return {"git_commit": commit, "git_dirty": str(dirty).lower(), "dvc_data_md5": dvc_data_md5(),
             "engine": engine, "device": device} | experiment
 
 

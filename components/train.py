@@ -22,7 +22,6 @@ its inputs and params alone (on CPU, bit for bit); the wall-clock times go to --
 import argparse
 import contextlib
 import csv
-import hashlib
 import logging
 import os
 import sys
@@ -42,7 +41,7 @@ from tqdm import tqdm
 from kfp.dsl import Artifact, Dataset, Input, Model, Output
 
 from components.errors import UserError, run_cli
-from components.io import atomic_path, load_arrays, write_json
+from components.io import atomic_path, files_digest, load_arrays, write_json
 from components.model import build_model, model_config, resolve_device, save_model, weights_hash
 from components.params import Params, Train, load_params
 
@@ -267,11 +266,7 @@ def resume_from(path: Path, net: torch.nn.Module, optimizer: torch.optim.Optimiz
 
 def checkpoint_path(directory: Path, files: list[Path], params: Params, world: int) -> Path:
     """One checkpoint file per (inputs, train params, seed, processes): a run resumes only its own."""
-    digest = hashlib.sha256()
-    for file in files:
-        with open(file, "rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 24), b""):
-                digest.update(chunk)
+    digest = files_digest(files)
     digest.update(params.train.model_dump_json(exclude={"resume", "compile"}).encode())
     digest.update(f"seed={params.seed} world={world}".encode())
     return directory / f"train-{digest.hexdigest()[:16]}.pt"

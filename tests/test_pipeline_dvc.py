@@ -111,10 +111,11 @@ def test_the_mlflow_run_holds_everything_a_person_browses_for(trained):
     assert tags["dvc_data_md5"] == yaml.safe_load((trained.root / "data.dvc").read_text())["outs"][0]["md5"]
     assert tags["git_commit"] == "unknown" and tags["git_dirty"] == "false"      # the temp project is not in git
     # what the model is: its weights, the split it saw, its params; the same on the version
-    from components.io import arrays_hash
+    from components.io import files_digest
     from components.model import weights_hash
     assert tags["weights_hash"] == weights_hash(trained.root / "outputs/model.pt") == registration["weights_hash"]
-    assert tags["data_hash"] == arrays_hash([trained.root / f"outputs/split/{p}.npz" for p in ("train", "val", "test")])
+    splits = [trained.root / f"outputs/split/{part}.npz" for part in ("train", "val", "test")]
+    assert tags["data_hash"] == files_digest(splits).hexdigest()
     logged = yaml.safe_load(mlflow.artifacts.load_text(f"runs:/{run.info.run_id}/params.yaml"))
     assert logged["train"] == params["train"] and logged["register"]["min_macro_f1"] == 0.9
     # artifacts: pictures, the confusion matrix as JSON, the clean report
