@@ -99,7 +99,19 @@ def weights_hash(path: str | Path) -> str:
 
 
 def load_model(path: str | Path, device: str = "cpu") -> tuple[nn.Module, dict]:
-    saved = torch.load(path, map_location=device, weights_only=True)
+    """A model saved by save_model, on `device`, in eval mode, with its config. Loaded with
+    torch.load(weights_only=True): tensors and plain containers only, so a crafted file cannot run code.
+    Raises UserError naming the file when it is not such a model."""
+    import pickle
+    import warnings
+    try:
+        with warnings.catch_warnings():         # torch warns about the pickle protocol of what it then refuses
+            warnings.simplefilter("ignore", UserWarning)
+            saved = torch.load(path, map_location=device, weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as exc:
+        from components.errors import UserError
+        raise UserError(f"{path}: not a saved model of plain weights (torch.load(weights_only=True) refused it: "
+                        f"{type(exc).__name__}); it is not loaded: rerun train") from None
     config = saved["config"]
     net = build_model(config).to(device)
     net.load_state_dict(saved["state_dict"])

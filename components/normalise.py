@@ -18,7 +18,6 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-import joblib
 import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
@@ -145,6 +144,7 @@ class TablePreprocessor:
     def __init__(self, numeric: list[str], categorical: list[str], scaling: str = "standard",
                  clip_factor: float | None = None):
         self.numeric, self.categorical = numeric, categorical
+        self.scaling, self.clip_factor = scaling, clip_factor
         steps = ([IQRClipper(clip_factor)] if clip_factor else []) + [SCALERS[scaling]()]
         # the step names make_pipeline gives, "simpleimputer" included, as before MedianImputer
         numeric_steps = Pipeline([("simpleimputer", MedianImputer(strategy="median"))]
@@ -158,6 +158,19 @@ class TablePreprocessor:
         self.schema = pa.DataFrameSchema(
             {c: pa.Column(float, nullable=True, coerce=True) for c in numeric}
             | {c: pa.Column(str, nullable=True, coerce=True) for c in categorical}, strict=False)
+
+    def settings(self) -> dict:
+        """What rebuilds this preprocessor around its fitted transformer (see from_settings), as JSON."""
+        return {"numeric": self.numeric, "categorical": self.categorical, "scaling": self.scaling,
+                "clip_factor": self.clip_factor}
+
+    @classmethod
+    def from_settings(cls, settings: dict, transformer) -> "TablePreprocessor":
+        """settings(): the columns and options; transformer: the fitted ColumnTransformer."""
+        preprocessor = cls(list(settings["numeric"]), list(settings["categorical"]), settings["scaling"],
+                           settings["clip_factor"])
+        preprocessor.transformer = transformer
+        return preprocessor
 
     def validate(self, table: pd.DataFrame, source: str = "input") -> pd.DataFrame:
         """Apply the saved schema; categories are written as in training (3, 3.0, "3" -> "3") and
@@ -203,24 +216,61 @@ class TablePreprocessor:
         return np.array([name.startswith("numeric__") for name in self.feature_names()])
 
 
+# The only types a saved table transformer may hold beyond skops' own allow-list (scikit-learn's estimators,
+# numpy arrays, builtins): loading never imports or runs anything else, unlike pickle or joblib.
+TRUSTED_TYPES = ["components.normalise.IQRClipper", "components.normalise.MedianImputer", "numpy.dtype"]
+
+
 def save_preprocess(path: Path, meta: dict, preprocessor) -> None:
-    """outputs/preprocess/: meta.json (kind, classes, input settings) + normaliser.json or transformer files."""
+    """outputs/preprocess/: meta.json (kind, classes, input settings) and, for images, normaliser.json;
+    for tables, columns.json (feature columns and settings), transformer.skops (the fitted scikit-learn
+    transformer in skops' data-only format) and schema.yaml (the input contract, for people to read)."""
     path.mkdir(parents=True, exist_ok=True)
     if isinstance(preprocessor, Normaliser):
         write_json(path / "normaliser.json", preprocessor.to_dict())
     else:
-        with atomic_path(path / "transformer.joblib") as tmp:
-            joblib.dump(preprocessor, tmp)
-        with atomic_path(path / "schema.yaml") as tmp:          # human-readable copy of the input contract
+        write_json(path / "columns.json", preprocessor.settings())
+        with atomic_path(path / "transformer.skops") as tmp:
+            tmp.write_bytes(skops_bytes(preprocessor.transformer))
+        with atomic_path(path / "schema.yaml") as tmp:
             tmp.write_text(preprocessor.schema.to_yaml())
     write_json(path / "meta.json", meta)
 
 
+def skops_bytes(estimator) -> bytes:
+    """skops.io.dumps(estimator) with every zip entry dated 1980-01-01: skops dates them now, and the same
+    fitted transformer must give the same bytes (DVC hashes them)."""
+    import io
+    import zipfile
+    import skops.io
+    source, out = zipfile.ZipFile(io.BytesIO(skops.io.dumps(estimator))), io.BytesIO()
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_STORED) as target:
+        for info in source.infolist():
+            target.writestr(zipfile.ZipInfo(info.filename, (1980, 1, 1, 0, 0, 0)), source.read(info))
+    return out.getvalue()
+
+
 def load_preprocess(path: Path) -> tuple[dict, "Normaliser | TablePreprocessor"]:
+    """The preprocessing saved by save_preprocess, loaded as data: JSON, and skops restricted to its
+    allow-list plus TRUSTED_TYPES. Nothing is unpickled, so a crafted file cannot run code.
+    Raises UserError naming the file when it is missing, in an older pickled form, or holds other types."""
     meta = read_json(path / "meta.json")
-    if meta["kind"] == "image_folder":
+    if meta.get("kind") == "image_folder":
         return meta, Normaliser.from_dict(read_json(path / "normaliser.json"))
-    return meta, joblib.load(path / "transformer.joblib")
+    if not (path / "transformer.skops").exists():
+        old = " (transformer.joblib is a pickle, which is never loaded: rerun normalise, or re-register the model)" \
+            if (path / "transformer.joblib").exists() else ""
+        raise UserError(f"{path / 'transformer.skops'}: not found{old}")
+    import skops.io
+    try:
+        transformer = skops.io.load(path / "transformer.skops", trusted=TRUSTED_TYPES)
+    except skops.io.exceptions.UntrustedTypesFoundException as exc:
+        raise UserError(f"{path / 'transformer.skops'}: holds types outside the allow-list "
+                        f"({str(exc).split(':')[-1].strip()[:80]}); refusing to load it") from None
+    except Exception as exc:        # not a skops file: a zip, JSON or numpy error, whatever it is
+        raise UserError(f"{path / 'transformer.skops'}: not a readable skops file ({type(exc).__name__}); "
+                        "rerun normalise") from None
+    return meta, TablePreprocessor.from_settings(read_json(path / "columns.json"), transformer)
 
 
 def stratified_split(labels: np.ndarray, split: Split, seed: int) -> dict[str, np.ndarray]:
@@ -355,7 +405,7 @@ def normalise_step(clean: Input[Dataset], seed: int, split: dict, normalise: dic
 
 
 if __name__ == "__main__":
-    # Run the importable module's main, so the pickled preprocessor refers to components.normalise.*
-    # rather than __main__.*, which no other process could load.
+    # Run the importable module's main, so the saved transformer names components.normalise.* (which
+    # TRUSTED_TYPES allows) rather than __main__.*
     from components.normalise import main as importable_main
     run_cli(importable_main)

@@ -3,9 +3,10 @@
     python -m components.predict --model models:/penguins-classifier@champion \
         --input new_penguins.csv --output predictions.csv [--csv sep=';' --csv encoding=cp1252]
 
-Needs only the MLflow store (MLFLOW_TRACKING_URI, default the embedded sqlite store): the model
-carries its preprocessing, its schema and how its training files were read, and runs with the code it
-was logged with. New files are read as the training data were (CSV settings, missing-value markers,
+Needs only the MLflow store (MLFLOW_TRACKING_URI, default the project's embedded sqlite store, which
+it never creates or writes): the model carries its preprocessing, its schema and how its training files
+were read. It is loaded as data (weights and preprocessing), never by unpickling, and scored by this
+project's code. New files are read as the training data were (CSV settings, missing-value markers,
 labels and categories stripped, images composited on the same background), and validated against the
 model's schema; errors name the file's line. --csv KEY=VALUE overrides one of those CSV settings for a
 file written otherwise. The output has an `id` column (row number from 0, or file path), `label`, and
@@ -102,36 +103,40 @@ def csv_settings(saved: dict, overrides: dict):
 def predict(model_uri: str, source: Path, output: Path, csv: dict | None = None) -> pd.DataFrame:
     """Predictions of the registered model `model_uri` on a table file or an image folder, written to
     output (.csv or .parquet). csv: data.csv keys overriding the model's own for this file.
-    Raises UserError naming the file, line or column for bad input."""
+    The model is loaded as data (serving.load_registered: weights and preprocessing, never its pickled
+    or Python parts) into a temporary folder, so the store may be read-only.
+    Raises UserError naming the file, line or column for bad input, or the model's file that is not data."""
+    import tempfile
     import mlflow
     from components import tracking
-    from components.serving import score_registered_model
+    from components.normalise import check_schema
+    from components.serving import UnsafeArtifact, load_registered, score
 
     if output.suffix not in (".csv", ".parquet"):
         raise UserError(f"--output {output}: write .csv or .parquet")
     if not source.exists():
         raise UserError(f"--input {source}: not found")
-    tracking.configure()
-    try:
-        meta = mlflow.models.get_model_info(model_uri).metadata or {}
-    except mlflow.exceptions.MlflowException as exc:
-        raise UserError(f"{model_uri}: not found in {tracking.tracking_uri()} ({str(exc).splitlines()[0]})") from None
+    tracking.configure(create=False)
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            meta, net, config, preprocessor = load_registered(model_uri, Path(tmp))
+        except mlflow.exceptions.MlflowException as exc:
+            raise UserError(f"{model_uri}: not found in {tracking.tracking_uri()} "
+                            f"({str(exc).splitlines()[0][:160]})") from None
+        except UnsafeArtifact as exc:
+            raise UserError(f"{model_uri}: {exc}") from None
     if meta.get("kind") == "tabular":
-        # The input contract saved with the model: a clear error before MLflow's own checks, and the
-        # columns coerced to the logged types (an all-integer CSV column becomes float64, as in training).
-        import pandera.pandas as pa
-        from components.normalise import check_schema
-        schema_file = mlflow.artifacts.download_artifacts(f"{model_uri}/artifacts/preprocess/schema.yaml")
-        schema = pa.DataFrameSchema.from_yaml(Path(schema_file))
-        table, raw = read_rows(source, schema, meta, csv or {})
+        # The input contract saved with the model: a clear error naming the file's line, and the columns
+        # coerced to the logged types (an all-integer CSV column becomes float64, as in training).
+        table, raw = read_rows(source, preprocessor.schema, meta, csv or {})
         ids = [str(i) for i in range(len(raw))]
-        raw = check_schema(schema, raw, str(source), where=table.where)
+        raw = check_schema(preprocessor.schema, raw, str(source), where=table.where)
     else:
         ids, raw = read_images(source, meta)
     try:
-        frame = score_registered_model(model_uri, raw)
-    except RuntimeError as exc:
-        raise UserError(f"{source}: {model_uri} cannot score this input: {exc}") from None
+        frame = score(net, config, meta, preprocessor, raw)
+    except (ValueError, RuntimeError) as exc:
+        raise UserError(f"{source}: {model_uri} cannot score this input: {str(exc).splitlines()[0][:160]}") from None
     frame.insert(0, "id", ids)
     with atomic_path(output) as tmp:
         frame.to_parquet(tmp, index=False) if output.suffix == ".parquet" else frame.to_csv(tmp, index=False)

@@ -4,6 +4,10 @@ Logged as an MLflow pyfunc whose artifacts are the trained weights and the prepr
 the training split, so `mlflow.pyfunc.load_model("models:/NAME@champion").predict(x)` takes input as
 it comes: images as float32 (n, height, width, channels) with pixel values 0-255, or a table
 (DataFrame) with the feature columns, checked against the saved schema, missing values imputed.
+
+This project's own readers (predict, register's champion re-scoring) never load the pyfunc: MLflow runs
+its Python code and unpickles its parts. They use load_registered, which reads the weights and the
+preprocessing as data, so a crafted model in the registry cannot run code in them.
 """
 from __future__ import annotations
 
@@ -11,6 +15,7 @@ import contextlib
 import io
 from importlib.metadata import version
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -18,8 +23,11 @@ import pandas as pd
 from mlflow.models import set_model
 from mlflow.pyfunc import PythonModel
 
+if TYPE_CHECKING:
+    import torch
+
 # What the loaded model imports (components.model/normalise and their imports), pinned to this environment.
-SERVING_PACKAGES = ("mlflow", "torch", "numpy", "pandas", "pyarrow", "scikit-learn", "pandera", "joblib", "pydantic",
+SERVING_PACKAGES = ("mlflow", "torch", "numpy", "pandas", "pyarrow", "scikit-learn", "pandera", "skops", "pydantic",
                     "pyyaml", "kfp")
 
 
@@ -27,38 +35,74 @@ def pinned_requirements() -> list[str]:
     return [f"{name}=={version(name).split('+')[0]}" for name in SERVING_PACKAGES]
 
 
-# Runs in a fresh interpreter that imports nothing of this project first, so a registered model runs
-# with the code it was logged with (its code_paths come first on sys.path), not with today's components/.
-SCORE_SCRIPT = """
-import sys, numpy as np, pandas as pd, mlflow
-uri, source, out = sys.argv[1:]
-raw = pd.read_parquet(source) if source.endswith(".parquet") else np.load(source)["raw"]
-mlflow.pyfunc.load_model(uri).predict(raw).to_parquet(out, index=False)
-"""
+class UnsafeArtifact(Exception):
+    """A registered model's files are missing, not where its MLmodel says, or not plain data."""
+
+
+def load_registered(model_uri: str, workdir: Path) -> tuple[dict, "torch.nn.Module", dict, object]:
+    """A registered model as data only: (MLmodel metadata, network, model config, preprocessor).
+
+    Reads the MLmodel file (YAML) for where the weights and preprocessing are, downloads just those into
+    workdir (a temporary folder of the caller's: the store is never written, so it may be read-only), and
+    loads the weights with torch.load(weights_only=True) and the preprocessing as JSON/skops. The pyfunc's
+    Python code and cloudpickled parts are never loaded: a crafted model cannot run code here, it can only
+    fail to load. Raises UnsafeArtifact (one line) when the files are missing, outside the model, or not data;
+    MlflowException when the model URI is unknown."""
+    import yaml
+    import mlflow
+    from components.errors import UserError
+    from components.model import load_model
+    from components.normalise import load_preprocess
+    mlmodel = yaml.safe_load(Path(mlflow.artifacts.download_artifacts(f"{model_uri}/MLmodel", dst_path=str(workdir)))
+                             .read_text())
+    try:
+        artifacts = {key: str(mlmodel["flavors"]["python_function"]["artifacts"][key]["path"])
+                     for key in ("model", "preprocess")}
+    except (KeyError, TypeError):
+        raise UnsafeArtifact("its MLmodel names no 'model' and 'preprocess' artifacts; it was not registered "
+                             "by this project") from None
+    local = {}
+    for key, path in artifacts.items():
+        if Path(path).is_absolute() or ".." in Path(path).parts:
+            raise UnsafeArtifact(f"its MLmodel points {key} outside the model ({path[:80]!r})")
+        local[key] = Path(mlflow.artifacts.download_artifacts(f"{model_uri}/{path}", dst_path=str(workdir / key)))
+    try:
+        net, config = load_model(local["model"])
+    except Exception as exc:        # torch refuses anything but tensors and plain containers (weights_only)
+        raise UnsafeArtifact(f"{artifacts['model']} is not a plain weights file ({type(exc).__name__}: "
+                             f"{str(exc).splitlines()[0][:80]}); it is not loaded") from None
+    try:
+        meta, preprocessor = load_preprocess(local["preprocess"])
+    except (UserError, OSError, ValueError, KeyError) as exc:
+        # the message names the file inside the model, not in this temporary folder
+        raise UnsafeArtifact(str(exc).replace(str(local["preprocess"]), artifacts["preprocess"])[:240]) from None
+    return mlmodel.get("metadata") or {}, net, config, preprocessor
+
+
+def score(net, config: dict, meta: dict, preprocessor, raw) -> pd.DataFrame:
+    """Predictions (label, prob_<class> float32) of a loaded model on raw input: images (n, h, w, c) pixel
+    values 0-255, or a table (DataFrame) with the feature columns."""
+    from components.model import predict_proba
+    if meta.get("kind") == "tabular":
+        x = preprocessor.transform(pd.DataFrame(raw))
+    else:
+        x = preprocessor.transform(np.asarray(raw))
+    return predictions_frame(predict_proba(net, x), config["classes"])
 
 
 def score_registered_model(model_uri: str, raw) -> pd.DataFrame:
-    """A registered model's predictions (label, prob_*) on raw input, in its own process with its own code.
-    Raises RuntimeError with the model's last error line if it cannot score this input."""
-    import os
-    import subprocess
-    import sys
+    """A registered model's predictions (label, prob_*) on raw input, loaded as data by load_registered with
+    this project's code. Raises RuntimeError with one line if it cannot be loaded or cannot score this input."""
     import tempfile
-    from components import tracking
+    from components.errors import UserError
     with tempfile.TemporaryDirectory() as tmp:
-        source = Path(tmp) / ("raw.parquet" if isinstance(raw, pd.DataFrame) else "raw.npz")
-        if isinstance(raw, pd.DataFrame):
-            raw.to_parquet(source, index=False)
-        else:
-            np.savez(source, raw=np.asarray(raw, dtype=np.float32))
-        uri = tracking.absolute_tracking_uri()
-        result = subprocess.run([sys.executable, "-c", SCORE_SCRIPT, model_uri, str(source), str(Path(tmp) / "out.pq")],
-                                cwd=tmp, capture_output=True, text=True,
-                                env={**os.environ, "MLFLOW_TRACKING_URI": uri, "MLFLOW_REGISTRY_URI": uri})
-        if result.returncode != 0:
-            lines = [line for line in result.stderr.strip().splitlines() if line.strip()]
-            raise RuntimeError(lines[-1] if lines else f"exit code {result.returncode}")
-        return pd.read_parquet(Path(tmp) / "out.pq")
+        try:
+            meta, net, config, preprocessor = load_registered(model_uri, Path(tmp))
+            return score(net, config, meta, preprocessor, raw)
+        except (UnsafeArtifact, UserError) as exc:
+            raise RuntimeError(str(exc)) from None
+        except (ValueError, RuntimeError, OSError) as exc:      # e.g. input of another shape than it was trained on
+            raise RuntimeError(f"{type(exc).__name__}: {str(exc).splitlines()[0][:160]}") from None
 
 
 def predictions_frame(proba: np.ndarray, classes: list[str]) -> pd.DataFrame:
@@ -80,12 +124,7 @@ with contextlib.redirect_stderr(io.StringIO()):
             self.meta, self.preprocessor = load_preprocess(Path(context.artifacts["preprocess"]))
 
         def predict(self, context, model_input, params=None) -> pd.DataFrame:
-            from components.model import predict_proba
-            if self.meta["kind"] == "tabular":
-                x = self.preprocessor.transform(pd.DataFrame(model_input))
-            else:
-                x = self.preprocessor.transform(np.asarray(model_input))
-            return predictions_frame(predict_proba(self.net, x), self.classes)
+            return score(self.net, {"classes": self.classes}, self.meta, self.preprocessor, model_input)
 
 
 # Logged as "models from code": MLflow runs this file to rebuild the model instead of unpickling an object.

@@ -1,15 +1,18 @@
 """MLflow plumbing: where the store is, one run per pipeline execution, and the tags every run carries.
 
-Default store: sqlite:///mlflow/mlflow.db with artifacts in mlflow/artifacts, relative to the project
-root (where DVC runs the stages). MLFLOW_TRACKING_URI overrides it.
+Default store: sqlite:///mlflow/mlflow.db with artifacts in mlflow/artifacts, in the project's root
+(found from the working directory, see project_root); it moves with the project (relocate_store).
+MLFLOW_TRACKING_URI overrides it.
 """
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import re
 import socket
 import subprocess
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -19,6 +22,7 @@ import yaml
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow/mlflow.db"
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")     # one per model file read
 
 import mlflow  # noqa: E402  (after the telemetry switch)
 from mlflow.tracking import MlflowClient  # noqa: E402
@@ -28,19 +32,28 @@ from components.errors import UserError  # noqa: E402
 if TYPE_CHECKING:
     from components.params import Mlflow
 
+log = logging.getLogger(__name__)
+
 # Tags that find an unfinished run again, so a register that failed half-way resumes its own run.
 EXECUTION_TAG = "pipeline_execution"
 
 
+def project_root() -> Path:
+    """The DVC project the embedded store belongs to: DVC_ROOT (set by DVC for every stage; under
+    `dvc exp run --temp` or `--queue` it is the user's repository, not DVC's temporary copy), else the
+    nearest folder at or above the working directory that holds dvc.yaml, else the working directory."""
+    if os.environ.get("DVC_ROOT"):
+        return Path(os.environ["DVC_ROOT"]).resolve()
+    here = Path.cwd().resolve()
+    return next((folder for folder in (here, *here.parents) if (folder / "dvc.yaml").is_file()), here)
+
+
 def tracking_uri() -> str:
-    """MLFLOW_TRACKING_URI, else the embedded store under the DVC project's root. DVC sets DVC_ROOT for every
-    stage, and under `dvc exp run --temp` or `--queue` points it at the user's repository rather than at
-    DVC's temporary copy, where a relative store would be thrown away with the copy."""
+    """MLFLOW_TRACKING_URI, else the embedded store of the project (project_root()), as an absolute
+    sqlite URI: a store found from the project, so a command run from a sub-folder reads the same store."""
     if os.environ.get("MLFLOW_TRACKING_URI"):
         return os.environ["MLFLOW_TRACKING_URI"]
-    root = os.environ.get("DVC_ROOT")
-    return f"sqlite:///{Path(root).resolve() / DEFAULT_TRACKING_URI.removeprefix('sqlite:///')}" if root \
-        else DEFAULT_TRACKING_URI
+    return f"sqlite:///{project_root() / DEFAULT_TRACKING_URI.removeprefix('sqlite:///')}"
 
 
 def absolute_tracking_uri() -> str:
@@ -55,10 +68,13 @@ def _sqlite_file(uri: str) -> Path | None:
     return Path(uri.removeprefix("sqlite:///")) if uri.startswith("sqlite:///") else None
 
 
-def configure(http: "Mlflow | None" = None) -> str:
-    """Point MLflow at the store (MLflow exports it to child processes too); a local sqlite store gets its
-    folder created and an absolute path, so children with another working directory find the same store.
-    `http` (params.mlflow) bounds the retries against a tracking server; children inherit them too."""
+def configure(http: "Mlflow | None" = None, create: bool = True) -> str:
+    """Point MLflow at the store (MLflow exports it to child processes too); a local sqlite store gets an
+    absolute path, so children with another working directory find the same store, and is moved along
+    when the project was copied or moved (relocate_store). `http` (params.mlflow) bounds the retries against
+    a tracking server; children inherit them too. create=False (readers): a sqlite store that does not
+    exist is a UserError naming where it was looked for, rather than a new empty store.
+    Raises UserError for a missing store with create=False."""
     uri = absolute_tracking_uri()
     if http is not None:
         # MLflow's own client retries connection errors and 5xx answers with exponential backoff (urllib3);
@@ -67,11 +83,59 @@ def configure(http: "Mlflow | None" = None) -> str:
         os.environ["MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR"] = str(http.http_backoff_s)
         os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] = str(http.http_timeout_s)
     db = _sqlite_file(uri)
-    if db is not None:
+    if db is not None and not db.exists():
+        if not create:
+            raise UserError(f"no MLflow store at {db} (the project's embedded store, found from {project_root()}); "
+                            "run this from the project folder, or set MLFLOW_TRACKING_URI to the store to read")
         db.parent.mkdir(parents=True, exist_ok=True)
+        old = [p for p in (db.parent / "artifacts").glob("*") if p.name != "models"] + \
+            list((db.parent / "artifacts" / "models").glob("*"))
+        if old:
+            log.warning("%s: not found beside %d runs' and models' files in %s: a new store starts, and champion "
+                        "history starts over (the old files stay, unregistered)", db, len(old), db.parent / "artifacts")
+    elif db is not None:
+        relocate_store(db)
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
     return uri
+
+
+# The columns of MLflow's SQL schema that hold where a run's, a logged model's or a model version's files are.
+ARTIFACT_COLUMNS = (("experiments", "artifact_location"), ("runs", "artifact_uri"),
+                    ("logged_models", "artifact_location"), ("model_versions", "storage_location"),
+                    ("model_versions", "source"))
+
+
+def relocate_store(db: Path) -> None:
+    """Make an embedded store that was copied or moved (cp -a, mv of the project) point at its own files.
+
+    MLflow records every artifact location as an absolute path. The store's artifacts live in
+    `<db folder>/artifacts` (experiment_id creates them there), so when the experiments' recorded location
+    is another folder's, every location under that old folder is rewritten to the same path under the new
+    one, in one transaction. Without it, models would be read from (and written into) the old place.
+    A store that cannot be written (read-only) is left as it is, with a warning."""
+    import sqlite3
+    new = (db.parent / "artifacts").resolve().as_uri()
+    try:
+        with contextlib.closing(sqlite3.connect(db, timeout=30)) as con, con:
+            rows = con.execute("SELECT DISTINCT artifact_location FROM experiments "
+                               "WHERE artifact_location LIKE 'file://%/artifacts'").fetchall()
+            # only a store of this layout (<folder>/mlflow.db beside <folder>/artifacts), moved as a whole; an
+            # experiment whose artifacts someone put elsewhere on purpose is left alone
+            old = [location for (location,) in rows
+                   if location != new and location.endswith(f"/{db.parent.name}/artifacts")]
+            for location in old:
+                for table, column in ARTIFACT_COLUMNS:
+                    con.execute(f"UPDATE {table} SET {column} = ? || substr({column}, ?) "  # noqa: S608 (fixed names)
+                                f"WHERE {column} = ? OR substr({column}, 1, ?) = ?",
+                                (new, len(location) + 1, location, len(location) + 1, location + "/"))
+    except sqlite3.OperationalError as exc:         # read-only, or not (yet) an MLflow store: leave it
+        if "readonly" in str(exc) or "read-only" in str(exc):
+            log.warning("%s: the store was moved from elsewhere but is read-only; its artifacts cannot be found "
+                        "until it is opened writable once", db)
+        return
+    if old:
+        log.info("%s: the store moved from %s; its artifact locations now point under %s", db, old[0], new)
 
 
 def experiment_id(name: str) -> str:
@@ -143,52 +207,129 @@ def server_errors(what_stays: str) -> Iterator[None]:
         raise UserError(f"MLflow tracking server {tracking_uri()} {problem}; {what_stays}") from None
 
 
+def lock_name(name: str, generation: int) -> str:
+    """The registered model that is generation `generation` (1, 2, ...) of `name`'s champion lock."""
+    return f"{name}.champion-lock.{generation:06d}"
+
+
+def lock_generations(client: MlflowClient, name: str) -> dict[int, "mlflow.entities.model_registry.RegisteredModel"]:
+    """Every generation of `name`'s champion lock in the registry, by number."""
+    pattern = re.compile(re.escape(f"{name}.champion-lock.") + r"(\d{6})")
+    found, token = {}, None
+    while True:
+        page = client.search_registered_models(f"name LIKE {quote(name + '.champion-lock.%')}", max_results=100,
+                                               page_token=token)
+        found |= {int(m.group(1)): model for model in page if (m := pattern.fullmatch(model.name))}
+        token = page.token
+        if not token:
+            return found
+
+
+def quote(value: str) -> str:
+    """A string value for an MLflow search filter, in single quotes. Raises UserError for a value holding a
+    quote or a backslash, which MLflow's filter grammar cannot escape."""
+    if "'" in value or "\\" in value:
+        raise UserError(f"{value[:80]!r}: a registered model name or tag value holds a quote or backslash, which "
+                        "MLflow search filters cannot hold; rename it")
+    return f"'{value}'"
+
+
+class ChampionLock:
+    """Held by champion_lock's caller: `generation` of the lock; check() before acting on it."""
+
+    def __init__(self, client: MlflowClient, name: str, generation: int, timeout_s: float):
+        self.client, self.name, self.generation, self.timeout_s = client, name, generation, timeout_s
+        self.renewed = time.monotonic()
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._renew, name="champion-lock-lease", daemon=True)
+
+    def _renew(self) -> None:
+        # A lease that changes every timeout_s/3 tells waiters the holder is alive, however slow its work.
+        beat = 0
+        while not self.stop.wait(self.timeout_s / 3):
+            beat += 1
+            with contextlib.suppress(Exception):         # the server is away: check() will notice
+                self.client.update_registered_model(lock_name(self.name, self.generation), description=f"lease {beat}")
+                self.renewed = time.monotonic()
+
+    def check(self) -> None:
+        """Raises UserError if this holder may have lost the lock: its lease went unrenewed for timeout_s
+        (waiters may have judged it dead), or a later generation exists."""
+        lost = time.monotonic() - self.renewed > self.timeout_s or \
+            max(lock_generations(self.client, self.name), default=0) != self.generation
+        if lost:
+            raise UserError(f"lost the champion lock {lock_name(self.name, self.generation)!r} (its lease could not "
+                            "be renewed in time); nothing was promoted: rerun register")
+
+
 @contextlib.contextmanager
-def champion_lock(name: str, owner: str, timeout_s: int) -> Iterator[None]:
+def champion_lock(name: str, owner: str, timeout_s: float, wait_s: float | None = None) -> Iterator[ChampionLock]:
     """Serialise champion decisions for one registered model across processes and machines.
 
     MLflow aliases have no compare-and-set, so two registrations at the same moment could each see the same
-    champion and both move the alias. The lock is a registered model `<name>.champion-lock`: creating one
-    that exists fails atomically in every MLflow backend, so one holder decides at a time. Its description
-    names the holder: `owner` (the pipeline execution) first, so a lock left behind by an earlier attempt of
-    the same execution (killed, or its server went away) is taken over at once; any other lock older than
-    `timeout_s` is taken to be a killed process's and broken.
+    champion and both move the alias. The lock is a chain of registered models `<name>.champion-lock.<n>`
+    (lock_name); its holder is whoever created the highest generation n. Taking the lock means creating
+    generation n+1 after seeing n released, stale, or left by an earlier attempt of the same execution
+    (`owner`, taken over at once). Creating a registered model whose name exists fails atomically in every
+    MLflow backend, so of all the waiters that saw generation n, exactly one creates n+1: a compare-and-set
+    on the generation. The highest generation is never deleted (the holder marks it released), so the chain
+    only grows; older ones are tidied away by the next holder, and a generation is verified to be the
+    highest once created, since a waiter that looked earlier may recreate one tidied away since.
+
+    The holder renews a lease (the model's description) every timeout_s/3 from a thread while it works, so a
+    live holder is never taken for dead however slow it is; a generation whose lease has not changed for
+    timeout_s, timed by the waiter's own monotonic clock (no clock is compared across machines), is stale.
+    A waiter kept out for wait_s (default 2 * timeout_s) by live holders gives up with one line (UserError).
+    Not guarded against: a
+    holder frozen (SIGSTOP, a VM pause) for over timeout_s that then wakes and moves the alias before its
+    next check(); MLflow offers no fencing token to refuse that write.
     """
     client = MlflowClient()
-    lock = f"{name}.champion-lock"
-    token = (f"{owner} {socket.gethostname()} pid {os.getpid()} {uuid.uuid4().hex[:8]}: "
-             f"held while it moves @champion of {name}; deleted when done")
-    deadline, wait = time.monotonic() + timeout_s, 0.2
+    token = f"{owner} {socket.gethostname()} pid {os.getpid()} {uuid.uuid4().hex[:8]}"
+    wait_s = 2 * timeout_s if wait_s is None else wait_s
+    deadline, wait, first_seen = time.monotonic() + wait_s, 0.2, {}
     while True:
-        try:
-            client.create_registered_model(lock, description=token)
-            break
-        except mlflow.exceptions.MlflowException as exc:
-            if exc.error_code != "RESOURCE_ALREADY_EXISTS":
-                raise
-        try:
-            held = client.get_registered_model(lock)
-        except mlflow.exceptions.MlflowException:
-            continue                                    # released meanwhile: try again
-        if held.description == token:                   # our create, retried by the client after a lost answer
-            break
-        left_by_this_execution = (held.description or "").split(" ")[0] == owner
-        if left_by_this_execution or time.time() - held.creation_timestamp / 1000 > timeout_s:
-            with contextlib.suppress(mlflow.exceptions.MlflowException):
-                client.delete_registered_model(lock)
+        generations = lock_generations(client, name)
+        head = max(generations, default=0)
+        held = generations.get(head)
+        free = held is None or held.tags.get("released") == "true" or held.tags.get("owner") == owner
+        if not free:     # stale once its lease has looked the same for timeout_s to this waiter
+            lease = (head, held.description, held.last_updated_timestamp)
+            free = time.monotonic() - first_seen.setdefault(lease, time.monotonic()) > timeout_s
+        if free:
+            mine = head + 1
+            try:
+                client.create_registered_model(lock_name(name, mine), description="lease 0",
+                                               tags={"holder": token, "owner": owner,
+                                                     "purpose": f"held while it moves @champion of {name}"})
+            except mlflow.exceptions.MlflowException as exc:
+                if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+                    raise
+                continue                                    # another waiter took generation `mine`: look again
+            if max(lock_generations(client, name)) == mine:
+                break
+            with contextlib.suppress(mlflow.exceptions.MlflowException):     # a later one exists: not ours
+                client.delete_registered_model(lock_name(name, mine))
             continue
         if time.monotonic() > deadline:
-            raise UserError(f"registered model '{lock}' has been held for over {timeout_s} s by another registration "
-                            f"({held.description}); if none is running, delete '{lock}' in MLflow and rerun register")
+            raise UserError(f"registered model {lock_name(name, head)!r} is held by another registration that is "
+                            f"still working ({held.tags.get('holder')}); waited {wait_s:.0f} s "
+                            "(2 x register.lock_timeout_s): rerun register when it is done")
         time.sleep(wait)
-        wait = min(wait * 2, 5.0)
-    try:
-        yield
-    finally:
-        # only our own lock: a holder that was too slow may have had it broken and taken by another
+        wait = min(wait * 2, 5.0, max(timeout_s / 4, 0.05))
+    lock = ChampionLock(client, name, mine, timeout_s)
+    lock.thread.start()
+    for old in (n for n in generations if n < mine):     # tidy; a generation seen before is only ever recreated
+        # by a waiter whose view is out of date, which then finds `mine` above it and backs off
         with contextlib.suppress(mlflow.exceptions.MlflowException):
-            if client.get_registered_model(lock).description == token:
-                client.delete_registered_model(lock)
+            client.delete_registered_model(lock_name(name, old))
+    try:
+        yield lock
+    finally:
+        lock.stop.set()
+        lock.thread.join()
+        with contextlib.suppress(mlflow.exceptions.MlflowException):
+            client.set_registered_model_tag(lock_name(name, mine), "released", "true")
 
 
 def dvc_outputs(dvc_yaml: str | Path = "dvc.yaml") -> list[str]:

@@ -74,6 +74,20 @@ def make_project(root: Path, per_class: int = 60, params: dict | None = None) ->
     return project
 
 
+PENGUINS = "data/penguins/penguins.csv"
+
+
+def make_penguins_project(root: Path) -> Project:
+    """The shipped table example: examples/penguins/params.yaml over a project holding the raw penguins CSV."""
+    from components.sample_data import export_penguins
+    project = make_project(root, per_class=3)
+    shutil.rmtree(root / "data" / "digits")
+    export_penguins(root / PENGUINS)
+    shutil.copy(REPO / "examples" / "penguins" / "params.yaml", root / "params.yaml")
+    project.run("dvc", "add", "-q", "data")
+    return project
+
+
 @pytest.fixture
 def project(tmp_path) -> Project:
     return make_project(tmp_path / "project")
@@ -110,3 +124,16 @@ def clean_cli(capsys, params: dict, out: Path, report: Path) -> tuple[int, list[
 def run_id_of(client, registration: dict) -> str:
     """The MLflow run behind reports/registration.json (which holds no run id: it is the same bytes on every run)."""
     return client.get_model_version(registration["model_name"], registration["version"]).run_id
+
+
+def register_again(project: Project, out: str, copies: int = 7, env: dict | None = None) -> subprocess.CompletedProcess:
+    """register's own command (from dvc.yaml) on the project's outputs, with params that differ only in what
+    the model is keyed by (augment.copies), so it registers a new version and re-scores the champion."""
+    import shlex
+    params = yaml.safe_load((project.root / "params.yaml").read_text())
+    params["augment"]["copies"] = params["augment"]["copies"] + copies
+    (project.root / "params-again.yaml").write_text(yaml.safe_dump(params))
+    cmd = yaml.safe_load((project.root / "dvc.yaml").read_text())["stages"]["register"]["cmd"]
+    args = shlex.split(cmd.replace("reports/registration.json", out))[1:] + ["--params", "params-again.yaml"]
+    return subprocess.run([sys.executable, *args], cwd=project.root, env=env or project.env, capture_output=True,
+                          text=True)

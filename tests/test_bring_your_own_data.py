@@ -11,11 +11,8 @@ import pytest
 import yaml
 from PIL import Image
 
-from components.sample_data import digit_images, export_penguins
-from conftest import REPO, Project, clean_cli, make_project
-
-PENGUINS = "data/penguins/penguins.csv"
-
+from components.sample_data import digit_images
+from conftest import PENGUINS, Project, clean_cli, make_penguins_project, make_project
 
 def sha256(path) -> str:
     return hashlib.sha256(open(path, "rb").read()).hexdigest()
@@ -24,13 +21,8 @@ def sha256(path) -> str:
 @pytest.fixture(scope="module")
 def penguins(tmp_path_factory) -> Project:
     """The shipped example: examples/penguins/params.yaml over a project holding the raw penguins CSV."""
-    root = tmp_path_factory.mktemp("penguins") / "project"
-    project = make_project(root, per_class=3)
-    shutil.rmtree(root / "data" / "digits")
-    export_penguins(root / PENGUINS)
-    shutil.copy(REPO / "examples" / "penguins" / "params.yaml", root / "params.yaml")
-    project.run("dvc", "add", "-q", "data")
-    project.raw_hash = sha256(root / PENGUINS)
+    project = make_penguins_project(tmp_path_factory.mktemp("penguins") / "project")
+    project.raw_hash = sha256(project.root / PENGUINS)
     project.stages = project.repro()
     return project
 
@@ -51,8 +43,8 @@ def test_penguins_train_and_register_from_params_alone(penguins):
 
 
 def test_table_preprocessing_is_fitted_on_train_and_travels_with_the_model(penguins):
-    import joblib
-    preprocessor = joblib.load(penguins.root / "outputs/preprocess/transformer.joblib")
+    from components.normalise import load_preprocess
+    _, preprocessor = load_preprocess(penguins.root / "outputs/preprocess")
     train = pd.read_parquet(penguins.root / "outputs/split/train_raw.parquet")
     scaler = preprocessor.transformer.named_transformers_["numeric"][-1]
     clipper = preprocessor.transformer.named_transformers_["numeric"][1]

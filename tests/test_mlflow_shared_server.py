@@ -18,6 +18,7 @@ import mlflow
 import pytest
 import yaml
 
+from components.tracking import lock_name
 from conftest import REPO, make_project, run_id_of
 from servers import QUICK_RETRIES, MlflowServer, Postgres, ci_or_skip, create_store, postgres_bin, wait_for
 
@@ -123,14 +124,15 @@ def test_two_registrations_at_the_same_moment_leave_one_champion_the_better(shar
     # Hold the champion lock, as a registration in progress elsewhere would, so both arrive at the decision
     # together; they must wait for it (no alias moves meanwhile), then decide one after the other.
     client = client_for(shared_server)
-    client.create_registered_model("digits-classifier.champion-lock", description="the test: held")
+    held = lock_name("digits-classifier", 1)
+    client.create_registered_model(held, description="the test: held", tags={"holder": "the test"})
     racing = [subprocess.Popen(["dvc", "repro"], cwd=p.root, env=pipeline_env(p, shared_server), text=True,
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE) for p in (strong, weak)]
     wait_for(lambda: len(client.search_model_versions("name = 'digits-classifier'")) == 2, 300, "both versions")
     time.sleep(3)                                   # time enough to move the alias, were the lock ignored
     assert all(process.poll() is None for process in racing), "both wait for the lock"
     assert not client.get_registered_model("digits-classifier").aliases, "nobody decided while the lock was held"
-    client.delete_registered_model("digits-classifier.champion-lock")
+    client.set_registered_model_tag(held, "released", "true")      # as a holder lets go
     for process in racing:
         out, err = process.communicate(timeout=600)
         assert process.returncode == 0, out[-2000:] + err[-2000:]
@@ -144,7 +146,9 @@ def test_two_registrations_at_the_same_moment_leave_one_champion_the_better(shar
     first, second = sorted(registrations.values(), key=lambda r: r["champion_version_before"] is not None)
     assert first["champion_version_before"] is None and first["promoted"] is True
     assert second["champion_version_before"] == first["version"]
-    assert [m.name for m in client.search_registered_models()] == ["digits-classifier"], "no lock left behind"
+    # the lock's last generation stays, released (the chain must never shrink); older ones are tidied away
+    assert [m.name for m in client.search_registered_models()] == ["digits-classifier", lock_name("digits-classifier", 3)]
+    assert client.get_registered_model(lock_name("digits-classifier", 3)).tags["released"] == "true"
 
 
 def test_a_failing_backend_gives_one_line_then_register_resumes(shared_server, postgres, tmp_path):
