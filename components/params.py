@@ -202,6 +202,9 @@ class Kubeflow(Section):
     # from it instead of starting over ("" = no volume; a retry then starts from epoch 1).
     checkpoint_pvc: str = ""
     train_retries: int = Field(2, ge=0)
+    # fetch reads a local path (file:// or plain) only under this folder, e.g. a data volume mounted there;
+    # anything else the pod can read (/var/run/secrets/...) must never become an artifact others can read.
+    data_root: str = "/mnt/data"
 
 
 # `register` is also a method of ABCMeta (pydantic's metaclass base); shadowing it on instances is harmless.

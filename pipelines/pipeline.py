@@ -63,8 +63,10 @@ def build_pipeline(params: Params, image: str | None = None):
         register: dict = p["register"],
         mlflow: dict = p["mlflow"],
     ) -> NamedTuple("Outputs", metrics_json=Artifact, registration=Artifact):
-        fetched = _limit(fetch_op(data_uri=data_uri, dvc_repo=dvc_repo, dvc_rev=dvc_rev, dvc_path=dvc_path),
-                         k.resources).set_display_name("fetch")
+        # data_root is a constant of the compiled spec, not a run parameter: whoever starts a run
+        # cannot widen what fetch may read.
+        fetched = _limit(fetch_op(data_uri=data_uri, dvc_repo=dvc_repo, dvc_rev=dvc_rev, dvc_path=dvc_path,
+                                  data_root=k.data_root), k.resources).set_display_name("fetch")
         cleaned = _limit(clean_op(raw=fetched.outputs["raw"], data=data, clean_cfg=clean, split=split),
                          k.resources).set_display_name("clean")
         split_task = _limit(normalise_op(clean=cleaned.outputs["clean"], seed=seed, split=split, normalise=normalise,

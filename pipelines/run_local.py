@@ -28,6 +28,12 @@ def run_local(output_dir: Path, params_path: Path = Path("params.yaml"), data_ur
     params = load_params(params_path)
     if not (data_uri or dvc_repo):
         data_uri = str(Path(params.data.path).resolve())
+    source = data_uri or dvc_repo
+    if "://" not in source:
+        # Local data named by whoever runs this on their own machine: fetch may read it. On a cluster,
+        # kubeflow.data_root bounds what a run's data_uri or dvc_repo can reach.
+        params = params.model_copy(update={"kubeflow": params.kubeflow.model_copy(
+            update={"data_root": str(Path(source).resolve())})})
     # Tasks are separate processes with their own working directory: give them absolute locations.
     from components import tracking
     os.environ["MLFLOW_TRACKING_URI"] = tracking.absolute_tracking_uri()

@@ -1,6 +1,8 @@
 """k8s/: both kustomize overlays render, validate against the Kubernetes schema, meet the security
 baseline (non-root, read-only root fs, no privilege escalation, no capabilities, RuntimeDefault
-seccomp, requests and limits), differ as intended, and keep the Secret contract the pipeline uses.
+seccomp, requests and limits), differ as intended, and keep the Secret contract the pipeline uses;
+and least privilege holds on a shared cluster (section 5): pipeline pods and the tracking stack in
+separate namespaces, RBAC, network policies, Pod Security, no secret on a command line, digests.
 
 Needs `kubectl` (its built-in kustomize) and the `kubernetes-validate` package, both offline. Missing
 either one skips these tests locally, but fails them when CI=true.
@@ -23,7 +25,8 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 K8S = REPO / "k8s"
 OVERLAYS = ("local", "gpu-cluster")
-NAMESPACE = "digits-mlops"
+TRACKING = "digits-mlops"              # MLflow, PostgreSQL and their Secrets
+PIPELINES = "digits-mlops-pipelines"   # pipeline pods (service account pipeline-runner), mlflow-credentials
 IN_CI = os.environ.get("CI", "").lower() == "true"
 
 # Kubernetes versions whose bundled (offline) schemas every rendered object must validate against:
@@ -39,10 +42,10 @@ WRITABLE_ROOT_FS: dict[tuple[str, str], str] = {}
 PLACEHOLDER = "CHANGE_ME"
 # Secret-template values that are not secret and may stay as they are.
 NON_SECRET_VALUES = {
-    "POSTGRES_USER": "mlflow",
+    "POSTGRES_USER": "postgres",
     "POSTGRES_DB": "mlflow",
     "MLFLOW_TRACKING_URI": "http://mlflow.digits-mlops.svc.cluster.local:5000",
-    "MLFLOW_TRACKING_USERNAME": "admin",
+    "MLFLOW_TRACKING_USERNAME": "pipeline",
 }
 MLFLOW_CREDENTIALS_KEYS = {"MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"}
 
@@ -76,9 +79,14 @@ def ident(obj: dict) -> str:
     return f"{obj['kind']}/{obj['metadata']['name']}"
 
 
-def find(docs: list[dict], kind: str, name: str) -> dict:
-    matches = [d for d in docs if d["kind"] == kind and d["metadata"]["name"] == name]
-    assert len(matches) == 1, f"expected exactly one {kind}/{name}, found {len(matches)}"
+def namespace_of(obj: dict) -> str | None:
+    return obj["metadata"].get("namespace")
+
+
+def find(docs: list[dict], kind: str, name: str, namespace: str | None = None) -> dict:
+    matches = [d for d in docs if d["kind"] == kind and d["metadata"]["name"] == name
+               and namespace in (None, namespace_of(d))]
+    assert len(matches) == 1, f"expected exactly one {kind}/{name} (namespace {namespace}), found {len(matches)}"
     return matches[0]
 
 
@@ -139,15 +147,20 @@ def secret_items(secret: dict) -> dict[str, str]:
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_overlay_renders_the_whole_stack(overlay):
     docs = render(f"overlays/{overlay}")
-    names = {ident(d) for d in docs}
-    expected = {"Namespace/digits-mlops", "Deployment/mlflow", "Service/mlflow", "PersistentVolumeClaim/mlflow-artifacts",
-                "StatefulSet/postgres", "Service/postgres", "ServiceAccount/pipeline-runner", "Role/pipeline-runner",
-                "RoleBinding/pipeline-runner", "NetworkPolicy/postgres-from-mlflow", "NetworkPolicy/mlflow-from-clients"}
-    assert expected <= names, f"k8s/overlays/{overlay} lacks {sorted(expected - names)}"
-    assert len(names) == len(docs), f"k8s/overlays/{overlay}: duplicate objects"
+    placed = {(ident(d), namespace_of(d)) for d in docs}
+    expected = {("Namespace/digits-mlops", None), ("Namespace/digits-mlops-pipelines", None)}
+    expected |= {(name, TRACKING) for name in (
+        "Deployment/mlflow", "Service/mlflow", "PersistentVolumeClaim/mlflow-artifacts", "StatefulSet/postgres",
+        "Service/postgres", "ConfigMap/postgres-initdb", "NetworkPolicy/default-deny",
+        "NetworkPolicy/postgres-from-mlflow", "NetworkPolicy/mlflow-from-pipelines", "NetworkPolicy/mlflow-egress")}
+    expected |= {(name, PIPELINES) for name in (
+        "ServiceAccount/pipeline-runner", "Role/pipeline-runner", "RoleBinding/pipeline-runner",
+        "NetworkPolicy/default-deny", "NetworkPolicy/egress-dns", "NetworkPolicy/egress-mlflow")}
+    assert expected <= placed, f"k8s/overlays/{overlay} lacks {sorted(expected - placed, key=str)}"
+    assert len(placed) == len(docs), f"k8s/overlays/{overlay}: duplicate objects"
     for obj in docs:
         if obj["kind"] != "Namespace":
-            assert obj["metadata"].get("namespace") == NAMESPACE, f"{ident(obj)} is not in namespace {NAMESPACE}"
+            assert namespace_of(obj) in (TRACKING, PIPELINES), f"{ident(obj)} is in namespace {namespace_of(obj)}"
     # Real credentials are created with kubectl; `apply -k` must never overwrite them with placeholders.
     secrets = [ident(d) for d in docs if d["kind"] == "Secret"]
     assert not secrets, f"k8s/overlays/{overlay} renders {secrets}: Secrets belong in k8s/secret-templates only"
@@ -155,8 +168,9 @@ def test_overlay_renders_the_whole_stack(overlay):
 
 def test_secret_templates_render():
     docs = render("secret-templates")
-    assert {ident(d) for d in docs} == {"Secret/postgres-credentials", "Secret/mlflow-server", "Secret/mlflow-credentials"}
-    assert all(d["metadata"]["namespace"] == NAMESPACE for d in docs)
+    assert {(ident(d), namespace_of(d)) for d in docs} == {
+        ("Secret/postgres-credentials", TRACKING), ("Secret/mlflow-db", TRACKING), ("Secret/mlflow-server", TRACKING),
+        ("Secret/mlflow-credentials", PIPELINES)}
 
 
 # -- 2. schema --------------------------------------------------------------------------------------
@@ -291,17 +305,18 @@ def test_the_security_check_catches_violations():
 
 def test_mlflow_credentials_secret_contract():
     docs = render("secret-templates")
-    creds = secret_items(find(docs, "Secret", "mlflow-credentials"))
+    creds = secret_items(find(docs, "Secret", "mlflow-credentials", PIPELINES))
     assert set(creds) == MLFLOW_CREDENTIALS_KEYS
     url = urlsplit(creds["MLFLOW_TRACKING_URI"])
-    assert (url.scheme, url.hostname, url.port) == ("http", f"mlflow.{NAMESPACE}.svc.cluster.local", 5000)
-    assert set(secret_items(find(docs, "Secret", "postgres-credentials"))) == {"POSTGRES_USER", "POSTGRES_PASSWORD", "POSTGRES_DB"}
-    server = secret_items(find(docs, "Secret", "mlflow-server"))
-    assert set(server) == {"MLFLOW_FLASK_SERVER_SECRET_KEY", "MLFLOW_AUTH_ADMIN_PASSWORD", "MLFLOW_BACKEND_STORE_URI"}
-    # The image installs psycopg2 only; SQLAlchemy >= 2.1 maps a bare postgresql:// to psycopg 3.
-    backend = urlsplit(server["MLFLOW_BACKEND_STORE_URI"])
-    assert backend.scheme == "postgresql+psycopg2"
-    assert (backend.hostname, backend.port) == (f"postgres.{NAMESPACE}.svc.cluster.local", 5432)
+    assert (url.scheme, url.hostname, url.port) == ("http", f"mlflow.{TRACKING}.svc.cluster.local", 5000)
+    # The pipeline logs in as its own MLflow user: the admin password stays with the server.
+    assert creds["MLFLOW_TRACKING_USERNAME"] != "admin"
+    postgres = secret_items(find(docs, "Secret", "postgres-credentials", TRACKING))
+    assert set(postgres) == {"POSTGRES_USER", "POSTGRES_PASSWORD", "POSTGRES_DB"}
+    assert postgres["POSTGRES_USER"] != "mlflow", "the superuser must not be the role MLflow logs in as"
+    assert set(secret_items(find(docs, "Secret", "mlflow-db", TRACKING))) == {"MLFLOW_DB_PASSWORD"}
+    server = secret_items(find(docs, "Secret", "mlflow-server", TRACKING))
+    assert set(server) == {"MLFLOW_FLASK_SERVER_SECRET_KEY", "MLFLOW_AUTH_ADMIN_PASSWORD"}
 
 
 @pytest.mark.parametrize("path", [f"overlays/{o}" for o in OVERLAYS] + ["secret-templates"])
@@ -320,16 +335,17 @@ def test_secrets_hold_only_placeholders(path):
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_every_secret_reference_is_in_the_templates(overlay):
-    templates = {d["metadata"]["name"]: set(secret_items(d)) for d in render("secret-templates")}
+    # A pod reads Secrets of its own namespace only: the template must be in the workload's namespace.
+    templates = {(namespace_of(d), d["metadata"]["name"]): set(secret_items(d)) for d in render("secret-templates")}
     missing = []
     for w in workloads(render(f"overlays/{overlay}")):
         for label, c in containers(w):
             for env in c.get("env", []):
                 ref = (env.get("valueFrom") or {}).get("secretKeyRef")
-                if ref and ref["key"] not in templates.get(ref["name"], set()):
+                if ref and ref["key"] not in templates.get((namespace_of(w), ref["name"]), set()):
                     missing.append(f"{ident(w)} {label}: {ref['name']}/{ref['key']}")
             for src in c.get("envFrom", []):
-                if "secretRef" in src and src["secretRef"]["name"] not in templates:
+                if "secretRef" in src and (namespace_of(w), src["secretRef"]["name"]) not in templates:
                     missing.append(f"{ident(w)} {label}: {src['secretRef']['name']}")
     assert not missing, "referenced but not in k8s/secret-templates:\n" + "\n".join(missing)
 
@@ -348,7 +364,7 @@ def test_mlflow_server_service_and_flags(overlay):
 
     args = server["args"]
     assert arg_value(args, "--host") == "0.0.0.0" and arg_value(args, "--port") == "5000"
-    assert arg_value(args, "--backend-store-uri") == "$(MLFLOW_BACKEND_STORE_URI)"
+    assert "--backend-store-uri" not in args, "mlflow server reads it from MLFLOW_BACKEND_STORE_URI"
     assert arg_value(args, "--app-name") == "basic-auth"
     assert "--serve-artifacts" in args
     destination = arg_value(args, "--artifacts-destination")
@@ -357,7 +373,7 @@ def test_mlflow_server_service_and_flags(overlay):
     allowed = arg_value(args, "--allowed-hosts").split(",")
     creds = secret_items(find(render("secret-templates"), "Secret", "mlflow-credentials"))
     tracking_host = urlsplit(creds["MLFLOW_TRACKING_URI"]).netloc  # what the pipeline's client sends as Host
-    for host in ("mlflow", f"mlflow.{NAMESPACE}", f"mlflow.{NAMESPACE}.svc", f"mlflow.{NAMESPACE}.svc.cluster.local"):
+    for host in ("mlflow", f"mlflow.{TRACKING}", f"mlflow.{TRACKING}.svc", f"mlflow.{TRACKING}.svc.cluster.local"):
         assert host in allowed, f"--allowed-hosts lacks {host}"
         assert host_allowed(allowed, f"{host}:5000"), f"--allowed-hosts rejects {host}:5000"
     assert host_allowed(allowed, tracking_host)
@@ -366,8 +382,14 @@ def test_mlflow_server_service_and_flags(overlay):
 
     env = {e["name"]: e for e in server["env"]}
     assert env["MLFLOW_DISABLE_TELEMETRY"]["value"] == "true"
-    for name in ("MLFLOW_BACKEND_STORE_URI", "MLFLOW_FLASK_SERVER_SECRET_KEY", "MLFLOW_AUTH_ADMIN_PASSWORD"):
+    for name in ("MLFLOW_FLASK_SERVER_SECRET_KEY", "MLFLOW_AUTH_ADMIN_PASSWORD"):
         assert env[name]["valueFrom"]["secretKeyRef"] == {"name": "mlflow-server", "key": name}
+    # MLflow's own database role; its password reaches libpq as PGPASSWORD, not inside the URI.
+    backend = urlsplit(env["MLFLOW_BACKEND_STORE_URI"]["value"])
+    assert backend.scheme == "postgresql+psycopg2"  # the image has psycopg2 only; SQLAlchemy 2.1 maps postgresql:// to psycopg 3
+    assert (backend.username, backend.password, backend.hostname, backend.port, backend.path) == \
+        ("mlflow", None, "postgres", 5432, "/mlflow")
+    assert env["PGPASSWORD"]["valueFrom"]["secretKeyRef"] == {"name": "mlflow-db", "key": "MLFLOW_DB_PASSWORD"}
     for probe in ("readinessProbe", "livenessProbe"):
         get = server[probe]["httpGet"]
         assert get["path"] == "/health" and ports.get(get["port"], get["port"]) == 5000, probe
@@ -381,7 +403,7 @@ def test_postgres_statefulset(overlay):
     assert service["spec"]["clusterIP"] == "None" and sts["spec"]["serviceName"] == "postgres"
     assert [p["port"] for p in service["spec"]["ports"]] == [5432]
     pg = container(sts, "postgres")
-    assert pg["image"] == "postgres:16"
+    assert pg["image"].startswith("postgres:16@sha256:")
     assert pod_spec(sts)["securityContext"]["runAsUser"] == 999
     env = {e["name"]: e for e in pg["env"]}
     claims = {t["metadata"]["name"] for t in sts["spec"]["volumeClaimTemplates"]}
@@ -392,37 +414,17 @@ def test_postgres_statefulset(overlay):
     writable = {m["mountPath"] for m in pg["volumeMounts"]}
     assert {"/var/run/postgresql", "/tmp"} <= writable, "read-only root fs needs writable socket dir and /tmp"
 
-
-@pytest.mark.parametrize("overlay", OVERLAYS)
-def test_network_policies(overlay):
-    docs = render(f"overlays/{overlay}")
-    postgres = find(docs, "NetworkPolicy", "postgres-from-mlflow")["spec"]
-    assert postgres["podSelector"]["matchLabels"] == {"app.kubernetes.io/name": "postgres"}
-    [rule] = postgres["ingress"]
-    assert rule["from"] == [{"podSelector": {"matchLabels": {"app.kubernetes.io/name": "mlflow"}}}]
-    assert rule["ports"] == [{"protocol": "TCP", "port": 5432}]
-
-    mlflow = find(docs, "NetworkPolicy", "mlflow-from-clients")["spec"]
-    assert mlflow["podSelector"]["matchLabels"] == {"app.kubernetes.io/name": "mlflow"}
-    [rule] = mlflow["ingress"]
-    assert rule["ports"] == [{"protocol": "TCP", "port": 5000}]
-    assert {"podSelector": {}} in rule["from"]
-    assert {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kubeflow"}}} in rule["from"]
-
-
-def test_pipeline_runner_rbac_is_least_privilege():
-    docs = render("overlays/local")
-    rules = find(docs, "Role", "pipeline-runner")["rules"]
-    for rule in rules:
-        assert "*" not in rule["verbs"] + rule["resources"] + rule["apiGroups"], rule
-    secret_rules = [r for r in rules if "secrets" in r["resources"]]
-    assert secret_rules == [{"apiGroups": [""], "resources": ["secrets"],
-                             "resourceNames": ["mlflow-credentials"], "verbs": ["get"]}]
-    pods = next(r for r in rules if r["resources"] == ["pods"])
-    assert {"create", "get", "watch", "delete", "list"} <= set(pods["verbs"])
-    binding = find(docs, "RoleBinding", "pipeline-runner")
-    assert binding["roleRef"]["name"] == "pipeline-runner"
-    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "pipeline-runner", "namespace": NAMESPACE}]
+    # MLflow's role is created on first start by a script from a ConfigMap, its password read from
+    # the environment (psql \getenv): never written in the script or passed as an argument.
+    assert env["MLFLOW_DB_PASSWORD"]["valueFrom"]["secretKeyRef"] == {"name": "mlflow-db", "key": "MLFLOW_DB_PASSWORD"}
+    for name in ("POSTGRES_USER", "POSTGRES_PASSWORD", "POSTGRES_DB"):
+        assert env[name]["valueFrom"]["secretKeyRef"] == {"name": "postgres-credentials", "key": name}
+    mount = next(m for m in pg["volumeMounts"] if m["mountPath"] == "/docker-entrypoint-initdb.d")
+    volume = next(v for v in pod_spec(sts)["volumes"] if v["name"] == mount["name"])
+    [script] = find(docs, "ConfigMap", volume["configMap"]["name"], TRACKING)["data"].values()
+    assert "\\getenv mlflow_password MLFLOW_DB_PASSWORD" in script
+    assert re.search(r"^CREATE ROLE mlflow LOGIN NOSUPERUSER .*PASSWORD :'mlflow_password';$", script, re.M)
+    assert 'ALTER DATABASE :"DBNAME" OWNER TO mlflow;' in script
 
 
 def _resources(docs: list[dict]) -> dict[tuple[str, str, str], float]:
@@ -494,8 +496,191 @@ def test_overlays_differ_as_intended():
                    for t in terms), name
         assert "affinity" not in pod_spec(find(local, *name))
     # local runs the image loaded into kind/minikube; gpu-cluster pulls it from a registry.
-    assert container(find(local, "Deployment", "mlflow"), "mlflow")["image"] == "digits-mlops/mlflow:dev"
-    assert container(find(gpu, "Deployment", "mlflow"), "mlflow")["image"].count("/") >= 2
+    assert container(find(local, "Deployment", "mlflow"), "mlflow")["image"].startswith("digits-mlops/mlflow:dev@")
+    assert container(find(gpu, "Deployment", "mlflow"), "mlflow")["image"].split("@")[0].count("/") >= 2
+
+
+# -- 5. least privilege on a shared cluster ---------------------------------------------------------
+
+# Everything pipeline-runner may do, per namespace: nothing in the tracking namespace (creating a pod
+# there would read every Secret there). Exact: a new grant must be added here on purpose.
+PIPELINE_RUNNER_GRANTS = {
+    PIPELINES: {("", "secrets", "get", "mlflow-credentials")}
+    | {("", "pods", verb, "*") for verb in ("create", "get", "list", "watch", "patch", "delete")}
+    | {("", resource, verb, "*") for resource in ("pods/log", "configmaps") for verb in ("get", "list", "watch")}
+    | {("argoproj.io", "workflowtaskresults", verb, "*") for verb in ("create", "patch")},
+}
+DIGEST = re.compile(r"[a-z0-9][a-z0-9._/-]*(:[\w.-]+)?@sha256:[0-9a-f]{64}")
+PLACEHOLDER_DIGEST = "sha256:" + "0" * 64   # our own image: its digest is known only once it is built
+OWN_IMAGE = "digits-mlops/mlflow"
+DNS = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}},
+       "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}}}
+
+
+def tcp(port: int) -> dict:
+    return {"protocol": "TCP", "port": port}
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_both_namespaces_enforce_pod_security_restricted(overlay):
+    docs = render(f"overlays/{overlay}")
+    for namespace in (TRACKING, PIPELINES):
+        labels = find(docs, "Namespace", namespace)["metadata"]["labels"]
+        assert labels["pod-security.kubernetes.io/enforce"] == "restricted", namespace
+
+
+def rbac_grants(docs: list[dict], namespace: str, service_account: str) -> dict[str, set[tuple]]:
+    """{namespace: {(apiGroup, resource, verb, resourceName or *)}} granted to a service account by Roles."""
+    subject = {"kind": "ServiceAccount", "name": service_account, "namespace": namespace}
+    grants: dict[str, set[tuple]] = {}
+    for binding in (d for d in docs if d["kind"] == "RoleBinding" and subject in d.get("subjects", [])):
+        role = find(docs, binding["roleRef"]["kind"], binding["roleRef"]["name"], namespace_of(binding))
+        for rule in role["rules"]:
+            grants.setdefault(namespace_of(binding), set()).update(
+                (group, resource, verb, name) for group in rule["apiGroups"] for resource in rule["resources"]
+                for verb in rule["verbs"] for name in rule.get("resourceNames") or ["*"])
+    return grants
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_pipeline_runner_rbac_per_namespace(overlay):
+    docs = render(f"overlays/{overlay}")
+    assert rbac_grants(docs, PIPELINES, "pipeline-runner") == PIPELINE_RUNNER_GRANTS
+    assert not [ident(d) for d in docs if d["kind"] in ("ClusterRole", "ClusterRoleBinding")]
+    in_tracking = [ident(d) for d in docs if d["kind"] in ("Role", "RoleBinding") and namespace_of(d) == TRACKING]
+    assert in_tracking == [], "the tracking namespace grants nobody anything"
+    for binding in (d for d in docs if d["kind"] == "RoleBinding"):
+        assert {s.get("namespace") for s in binding["subjects"]} == {namespace_of(binding)}, ident(binding)
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_each_secret_is_read_by_its_owners_only(overlay):
+    readers: dict[tuple[str, str], set[str]] = {}
+    for w in workloads(render(f"overlays/{overlay}")):
+        for _, c in containers(w):
+            for env in c.get("env", []):
+                if ref := (env.get("valueFrom") or {}).get("secretKeyRef"):
+                    readers.setdefault((namespace_of(w), ref["name"]), set()).add(ident(w))
+            assert not [s for s in c.get("envFrom", []) if "secretRef" in s], f"{ident(w)}: envFrom a whole Secret"
+    # The superuser's password stays with PostgreSQL; the admin password with the MLflow server.
+    assert readers == {(TRACKING, "postgres-credentials"): {"StatefulSet/postgres"},
+                       (TRACKING, "mlflow-db"): {"StatefulSet/postgres", "Deployment/mlflow"},
+                       (TRACKING, "mlflow-server"): {"Deployment/mlflow"}}
+
+
+def ingress_and_egress(docs: list[dict], namespace: str, pod_labels: dict) -> tuple[list[dict], list[dict]]:
+    """The ingress and egress rules of every NetworkPolicy in `namespace` that selects pods with these labels."""
+    ingress, egress = [], []
+    for policy in (d for d in docs if d["kind"] == "NetworkPolicy" and namespace_of(d) == namespace):
+        selector = policy["spec"]["podSelector"]
+        assert "matchExpressions" not in selector, f"{ident(policy)}: extend this helper for matchExpressions"
+        if (selector.get("matchLabels") or {}).items() <= pod_labels.items():
+            types = policy["spec"]["policyTypes"]
+            ingress += policy["spec"].get("ingress", []) if "Ingress" in types else []
+            egress += policy["spec"].get("egress", []) if "Egress" in types else []
+    return ingress, egress
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_network_policies_allow_only_the_needed_paths(overlay):
+    docs = render(f"overlays/{overlay}")
+    for namespace in (TRACKING, PIPELINES):
+        specs = [d["spec"] for d in docs if d["kind"] == "NetworkPolicy" and namespace_of(d) == namespace]
+        assert {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]} in specs, f"{namespace}: no default deny"
+
+    def labels(kind, name):
+        return find(docs, kind, name, TRACKING)["spec"]["template"]["metadata"]["labels"]
+
+    mlflow = {"podSelector": {"matchLabels": {"app.kubernetes.io/name": "mlflow"}}}
+    postgres = {"podSelector": {"matchLabels": {"app.kubernetes.io/name": "postgres"}}}
+    # PostgreSQL: from the MLflow pods of its own namespace only; it sends nothing.
+    assert ingress_and_egress(docs, TRACKING, labels("StatefulSet", "postgres")) == \
+        ([{"from": [mlflow], "ports": [tcp(5432)]}], [])
+    # MLflow: from the pipeline namespace (by its immutable name label) only; to DNS and PostgreSQL.
+    from_pipelines = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": PIPELINES}}}
+    ingress, egress = ingress_and_egress(docs, TRACKING, labels("Deployment", "mlflow"))
+    assert ingress == [{"from": [from_pipelines], "ports": [tcp(5000)]}]
+    assert [r["to"] for r in egress] == [[DNS], [postgres]]
+    assert egress[1]["ports"] == [tcp(5432)]
+
+    # Pipeline pods (any labels): no ingress; egress only on named ports, to MLflow but nothing else
+    # of the tracking namespace, and never to private or link-local addresses on the data-source rule.
+    ingress, egress = ingress_and_egress(docs, PIPELINES, {})
+    assert ingress == []
+    assert all(rule.get("ports") for rule in egress), "an egress rule without ports allows every port"
+    assert {"to": [DNS], "ports": [{"protocol": "UDP", "port": 53}, tcp(53)]} in egress
+    to_tracking = [rule for rule in egress for peer in rule["to"]
+                   if peer.get("namespaceSelector", {}).get("matchLabels") == {"kubernetes.io/metadata.name": TRACKING}]
+    assert to_tracking == [{"to": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": TRACKING}},
+                                    **mlflow}], "ports": [tcp(5000)]}]
+    assert not [r for r in egress if tcp(5432) in r["ports"]], "pipeline pods never reach PostgreSQL"
+    for block in (peer["ipBlock"] for rule in egress for peer in rule["to"] if "ipBlock" in peer):
+        if block["cidr"] == "0.0.0.0/0":
+            assert {"10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "169.254.0.0/16"} <= set(block["except"])
+
+
+def command_line_leaks(obj: dict) -> list[str]:
+    """Secrets that would end up in a process's argv (readable in /proc/<pid>/cmdline and in the pod
+    spec): a secret-backed env var expanded by the kubelet ($(VAR)) or by a shell ($VAR, ${VAR}) in a
+    command, args, exec probe or lifecycle hook, or a URL with a password written out."""
+    leaks = []
+    for label, c in containers(obj):
+        secret_vars = {e["name"] for e in c.get("env", []) if "secretKeyRef" in (e.get("valueFrom") or {})
+                       and e["valueFrom"]["secretKeyRef"]["key"] not in NON_SECRET_VALUES}
+        lines = {"command and args": c.get("command", []) + c.get("args", [])}
+        lines |= {probe: c[probe]["exec"]["command"] for probe in ("startupProbe", "readinessProbe", "livenessProbe")
+                  if "exec" in c.get(probe, {})}
+        lines |= {f"lifecycle {hook}": spec["exec"]["command"]
+                  for hook, spec in (c.get("lifecycle") or {}).items() if "exec" in spec}
+        for where, argv in lines.items():
+            text = " ".join(argv)
+            leaks += [f"{ident(obj)} {label} {where}: ${name}" for name in sorted(secret_vars)
+                      if re.search(rf"\$\({name}\)|\$\{{?{name}\b", text)]
+            if re.search(r"://[^/\s:@]+:[^/\s@]+@", text):
+                leaks.append(f"{ident(obj)} {label} {where}: a URL with a password")
+    return leaks
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_no_secret_on_any_command_line(overlay):
+    leaks = [leak for w in workloads(render(f"overlays/{overlay}")) for leak in command_line_leaks(w)]
+    assert not leaks, "\n".join(leaks)
+
+
+def test_the_command_line_check_catches_leaks():
+    import copy
+
+    docs = render("overlays/local")
+    mlflow, postgres = find(docs, "Deployment", "mlflow"), find(docs, "StatefulSet", "postgres")
+    leaky = copy.deepcopy(mlflow)
+    container(leaky, "mlflow")["args"] += ["--backend-store-uri", "$(PGPASSWORD)"]
+    assert command_line_leaks(leaky) == ["Deployment/mlflow container mlflow command and args: $PGPASSWORD"]
+    leaky = copy.deepcopy(postgres)
+    container(leaky, "postgres")["livenessProbe"]["exec"]["command"] = ["sh", "-c", 'psql -W "${POSTGRES_PASSWORD}"']
+    assert command_line_leaks(leaky) == ["StatefulSet/postgres container postgres livenessProbe: $POSTGRES_PASSWORD"]
+    leaky = copy.deepcopy(mlflow)
+    container(leaky, "mlflow")["args"] += ["--backend-store-uri", "postgresql://mlflow:hunter2@postgres/mlflow"]
+    assert command_line_leaks(leaky) == ["Deployment/mlflow container mlflow command and args: a URL with a password"]
+    # Non-secret keys from a Secret (the superuser's name in pg_isready) are fine.
+    assert command_line_leaks(postgres) == []
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_every_image_is_pinned_by_digest(overlay):
+    images = {f"{ident(w)} {label}": c["image"]
+              for w in workloads(render(f"overlays/{overlay}")) for label, c in containers(w)}
+    unpinned = [f"{where}: {image}" for where, image in images.items() if not DIGEST.fullmatch(image)]
+    assert not unpinned, "not pinned by digest:\n" + "\n".join(unpinned)
+    # Only our own image, whose digest exists once it is built, may carry the placeholder.
+    placeholders = {image.split("@")[0] for image in images.values() if image.endswith("@" + PLACEHOLDER_DIGEST)}
+    assert all(re.fullmatch(rf"([^@]+/)?{OWN_IMAGE}:[\w.-]+", name) for name in placeholders), placeholders
+    assert images["StatefulSet/postgres container postgres"].startswith("postgres:16@sha256:")
+    assert not images["StatefulSet/postgres container postgres"].endswith(PLACEHOLDER_DIGEST)
+
+
+def test_both_overlays_run_the_same_postgres_digest():
+    pinned = {container(find(render(f"overlays/{o}"), "StatefulSet", "postgres"), "postgres")["image"] for o in OVERLAYS}
+    assert len(pinned) == 1, pinned
 
 
 # -- the image -------------------------------------------------------------------------------------

@@ -54,6 +54,9 @@ def test_compiled_spec_requests_gpu_for_train_and_limits_every_task(compiled):
     assert tasks["train-step"]["retryPolicy"]["maxRetryCount"] == params.kubeflow.train_retries
     assert tasks["train-step"]["inputs"]["parameters"]["checkpoint_dir"]["runtimeValue"]["constant"] == "", \
         "no checkpoint volume unless kubeflow.checkpoint_pvc names one"
+    # fetch's data root is fixed at compile time, not a run parameter anyone starting a run could widen.
+    assert tasks["fetch-step"]["inputs"]["parameters"]["data_root"]["runtimeValue"]["constant"] == \
+        params.kubeflow.data_root
     for step in ("fetch-step", "clean-step", "normalise-step", "augment-step"):
         assert tasks[step]["cachingOptions"]["enableCache"] is True, step
 
@@ -83,7 +86,8 @@ def test_pipeline_parameters_default_from_params_yaml_and_carry_no_credentials(c
 
 def test_fetch_reads_the_data_through_dvc_api_at_a_git_revision(tmp_path):
     """The cluster path: data from a DVC repo at a revision (here this repo at HEAD and its sample remote)."""
-    assert fetch(tmp_path / "raw", dvc_repo=str(REPO), dvc_rev="HEAD", dvc_path="data/digits") == 1797
+    assert fetch(tmp_path / "raw", dvc_repo=str(REPO), dvc_rev="HEAD", dvc_path="data/digits",
+                 data_root=str(REPO)) == 1797
     def digest(root: Path) -> dict:
         return {str(p.relative_to(root)): hashlib.md5(p.read_bytes()).hexdigest() for p in root.rglob("*.png")}
     assert digest(tmp_path / "raw") == digest(REPO / "data" / "digits")
@@ -91,10 +95,10 @@ def test_fetch_reads_the_data_through_dvc_api_at_a_git_revision(tmp_path):
 
 def test_fetch_takes_a_single_table_file_from_a_uri(tmp_path):
     source = REPO / "data" / "penguins" / "penguins.csv"
-    assert fetch(tmp_path / "raw", uri=str(source)) == 1
+    assert fetch(tmp_path / "raw", uri=str(source), data_root=str(REPO)) == 1
     assert (tmp_path / "raw" / "penguins.csv").read_bytes() == source.read_bytes()
     with pytest.raises(Exception, match="not found; check data_uri"):
-        fetch(tmp_path / "other", uri=str(tmp_path / "missing.csv"))
+        fetch(tmp_path / "other", uri=str(tmp_path / "missing.csv"), data_root=str(tmp_path))
     assert not (tmp_path / "other").exists()
 
 
@@ -210,7 +214,7 @@ def test_a_branch_is_pinned_to_its_commit_so_kfp_caching_cannot_serve_stale_data
 def test_clean_step_reads_a_fetched_table_whatever_its_file_name(tmp_path):
     from types import SimpleNamespace
     from components.clean import clean_step
-    fetch(tmp_path / "raw", uri=str(REPO / "data" / "penguins" / "penguins.csv"))
+    fetch(tmp_path / "raw", uri=str(REPO / "data" / "penguins" / "penguins.csv"), data_root=str(REPO))
     (tmp_path / "raw" / "penguins.csv").rename(tmp_path / "raw" / "new_penguins.csv")
     p = load_params(REPO / "examples" / "penguins" / "params.yaml").model_dump(mode="json", exclude_none=True)
     clean_step(SimpleNamespace(path=str(tmp_path / "raw")), p["data"], p["clean"], p["split"],
