@@ -59,7 +59,9 @@ experiments: setup
 	$(VENV)/bin/dvc exp show --only-changed --drop '^(components|outputs|reports|data)/'
 
 # Browse the embedded store at http://127.0.0.1:5000
+# A store copied or moved with the project has its artifact paths rewritten first (tracking.relocate_store).
 mlflow-ui: setup
+	$(PYTHON) -c "from components import tracking; tracking.configure()"
 	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///mlflow/mlflow.db --host 127.0.0.1 --port 5000
 
 # Remove what the pipeline and `make plots` generate and git does not track (every such path is git-ignored):

@@ -105,6 +105,13 @@ class Postgres:
     def stop(self) -> None:
         self._run(str(self.bin / "pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "stop")
 
+    def psql(self, database: str, script: Path, env: dict) -> None:
+        """Run an SQL file as the superuser, as the postgres image's entrypoint runs its init scripts."""
+        prefix = ["runuser", "-u", self.user, "--"] if self.user else []
+        subprocess.run([*prefix, str(self.bin / "psql"), "-v", "ON_ERROR_STOP=1", "--no-psqlrc", "-h", "127.0.0.1",
+                        "-p", str(self.port), "-U", "postgres", "-d", database, "-f", str(script)],
+                       check=True, capture_output=True, cwd=self.dir, env={**os.environ, **env})
+
     def create_database(self, name: str) -> str:
         self._run(str(self.bin / "createdb"), "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", name)
         return f"postgresql+psycopg2://postgres@127.0.0.1:{self.port}/{name}"

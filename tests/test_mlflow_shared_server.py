@@ -26,7 +26,7 @@ ADMIN_PASSWORD = secrets.token_hex(12)
 
 
 def pod_spec() -> dict:
-    docs = yaml.safe_load_all((REPO / "k8s/base/mlflow.yaml").read_text())
+    docs = yaml.safe_load_all((REPO / "k8s/base/tracking/mlflow.yaml").read_text())
     return next(d for d in docs if d and d["kind"] == "Deployment")["spec"]["template"]["spec"]
 
 
@@ -51,23 +51,31 @@ def postgres():
 def shared_server(postgres, tmp_path_factory):
     """`mlflow server` exactly as the Deployment runs it, but on loopback and with local folders."""
     root = tmp_path_factory.mktemp("shared")
-    backend = postgres.create_database("mlflow")
-    secret_values = {"MLFLOW_BACKEND_STORE_URI": backend, "MLFLOW_FLASK_SERVER_SECRET_KEY": secrets.token_hex(16),
+    postgres.create_database("mlflow")
+    # what the postgres image's entrypoint runs on first start: MLflow's own role, owning its database
+    db_password = secrets.token_hex(12)
+    postgres.psql("mlflow", REPO / "k8s/base/tracking/postgres-initdb.sql", env={"MLFLOW_DB_PASSWORD": db_password})
+    secret_values = {"MLFLOW_DB_PASSWORD": db_password, "MLFLOW_FLASK_SERVER_SECRET_KEY": secrets.token_hex(16),
                      "MLFLOW_AUTH_ADMIN_PASSWORD": ADMIN_PASSWORD}
     pod = pod_spec()
+
+    def on_loopback(env: dict) -> dict:           # the Service name `postgres` is the test's cluster here
+        return {key: value.replace("@postgres:5432/", f"@127.0.0.1:{postgres.port}/") for key, value in env.items()}
     # the init container writes basic_auth.ini pointing the user store at the same PostgreSQL database
     init = pod["initContainers"][0]
     auth_ini = root / "basic_auth.ini"
     script = init["command"][-1].replace("/etc/mlflow-auth/basic_auth.ini", str(auth_ini))
-    subprocess.run([sys.executable, "-c", script], env={**os.environ, **container_env(init, secret_values)},
+    subprocess.run([sys.executable, "-c", script], env={**os.environ, **on_loopback(container_env(init, secret_values))},
                    check=True)
     server = pod["containers"][0]
-    args = [arg.replace("$(MLFLOW_BACKEND_STORE_URI)", backend) for arg in server["args"]]
+    args = list(server["args"])
     for flag in ("--host", "--port"):               # MlflowServer binds 127.0.0.1 and a free port instead
         del args[args.index(flag):args.index(flag) + 2]
     args[args.index("--artifacts-destination") + 1] = str(root / "mlartifacts")
-    env = container_env(server, secret_values) | {"MLFLOW_AUTH_CONFIG_PATH": str(auth_ini), "HOME": str(root)}
-    create_store(backend)                           # migrate once, before the workers start
+    env = on_loopback(container_env(server, secret_values)) | {"MLFLOW_AUTH_CONFIG_PATH": str(auth_ini),
+                                                                 "HOME": str(root)}
+    os.environ["PGPASSWORD"] = db_password          # migrate once, as the mlflow role, before the workers start
+    create_store(env["MLFLOW_BACKEND_STORE_URI"])
     running = MlflowServer(args, root / "server.log", env=env).start(timeout=180)
     yield running
     running.stop()
@@ -107,8 +115,11 @@ def test_the_cluster_configuration_serves_from_postgresql_with_auth_and_host_che
         cursor = db.cursor()
         cursor.execute("select table_name from information_schema.tables where table_schema = 'public'")
         tables = {row[0] for row in cursor.fetchall()}
+        cursor.execute("select distinct tableowner from pg_tables where schemaname = 'public'")
+        owners = {row[0] for row in cursor.fetchall()}
     assert {"experiments", "runs", "registered_models", "model_versions", "users"} <= tables, \
         "tracking, registry and auth stores all live in PostgreSQL"
+    assert owners == {"mlflow"}, "MLflow works as its own role, not the superuser"
 
 
 def test_two_registrations_at_the_same_moment_leave_one_champion_the_better(shared_server, tmp_path):
