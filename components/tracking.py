@@ -92,6 +92,19 @@ def experiment_id(name: str) -> str:
         return mlflow.get_experiment_by_name(name).experiment_id
 
 
+def filter_value(value: str) -> str:
+    """`value` quoted for an MLflow search filter (search_runs, search_model_versions, ...), which has no
+    escape character: in single quotes, or in double quotes when it holds a single quote. Every value
+    pasted into a filter goes through this. Raises UserError for a value holding both kinds of quote."""
+    value = str(value)
+    if "'" not in value:
+        return f"'{value}'"
+    if '"' not in value:
+        return f'"{value}"'
+    from components.errors import shorten
+    raise UserError(f"{shorten(value)} holds both ' and \", which an MLflow search filter cannot quote; rename it")
+
+
 def start_execution_run(experiment: str, execution: str, run_name: str, start_ms: int | None) -> mlflow.ActiveRun:
     """The MLflow run that registers one model (`execution`: its model_key), dated from when training started
     (start_ms, ms since the epoch; None: now). A run for the same model that did not finish (the server
@@ -99,7 +112,7 @@ def start_execution_run(experiment: str, execution: str, run_name: str, start_ms
     experiment_id_ = experiment_id(experiment)
     client = MlflowClient()
     unfinished = client.search_runs(
-        [experiment_id_], f"tags.{EXECUTION_TAG} = '{execution}' and attributes.status != 'FINISHED'",
+        [experiment_id_], f"tags.{EXECUTION_TAG} = {filter_value(execution)} and attributes.status != 'FINISHED'",
         order_by=["attributes.start_time DESC"], max_results=1)
     # resolve_tags adds what mlflow.start_run would: user, source, git commit
     from mlflow.tracking.context.registry import resolve_tags
