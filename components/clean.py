@@ -12,6 +12,8 @@ dropped (named, with their counts) or fail. reports/clean.json also says how the
 import argparse
 import hashlib
 import logging
+import os
+import warnings
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,8 +24,8 @@ from tqdm import tqdm
 
 from kfp.dsl import Artifact, Dataset, Input, Output
 
-from components.errors import UserError, run_cli
-from components.image_files import IMAGE_SUFFIXES, BadImage, TooManyPixels, decode, list_files
+from components.errors import UserError, run_cli, shorten
+from components.image_files import IMAGE_SUFFIXES, BadImage, TooManyPixels, decode, walk_files
 from components.io import atomic_path, save_arrays, write_json
 from components.params import Clean, Data, Split, load_params
 from components.table_files import TableFile, read_column, read_labels, read_table
@@ -192,14 +194,18 @@ def clean_images(files: list[tuple[str, str, bytes]], data: Data, cfg: Clean = C
                    images=np.stack([pixels for _, _, pixels in kept]), dropped=dropped)
 
 
-def read_image_folder(root: Path) -> tuple[list[tuple[str, str, bytes]], list[dict], list[dict]]:
-    """All visible files under root/<class>/, sorted; files outside a class folder are reported, not read,
-    and hidden ones (.DS_Store, __MACOSX/, Thumbs.db, ...) are skipped.
-    Returns (files as (path, class, content), strays, skipped)."""
+def read_image_folder(root: Path, follow_symlinks: bool = False) -> tuple[list[tuple[str, str, bytes]], list[dict],
+                                                                          list[dict]]:
+    """All visible files under root/<class>/, sorted; files outside a class folder and symbolic links that
+    lead outside root (unless follow_symlinks) are reported, not read, and hidden ones (.DS_Store,
+    __MACOSX/, Thumbs.db, ...) are skipped. Returns (files as (path, class, content), strays, skipped)."""
     if not root.is_dir():
         raise UserError(f"{root}: folder not found; set data.path in params.yaml to a folder of class sub-folders")
-    visible, hidden = list_files(root)
-    files, stray = [], []
+    visible, hidden, away = walk_files(root, follow_symlinks)
+    files = []
+    stray = [{"id": str(path), "reason": "link_outside_folder",
+              "detail": f"a symbolic link to {os.path.realpath(path)}, outside {root}: not read; copy the data in, "
+                        "or set clean.follow_symlinks: true"} for path in away]
     for path in visible:
         relative = path.relative_to(root)
         if len(relative.parts) < 2:
@@ -378,7 +384,7 @@ def clean_dataset(data: Data, cfg: Clean, split: Split, out_dir: Path, report_pa
     """Read data.path (or root), clean it, write out_dir/{meta.json, images.npz | table.parquet} and the report."""
     source = root or Path(data.path)
     if data.kind == "image_folder":
-        files, stray, skipped = read_image_folder(source)
+        files, stray, skipped = read_image_folder(source, cfg.follow_symlinks)
         unreadable = [s for s in stray if s["reason"] == "unreadable"]
         if unreadable and cfg.on_bad_file == "fail":
             raise UserError(f"{unreadable[0]['id']}: {unreadable[0]['detail']}; fix or remove the file, or set "
