@@ -12,6 +12,8 @@ dropped (named, with their counts) or fail. reports/clean.json also says how the
 import argparse
 import hashlib
 import logging
+import os
+import warnings
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,8 +24,8 @@ from tqdm import tqdm
 
 from kfp.dsl import Artifact, Dataset, Input, Output
 
-from components.errors import UserError, run_cli
-from components.image_files import IMAGE_SUFFIXES, BadImage, TooManyPixels, decode, list_files
+from components.errors import UserError, run_cli, shorten
+from components.image_files import IMAGE_SUFFIXES, BadImage, TooManyPixels, decode, walk_files
 from components.io import atomic_path, save_arrays, write_json
 from components.params import Clean, Data, Split, load_params
 from components.table_files import TableFile, read_column, read_labels, read_table
@@ -118,25 +120,25 @@ def drop_small_classes(cleaned: Cleaned, cfg: Clean, split: Split, source: str) 
     needed = min_class_size(split)
     counts = class_counts(cleaned.labels)
     if len(counts) > 50 and len(counts) > 0.5 * len(cleaned.labels):
-        examples = ", ".join(repr(c) for c in list(counts)[:3])
+        examples = ", ".join(shorten(c) for c in list(counts)[:3])
         raise UserError(f"{source}: the target has {len(counts)} distinct values in {len(cleaned.labels)} examples "
                         f"(e.g. {examples}): a classifier needs at least {needed} examples per class; for a table, is "
                         "data.target the column of class labels?")
     small = {c: n for c, n in counts.items() if n < needed}
     if small and cfg.small_classes == "fail":
         name, n = sorted(small.items())[0]
-        raise UserError(f"{source}: class {name!r} has {n} examples, too few for the stratified "
+        raise UserError(f"{source}: class {shorten(name)} has {n} examples, too few for the stratified "
                         f"{split.val_fraction}/{split.test_fraction} val/test split (need {needed}); "
                         "add examples, remove the class, or set clean.small_classes: drop")
     if small:
         in_small = pd.Series(cleaned.labels, dtype=object).isin(list(small)).to_numpy()
-        cleaned.keep(~in_small, "small_class", lambda label: f"class {label!r} has {small[label]} examples, fewer "
+        cleaned.keep(~in_small, "small_class", lambda label: f"class {shorten(label)} has {small[label]} examples, fewer "
                                                              f"than the {needed} the stratified split needs")
     cleaned.small_classes = dict(sorted(small.items()))
     classes = sorted(pd.unique(cleaned.labels))
     if len(classes) < 2:
-        found = f"only class {classes[0]!r}" if classes else "no class"
-        listed = ", ".join(f"{c!r}: {n}" for c, n in sorted(small.items())[:5])
+        found = f"only class {shorten(classes[0])}" if classes else "no class"
+        listed = ", ".join(f"{shorten(c)}: {n}" for c, n in sorted(small.items())[:5])
         more = f" and {len(small) - 5} more" if len(small) > 5 else ""
         gone = f" ({listed}{more} dropped as too small)" if small else ""
         raise UserError(f"{source}: {found} left after cleaning{gone}; a classifier needs at least two classes")
@@ -171,7 +173,7 @@ def clean_images(files: list[tuple[str, str, bytes]], data: Data, cfg: Clean = C
             original, original_label = first_seen[digest]
             detail = f"same pixels as {original}"
             if original_label != label:
-                detail += f" (labelled {original_label!r} there, {label!r} here)"
+                detail += f" (labelled {shorten(original_label)} there, {shorten(label)} here)"
             dropped.append({"id": path, "reason": "duplicate", "detail": detail})
             continue
         first_seen[digest] = (path, label)
@@ -192,14 +194,18 @@ def clean_images(files: list[tuple[str, str, bytes]], data: Data, cfg: Clean = C
                    images=np.stack([pixels for _, _, pixels in kept]), dropped=dropped)
 
 
-def read_image_folder(root: Path) -> tuple[list[tuple[str, str, bytes]], list[dict], list[dict]]:
-    """All visible files under root/<class>/, sorted; files outside a class folder are reported, not read,
-    and hidden ones (.DS_Store, __MACOSX/, Thumbs.db, ...) are skipped.
-    Returns (files as (path, class, content), strays, skipped)."""
+def read_image_folder(root: Path, follow_symlinks: bool = False) -> tuple[list[tuple[str, str, bytes]], list[dict],
+                                                                          list[dict]]:
+    """All visible files under root/<class>/, sorted; files outside a class folder and symbolic links that
+    lead outside root (unless follow_symlinks) are reported, not read, and hidden ones (.DS_Store,
+    __MACOSX/, Thumbs.db, ...) are skipped. Returns (files as (path, class, content), strays, skipped)."""
     if not root.is_dir():
         raise UserError(f"{root}: folder not found; set data.path in params.yaml to a folder of class sub-folders")
-    visible, hidden = list_files(root)
-    files, stray = [], []
+    visible, hidden, away = walk_files(root, follow_symlinks)
+    files = []
+    stray = [{"id": str(path), "reason": "link_outside_folder",
+              "detail": f"a symbolic link to {os.path.realpath(path)}, outside {root}: not read; copy the data in, "
+                        "or set clean.follow_symlinks: true"} for path in away]
     for path in visible:
         relative = path.relative_to(root)
         if len(relative.parts) < 2:
@@ -255,23 +261,27 @@ def check_columns(table: TableFile, data: Data, cfg: Clean) -> list[str]:
         hint = "set data.target"
         close = [c for c in columns if c.lower() == data.target.lower()]
         if close:
-            hint = f"did you mean {close[0]!r}? set data.target"
+            hint = f"did you mean {shorten(close[0])}? set data.target"
         elif len(columns) == 1 and any(sep in columns[0] for sep in ",;\t|"):
             hint = f"the file was read as one column with the separator {table.read.get('sep')!r}: set data.csv.sep"
-        raise UserError(f"{table.source}: target column {data.target!r} not found (columns: {', '.join(columns)}); "
+        listed = ", ".join(c if len(c) <= 40 else shorten(c, 40) for c in columns[:20])
+        more = f" and {len(columns) - 20} more" if len(columns) > 20 else ""
+        raise UserError(f"{table.source}: target column {shorten(data.target)} not found (columns: {listed}{more}); "
                         f"{hint}")
     features = data.features or [c for c in columns if c != data.target]
     if data.target in features:
         raise UserError(f"{table.source}: the target {data.target!r} is listed in data.features; remove it (it would "
                         "leak the label into the inputs)")
-    checks = (("data.features", features, columns, "in the file"),
-              ("data.categorical", data.categorical, features, "a feature"),
-              ("data.numeric", data.numeric, features, "a feature"),
-              ("clean.missing_by_column", list(cfg.missing_by_column), features, "a feature"))
+    in_file, in_features = set(columns), set(features)     # sets: a table may have 100 000 columns
+    checks = (("data.features", features, in_file, "in the file"),
+              ("data.categorical", data.categorical, in_features, "a feature"),
+              ("data.numeric", data.numeric, in_features, "a feature"),
+              ("clean.missing_by_column", list(cfg.missing_by_column), in_features, "a feature"))
     for setting, names, known, what in checks:      # a typo in params must not go unnoticed
         unknown = [c for c in names if c not in known]
         if unknown:
-            raise UserError(f"{table.source}: {setting} names column {unknown[0]!r}, which is not {what}; fix the name")
+            raise UserError(f"{table.source}: {setting} names column {shorten(unknown[0])}, which is not {what}; "
+                            "fix the name")
     return features
 
 
@@ -286,12 +296,12 @@ def numbers_read_as_text(values: pd.Series, column: str, data: Data) -> str | No
     digits = counts.index.str.contains(r"\d", regex=True)
     if len(counts) < 0.5 * len(present) or digits.mean() < 0.9:
         return None
-    words = ", ".join(f"{value!r} ({n} rows)" for value, n in counts[~digits].head(3).items())
+    words = ", ".join(f"{shorten(value)} ({n} rows)" for value, n in counts[~digits].head(3).items())
     markers = f", add {words} to data.csv.na_values if they mark missing values" if words else ""
     unparsed = pd.to_numeric(pd.Series(counts.index[digits]), errors="coerce").isna().to_numpy()
     example = counts.index[digits][int(np.argmax(unparsed))]       # one that is not a plain number, if any
     return (f"column {column!r} is read as categorical with {len(counts)} distinct values in {len(present)} rows, "
-            f"nearly all holding digits (e.g. {example!r}): if they are numbers, write them plainly "
+            f"nearly all holding digits (e.g. {shorten(example)}): if they are numbers, write them plainly "
             f"(or set data.csv.decimal / thousands){markers}, or list {column!r} in data.numeric to see which value "
             "fails; list it in data.categorical to silence this")
 
@@ -308,19 +318,24 @@ def clean_table(table: TableFile | pd.DataFrame, data: Data, cfg: Clean, source:
         raise UserError(f"{table.source}: target column {data.target!r} has no values; fill it, or set data.target to "
                         "the column that holds the class labels")
     decimal = table.read.get("decimal") or "."
-    dates = [c for c in features if pd.api.types.is_datetime64_any_dtype(table.frame[c]) and c not in data.categorical]
-    frame = table.frame[features].copy(deep=False)     # columns are replaced below, never written into
-    typed = {}
+    as_category, as_number = set(data.categorical), set(data.numeric)
+    dates = [c for c in features if pd.api.types.is_datetime64_any_dtype(table.frame[c]) and c not in as_category]
+    # The typed columns are gathered and made into a frame once: replacing the columns of a frame one by
+    # one costs time in proportion to its width each time (minutes on a table of 100 000 columns).
+    typed, columns = {}, {}
     for column in features:
-        role = "categorical" if column in data.categorical else "numeric" if column in data.numeric else None
+        role = "categorical" if column in as_category else "numeric" if column in as_number else None
         typed[column] = read_column(table, column, role, data.csv, decimal)
         values = typed[column].values
         if not pd.notna(values).any():
-            raise UserError(f"{table.source}: column {column!r} is entirely empty; fill it or leave it out of "
+            raise UserError(f"{table.source}: column {shorten(column)} is entirely empty; fill it or leave it out of "
                             "data.features")
-        if not (typed[column].numeric and frame[column].dtype == np.float64):   # most are already: spare a copy
-            frame[column] = pd.Series(values, index=frame.index, dtype=np.float64 if typed[column].numeric else object)
+        # float64 numbers are kept as they are (often a view of the file's column: no copy)
+        columns[column] = (np.asarray(values, dtype=np.float64) if typed[column].numeric
+                           else pd.Series(values, index=table.frame.index, dtype=object))
         typed[column].values = None
+    frame = pd.DataFrame(columns, index=table.frame.index, copy=False)
+    del columns
     numeric = [c for c in features if typed[c].numeric]
     categorical = [c for c in features if not typed[c].numeric]
     cleaned = Cleaned(labels=labels, ids=np.arange(len(frame)), table=frame, numeric=numeric,
@@ -354,13 +369,13 @@ def clean_table(table: TableFile | pd.DataFrame, data: Data, cfg: Clean, source:
         infinite = np.isinf(cleaned.table[column].to_numpy())
         if infinite.any():
             row = int(cleaned.ids[int(np.flatnonzero(infinite)[0])])
-            raise UserError(f"{where(row)}: column {column!r} holds infinity; fix the value or drop the row")
+            raise UserError(f"{where(row)}: column {shorten(column)} holds infinity; fix the value or drop the row")
     strategy = {column: cfg.missing_by_column.get(column, cfg.missing) for column in features}
     for column in features:             # fail and drop first, so the counts below are of rows kept
         absent = cleaned.table[column].isna().to_numpy()
         if absent.any() and strategy[column] == "fail":
             row = int(cleaned.ids[int(np.flatnonzero(absent)[0])])
-            raise UserError(f"{where(row)}: column {column!r} has no value; fill it, or set clean.missing "
+            raise UserError(f"{where(row)}: column {shorten(column)} has no value; fill it, or set clean.missing "
                             f"(or clean.missing_by_column.{column}) to impute or drop")
         if absent.any() and strategy[column] == "drop":
             cleaned.keep(~absent, "missing_value", f"no value in {column!r}", column)
@@ -378,7 +393,7 @@ def clean_dataset(data: Data, cfg: Clean, split: Split, out_dir: Path, report_pa
     """Read data.path (or root), clean it, write out_dir/{meta.json, images.npz | table.parquet} and the report."""
     source = root or Path(data.path)
     if data.kind == "image_folder":
-        files, stray, skipped = read_image_folder(source)
+        files, stray, skipped = read_image_folder(source, cfg.follow_symlinks)
         unreadable = [s for s in stray if s["reason"] == "unreadable"]
         if unreadable and cfg.on_bad_file == "fail":
             raise UserError(f"{unreadable[0]['id']}: {unreadable[0]['detail']}; fix or remove the file, or set "
@@ -401,7 +416,9 @@ def clean_dataset(data: Data, cfg: Clean, split: Split, out_dir: Path, report_pa
                     ids=cleaned.ids)
     else:
         ids = pd.Series(cleaned.ids).astype(str)          # row numbers as text, in one vectorised cast
-        with atomic_path(out_dir / "table.parquet") as tmp:
+        with atomic_path(out_dir / "table.parquet") as tmp, warnings.catch_warnings():
+            # a wide table is a frame of many blocks; adding two columns to it is fine, not "fragmented"
+            warnings.simplefilter("ignore", pd.errors.PerformanceWarning)
             cleaned.table.assign(_label=labels, _id=ids).to_parquet(tmp, index=False)
     write_json(out_dir / "meta.json", {"kind": data.kind, "classes": classes, "numeric": cleaned.numeric,
                                        "categorical": cleaned.categorical, "target": data.target,

@@ -14,6 +14,19 @@ class UserError(Exception):
     """Bad input or configuration: the message names the file/column/row and says what to do."""
 
 
+def shorten(value, limit: int = 80) -> str:
+    """repr(value) for a message, at most about `limit` characters: a longer one is cut, with an ellipsis
+    and the full length, so that a 1 GiB cell or a pasted file never fills the terminal or a log.
+    Every data value quoted in an error goes through this."""
+    quoted = isinstance(value, str)
+    text = value if quoted else str(value)
+    if len(text) <= limit:
+        return repr(text) if quoted else text
+    head = repr(text[:limit]) if quoted else text[:limit]
+    cut = f"{head[:-1]}...{head[-1]}" if quoted else f"{head}..."
+    return f"{cut} ({len(text):,} characters)"
+
+
 def debug_requested(argv: list[str]) -> bool:
     return "--debug" in argv or os.environ.get("LOG_LEVEL", "").upper() == "DEBUG"
 

@@ -9,6 +9,8 @@
   PNG can hold 182 megapixels: gigabytes once decoded).
 - Hidden files and folders (any name starting with ".", __MACOSX, Thumbs.db, desktop.ini) are
   skipped and listed, as the file managers that made them hide them.
+- Symbolic links that lead outside the data folder are not followed, but listed, unless
+  `clean.follow_symlinks: true`; links within it are followed.
 """
 from __future__ import annotations
 
@@ -38,20 +40,44 @@ def is_hidden(relative: Path) -> bool:
 
 
 def list_files(root: Path) -> tuple[list[Path], list[Path]]:
-    """(visible files, hidden files) under root, each sorted. Symbolic links to folders and files are
-    followed (a folder reached twice, as through a link loop, is read once); a broken link is listed as
-    a file, so that reading it fails and names it."""
-    visible, hidden, seen = [], [], set()
+    """(visible files, hidden files) under root, each sorted, every symbolic link followed (walk_files)."""
+    visible, hidden, _ = walk_files(root, follow_symlinks=True)
+    return visible, hidden
+
+
+def walk_files(root: Path, follow_symlinks: bool = False) -> tuple[list[Path], list[Path], list[Path]]:
+    """(visible files, hidden files, links leading outside root) under root, each sorted. Symbolic links to
+    folders and files inside root are followed (a folder reached twice, as through a link loop, is read
+    once); a link that resolves outside root (on a shared machine: anyone's files, /etc, another user's
+    data) is not followed but listed, unless follow_symlinks. A broken link is listed as a file, so that
+    reading it fails and names it."""
+    top = os.path.realpath(root)
+
+    def outside(path: Path) -> bool:
+        if follow_symlinks or not os.path.islink(path):
+            return False
+        real = os.path.realpath(path)
+        return real != top and not real.startswith(top.rstrip(os.sep) + os.sep)
+
+    visible, hidden, away, seen = [], [], [], set()
     for folder, subfolders, files in os.walk(root, followlinks=True):
         real = os.path.realpath(folder)
         if real in seen:
             subfolders.clear()
             continue
         seen.add(real)
+        for name in list(subfolders):
+            path = Path(folder) / name
+            if not is_hidden(path.relative_to(root)) and outside(path):
+                away.append(path)
+                subfolders.remove(name)
         for name in files:
             path = Path(folder) / name
-            (hidden if is_hidden(path.relative_to(root)) else visible).append(path)
-    return sorted(visible), sorted(hidden)
+            if is_hidden(path.relative_to(root)):
+                hidden.append(path)
+            else:
+                (away if outside(path) else visible).append(path)
+    return sorted(visible), sorted(hidden), sorted(away)
 
 
 @contextlib.contextmanager

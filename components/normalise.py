@@ -134,7 +134,8 @@ def check_schema(schema, table: pd.DataFrame, source: str, inplace: bool = False
                             f"{', '.join(schema.columns)}") from None
         expected = "a number" if "float" in str(schema.columns[case["column"]].dtype) else "text"
         place = where(int(case["index"])) if where else f"{source} row {case['index']}"
-        raise UserError(f"{place}: column {case['column']!r} holds {case['failure_case']!r}, "
+        from components.errors import shorten
+        raise UserError(f"{place}: column {shorten(case['column'])} holds {shorten(case['failure_case'])}, "
                         f"which does not fit the model's schema (expected {expected})") from None
 
 

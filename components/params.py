@@ -8,11 +8,18 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from components.errors import UserError
+from components.errors import UserError, shorten
 
 
 # Pillow's own decompression-bomb limit, PIL.Image.MAX_IMAGE_PIXELS (1024 * 1024 * 1024 // 4 // 3 pixels).
 MAX_IMAGE_PIXELS = 89_478_485
+MAX_IMAGE_SIDE = 16_384                 # data.image_size: pixels per side
+# register.model_name: MLflow registered model names, kept to characters that need no quoting anywhere
+# (a search filter, a models:/ URI, a URL path, a file name).
+MODEL_NAME = r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}"
+# Kubernetes quantities: CPU in cores or millicores, memory in bytes with an optional (binary) suffix.
+CPU_QUANTITY = r"(\d+(\.\d+)?|\d+m)"
+MEMORY_QUANTITY = r"\d+(\.\d+)?(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E)?"
 
 
 class Section(BaseModel):
@@ -62,7 +69,7 @@ class Data(Section):
     kind: Literal["image_folder", "tabular"] = "image_folder"
     path: str = "data/digits"
     # image_folder
-    image_size: tuple[int, int] | None = None
+    image_size: tuple[int, int] | None = None     # [height, width], each 1..MAX_IMAGE_SIDE
     channels: Literal[1, 3] = 1
     background: str = "white"        # transparent pixels are composited on this colour (a name, or quoted '#rrggbb')
     # tabular
@@ -81,6 +88,14 @@ class Data(Section):
             raise ValueError(f"columns {sorted(set(self.categorical) & set(self.numeric))} are both categorical "
                              "and numeric")
         return self
+
+    @field_validator("image_size")
+    @classmethod
+    def image_size_in_pixels(cls, value):
+        if value is not None and not all(1 <= side <= MAX_IMAGE_SIDE for side in value):
+            raise ValueError(f"must be [height, width] in pixels, each from 1 to {MAX_IMAGE_SIDE}, got {list(value)}; "
+                             "or null to keep the images' own size")
+        return value
 
     @field_validator("background", mode="before")
     @classmethod
@@ -102,13 +117,15 @@ class Data(Section):
 
 class Clean(Section):
     on_bad_file: Literal["drop", "fail"] = "drop"      # unreadable / non-image files in an image folder
+    # Symbolic links in an image folder that lead outside it are skipped and reported unless this is true.
+    follow_symlinks: bool = False
     # Images with more pixels are bad files (a decompression bomb decodes a few KB into gigabytes); null = no limit.
     max_image_pixels: int | None = Field(MAX_IMAGE_PIXELS, ge=1)
     missing: Literal["impute", "drop", "fail"] = "impute"  # tables: impute = train median / most frequent
     missing_by_column: dict[str, Literal["impute", "drop", "fail"]] = {}
     outliers: Literal["none", "iqr_clip", "zscore_drop"] = "none"
     iqr_factor: float = Field(1.5, gt=0)             # iqr_clip: clip to [Q1 - f*IQR, Q3 + f*IQR] of train
-    zscore: float = Field(4.0, gt=0)                 # zscore_drop: drop train rows beyond this many train std devs
+    zscore: float = Field(4.0, ge=1)                 # zscore_drop: drop train rows beyond this many train std devs
     small_classes: Literal["drop", "fail"] = "drop"  # classes too small for the stratified split
 
 
@@ -128,52 +145,77 @@ class Split(Section):
 
 
 class Augment(Section):
-    copies: int = Field(2, ge=0)
+    copies: int = Field(2, ge=0, le=100)
     rotation_degrees: float = Field(12, ge=0, le=180)
-    scale: tuple[float, float] = (0.9, 1.1)
-    translate: float = Field(0.1, ge=0, lt=1)
+    scale: tuple[float, float] = (0.9, 1.1)      # [low, high] zoom factors, 1 = unchanged
+    translate: float = Field(0.1, ge=0, le=0.5)
     hflip: bool = False
-    jitter: float = Field(0.0, ge=0)    # tables: std of Gaussian noise on scaled numeric features in copies
+    jitter: float = Field(0.0, ge=0, le=1)    # tables: std of Gaussian noise on scaled numeric features in copies
     oversample: bool = False            # tables: repeat rows of smaller classes up to the largest class
     device: Literal["auto", "cpu", "cuda"] = "auto"   # images: where the batched transforms run
+
+    @field_validator("scale")
+    @classmethod
+    def scale_keeps_the_image(cls, value):
+        low, high = value
+        if not 0.25 <= low <= high <= 4:
+            raise ValueError(f"must be [low, high] with 0.25 <= low <= high <= 4 (1 = unchanged size), got "
+                             f"{list(value)}; a factor near 0 shrinks the copies to blank images")
+        return value
 
 
 class Train(Section):
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    epochs: int = Field(25, ge=1)
-    batch_size: int = Field(64, ge=1)
-    lr: float = Field(0.003, gt=0)
-    patience: int = Field(5, ge=1)
+    epochs: int = Field(25, ge=1, le=10_000)
+    batch_size: int = Field(64, ge=1, le=65_536)
+    lr: float = Field(0.003, gt=0, le=1)
+    patience: int = Field(5, ge=1, le=10_000)
     # Which validation score picks the best epoch and stops training: val_macro_f1 (ties broken by the loss),
     # val_loss, or auto: val_loss when the validation split has fewer than 10 examples per class.
     monitor: Literal["auto", "val_macro_f1", "val_loss"] = "auto"
     arch: Literal["cnn", "resnet18"] = "cnn"   # images: the small CNN, or torchvision's ResNet-18 (CIFAR stem)
-    width: int = Field(32, ge=1)
-    hidden: list[int] = [64, 64]        # tables: the MLP's hidden layer sizes
+    width: int = Field(32, ge=1, le=1024)
+    hidden: list[int] = Field([64, 64], max_length=32)   # tables: the MLP's hidden layer sizes
     # Processes, one per GPU: > 1 trains data-parallel (DDP through torchrun), with the nccl backend on
     # GPUs, or gloo on CPU when train.device resolves to cpu. Kubeflow's train task requests this many GPUs.
-    gpus: int = Field(1, ge=0)
+    gpus: int = Field(1, ge=0, le=64)
     mixed_precision: Literal["bf16", "none"] = "bf16"   # CUDA only: bf16 autocast; CPU always trains in fp32
     compile: bool = False               # torch.compile the model (minutes of compiling, then faster steps)
     resume: bool = True                 # continue from the last epoch checkpoint of an identical, killed run
 
+    @field_validator("hidden")
+    @classmethod
+    def layer_sizes(cls, value):
+        if not all(1 <= size <= 65_536 for size in value):
+            raise ValueError(f"layer sizes must each be from 1 to 65536, got {shorten(value)}")
+        return value
+
 
 class Register(Section):
-    model_name: str = "digits-classifier"
+    model_name: str = "digits-classifier"   # letters, digits, - _ . (at most 100), starting with a letter or digit
     min_macro_f1: float = Field(0.9, ge=0, le=1)
     require_significance: bool = True
     confidence: float = Field(0.95, gt=0, lt=1)
-    bootstrap_resamples: int = Field(1000, ge=100)
-    lock_timeout_s: int = Field(300, ge=30)  # wait this long for a concurrent registration's champion lock
+    bootstrap_resamples: int = Field(1000, ge=100, le=1_000_000)
+    lock_timeout_s: int = Field(300, ge=30, le=86_400)  # wait this long for a concurrent registration's champion lock
+
+    @field_validator("model_name")
+    @classmethod
+    def model_name_needs_no_quoting(cls, value):
+        import re
+        if not re.fullmatch(MODEL_NAME, value):
+            raise ValueError(f"{shorten(value)} is not a model name this project registers: use 1 to 100 letters, "
+                             "digits, '-', '_' or '.', starting with a letter or digit")
+        return value
 
 
 class Mlflow(Section):
     experiment: str = "digits"
     # A tracking server that is down or answers 5xx: each request is retried with exponential backoff
     # (backoff_s * 2**n seconds), then register stops with one line; rerunning it resumes the same run.
-    http_retries: int = Field(3, ge=0)
-    http_backoff_s: int = Field(1, ge=0)
-    http_timeout_s: int = Field(30, ge=1)
+    http_retries: int = Field(3, ge=0, le=20)
+    http_backoff_s: int = Field(1, ge=0, le=300)
+    http_timeout_s: int = Field(30, ge=1, le=3600)
 
 
 class Resources(Section):
@@ -181,6 +223,34 @@ class Resources(Section):
     cpu_limit: str = "2"
     memory_request: str = "1Gi"
     memory_limit: str = "4Gi"
+
+    @field_validator("cpu_request", "cpu_limit", "memory_request", "memory_limit")
+    @classmethod
+    def positive_quantity(cls, value, info):
+        import re
+        cpu = info.field_name.startswith("cpu")
+        if not re.fullmatch(CPU_QUANTITY if cpu else MEMORY_QUANTITY, value) or quantity(value) <= 0:
+            raise ValueError(f"{shorten(value)} is not a positive Kubernetes quantity (e.g. "
+                             f"{'500m or 2' if cpu else '512Mi or 4Gi'})")
+        return value
+
+    @model_validator(mode="after")
+    def request_within_limit(self) -> "Resources":
+        for kind in ("cpu", "memory"):
+            request, limit = getattr(self, f"{kind}_request"), getattr(self, f"{kind}_limit")
+            if quantity(request) > quantity(limit):
+                raise ValueError(f"{kind}_request {request!r} is more than {kind}_limit {limit!r}; a pod cannot "
+                                 "request more than its limit")
+        return self
+
+
+def quantity(text: str) -> float:
+    """A Kubernetes quantity already checked against CPU_QUANTITY / MEMORY_QUANTITY, as a number (cores, bytes)."""
+    import re
+    number, suffix = re.fullmatch(r"([\d.]+)(\w*)", text).groups()
+    scale = {"": 1, "m": 1e-3, "k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12, "P": 1e15, "E": 1e18,
+             **{f"{p}i": 1024 ** (i + 1) for i, p in enumerate("KMGTPE")}}[suffix]
+    return float(number) * scale
 
 
 class Toleration(Section):
@@ -201,7 +271,7 @@ class Kubeflow(Section):
     # A PersistentVolumeClaim for train's per-epoch checkpoints: a retried or preempted train task resumes
     # from it instead of starting over ("" = no volume; a retry then starts from epoch 1).
     checkpoint_pvc: str = ""
-    train_retries: int = Field(2, ge=0)
+    train_retries: int = Field(2, ge=0, le=20)
     # fetch reads a local path (file:// or plain) only under this folder, e.g. a data volume mounted there;
     # anything else the pod can read (/var/run/secrets/...) must never become an artifact others can read.
     data_root: str = "/mnt/data"
@@ -212,7 +282,7 @@ warnings.filterwarnings("ignore", message='Field name "register"', category=User
 
 
 class Params(Section):
-    seed: int = 42
+    seed: int = Field(42, ge=0, le=2**32 - 1)     # numpy's legacy seeding takes at most 32 bits
     data: Data = Data()
     clean: Clean = Clean()
     split: Split = Split()
@@ -247,6 +317,8 @@ def validate_params(raw: dict, source: str) -> Params:
         if first["type"] == "extra_forbidden":
             raise UserError(f"{source}: {key}: unknown key ({closest_key(first['loc'])}); fix or remove it") from None
         message = first["msg"].removeprefix("Value error, ")
+        if first["type"] != "value_error" and not isinstance(first.get("input"), dict):
+            message += f" (got {shorten(first.get('input'))})"      # a custom check's message quotes it itself
         raise UserError(f"{source}: {key}: {message}; fix this value") from None
 
 

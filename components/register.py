@@ -188,7 +188,8 @@ def log_execution(files: StageFiles, params: Params, metrics: dict, train_info: 
 
 def registered_before(client, name: str, model_key: str) -> dict | None:
     """The registration (decision and version) already made for the model with this key, or None."""
-    versions = client.search_model_versions(f"name = '{name}' and tags.model_key = '{model_key}'")
+    from components.tracking import filter_value
+    versions = client.search_model_versions(f"name = {filter_value(name)} and tags.model_key = {filter_value(model_key)}")
     for version in sorted(versions, key=lambda v: int(v.version)):
         if "registration" in version.tags:
             return json.loads(version.tags["registration"])
@@ -202,7 +203,8 @@ def log_and_register_model(files: StageFiles, raw, classes: list[str], model_nam
     from components import serving
 
     client, run_id = mlflow.MlflowClient(), mlflow.active_run().info.run_id
-    earlier = client.search_model_versions(f"name = '{model_name}' and run_id = '{run_id}'")
+    from components.tracking import filter_value
+    earlier = client.search_model_versions(f"name = {filter_value(model_name)} and run_id = {filter_value(run_id)}")
     if earlier:
         return str(earlier[0].version)
     meta = read_json(files.preprocess / "meta.json")

@@ -27,7 +27,7 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
-from components.errors import UserError
+from components.errors import UserError, shorten
 from components.io import read_parquet
 from components.params import Csv
 
@@ -39,7 +39,7 @@ DEFAULT_NA_VALUES = ("", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN
 SEPARATORS = (",", ";", "\t", "|")
 # Thousands separators tried per column, by decimal mark: comma, apostrophe (Swiss), spaces (French, ISO).
 THOUSANDS = {".": (",", "'", " ", "\u00a0", "\u202f"), ",": (".", " ", "\u00a0", "\u202f", "'")}
-SAMPLE_BYTES = 1 << 16          # read to detect the encoding, separator and header
+SAMPLE_BYTES = 1 << 16          # read to detect the encoding and separator
 PLACEHOLDER = r"[^\w\s]+"       # punctuation only: "-", "--", "?", ".", "—" mark a missing number
 NUMERIC_SHARE = 0.9             # a column this much numbers (markers aside) is numeric; the rest are typos
 # A number in groups of three digits, the first group without a leading zero (0.125 is never 125).
@@ -106,6 +106,11 @@ class TableFile:
         return cls(frame, source, {"format": "dataframe"})
 
 
+# Python's csv module refuses a field over 128 KiB ("field larger than field limit"); a long cell is data
+# like any other (a message quotes at most 80 characters of it: errors.shorten).
+csv.field_size_limit(2**31 - 1)
+
+
 def table_format(path: Path, fmt: str | None) -> str | None:
     return fmt or TABLE_FORMATS.get(path.suffix.lower())
 
@@ -155,7 +160,7 @@ def read_csv(path: Path, settings: Csv, advice: Advice = IN_PARAMS) -> TableFile
     if sep is None:
         sep = sniff_separator(sample, settings)
         detected.append("sep")
-    header = read_header(path, sample, sep, settings)
+    header = read_header(path, sep, settings, encoding, advice)
     if settings.comment is None:
         frame = read_text_arrow(path, encoding, sep, settings, header, advice)
         find_lines = lambda: scan_records(path, encoding, sep, settings, advice)     # noqa: E731 - when needed
@@ -198,14 +203,22 @@ def read_text_arrow(path: Path, encoding: str, sep: str, settings: Csv, header: 
     return table.to_pandas(types_mapper={pa.string(): pd.StringDtype("pyarrow")}.get)
 
 
-def read_header(path: Path, sample: str, sep: str, settings: Csv) -> list[str]:
+def read_header(path: Path, sep: str, settings: Csv, encoding: str, advice: Advice = IN_PARAMS) -> list[str]:
     """The column names on the first line that is not blank or a comment, checked: pandas would silently
-    rename a repeated name to 'name.1' and a blank one to 'Unnamed: 2'."""
-    reader = csv.reader(io.StringIO(sample, newline=""), delimiter=sep, quotechar=settings.quotechar, strict=False)
-    for record in reader:
-        if record and not is_comment(record, settings.comment):
-            check_header(path, [name.strip() for name in record], reader.line_num)
-            return record
+    rename a repeated name to 'name.1' and a blank one to 'Unnamed: 2'. Read from the file, not from the
+    detection sample, which may end inside a long header (a table of 100 000 columns)."""
+    try:
+        with open(path, encoding=encoding, newline="") as fh:
+            reader = csv.reader(fh, delimiter=sep, quotechar=settings.quotechar, strict=False)
+            for record in reader:
+                if record and not is_comment(record, settings.comment):
+                    check_header(path, [name.strip() for name in record], reader.line_num)
+                    return record
+    except UnicodeDecodeError:
+        raise decode_error(path, encoding, advice) from None
+    except csv.Error as exc:
+        raise UserError(f"{path} line {reader.line_num}: cannot be read as CSV ({exc}); check the quoting "
+                        f"or {advice.setting('quotechar')}") from None
     raise UserError(f"{path}: no header line; the first line must name the columns")
 
 
@@ -329,7 +342,7 @@ def check_header(path: Path, header: list[str], line: int) -> None:
     if repeated:
         where = [i + 1 for i, name in enumerate(header) if name == repeated[0]]
         raise UserError(f"{path} line {line}: the header names columns {', '.join(map(str, where))} both "
-                        f"{repeated[0]!r}; give each column its own name")
+                        f"{shorten(repeated[0])}; give each column its own name")
 
 
 def detect_decimal(frame: pd.DataFrame, sep: str, thousands: str | None) -> str:
@@ -425,7 +438,7 @@ def read_column(table: TableFile, name: str, role: str | None, settings: Csv, de
         nested = values.map(lambda v: isinstance(v, (list, tuple, dict, set, np.ndarray))).to_numpy()
         if nested.any():
             row = int(np.flatnonzero(nested)[0])
-            raise UserError(f"{table.where(row)}: column {name!r} holds {type(values.iloc[row]).__name__} values "
+            raise UserError(f"{table.where(row)}: column {shorten(name)} holds {type(values.iloc[row]).__name__} values "
                             f"(e.g. {str(values.iloc[row])[:40]}), not one number or category per row; flatten it "
                             "into columns or leave it out of data.features")
     if pd.api.types.is_bool_dtype(values) and role != "numeric":
@@ -461,11 +474,12 @@ def read_column(table: TableFile, name: str, role: str | None, settings: Csv, de
             hint = (f" (numbers are read with {marks}; {table.advice.setting('decimal')} or "
                     f"{table.advice.setting('thousands')} if the file writes them otherwise)"
                     if re.search(r"\d", value) else "")
-            or_else = (f"remove {name!r} from data.numeric" if role == "numeric" else
-                       f"list {name!r} in data.categorical")
+            or_else = (f"remove {shorten(name)} from data.numeric" if role == "numeric" else
+                       f"list {shorten(name)} in data.categorical")
             advice = advice or (f"fix the value, add it to data.csv.na_values if it marks a missing value, or "
                                 f"{or_else}")
-            raise UserError(f"{table.where(row)}: column {name!r} holds {value!r}, not a number{hint}; {advice}")
+            raise UserError(f"{table.where(row)}: column {shorten(name)} holds {shorten(value)}, not a number{hint}; "
+                            f"{advice}")
         missing = marker | placeholder
         found = {str(uniques[i]): int(counts[i]) for i in np.flatnonzero(missing) if uniques[i] != ""}
         column = np.append(np.where(missing, np.nan, numbers), np.nan)[codes]

@@ -156,6 +156,19 @@ def experiment_id(name: str) -> str:
         return mlflow.get_experiment_by_name(name).experiment_id
 
 
+def filter_value(value: str) -> str:
+    """`value` quoted for an MLflow search filter (search_runs, search_model_versions, ...), which has no
+    escape character: in single quotes, or in double quotes when it holds a single quote. Every value
+    pasted into a filter goes through this. Raises UserError for a value holding both kinds of quote."""
+    value = str(value)
+    if "'" not in value:
+        return f"'{value}'"
+    if '"' not in value:
+        return f'"{value}"'
+    from components.errors import shorten
+    raise UserError(f"{shorten(value)} holds both ' and \", which an MLflow search filter cannot quote; rename it")
+
+
 def start_execution_run(experiment: str, execution: str, run_name: str, start_ms: int | None) -> mlflow.ActiveRun:
     """The MLflow run that registers one model (`execution`: its model_key), dated from when training started
     (start_ms, ms since the epoch; None: now). A run for the same model that did not finish (the server
@@ -163,7 +176,7 @@ def start_execution_run(experiment: str, execution: str, run_name: str, start_ms
     experiment_id_ = experiment_id(experiment)
     client = MlflowClient()
     unfinished = client.search_runs(
-        [experiment_id_], f"tags.{EXECUTION_TAG} = '{execution}' and attributes.status != 'FINISHED'",
+        [experiment_id_], f"tags.{EXECUTION_TAG} = {filter_value(execution)} and attributes.status != 'FINISHED'",
         order_by=["attributes.start_time DESC"], max_results=1)
     # resolve_tags adds what mlflow.start_run would: user, source, git commit
     from mlflow.tracking.context.registry import resolve_tags
@@ -217,21 +230,12 @@ def lock_generations(client: MlflowClient, name: str) -> dict[int, "mlflow.entit
     pattern = re.compile(re.escape(f"{name}.champion-lock.") + r"(\d{6})")
     found, token = {}, None
     while True:
-        page = client.search_registered_models(f"name LIKE {quote(name + '.champion-lock.%')}", max_results=100,
+        page = client.search_registered_models(f"name LIKE {filter_value(name + '.champion-lock.%')}", max_results=100,
                                                page_token=token)
         found |= {int(m.group(1)): model for model in page if (m := pattern.fullmatch(model.name))}
         token = page.token
         if not token:
             return found
-
-
-def quote(value: str) -> str:
-    """A string value for an MLflow search filter, in single quotes. Raises UserError for a value holding a
-    quote or a backslash, which MLflow's filter grammar cannot escape."""
-    if "'" in value or "\\" in value:
-        raise UserError(f"{value[:80]!r}: a registered model name or tag value holds a quote or backslash, which "
-                        "MLflow search filters cannot hold; rename it")
-    return f"'{value}'"
 
 
 class ChampionLock:

@@ -11,7 +11,8 @@ from components.augment import augment_images
 from conftest import REPO
 
 KEYS = {"train_throughput_ratio", "augment_speedup", "clean_normalise_ratio", "clean_normalise_peak_rss_ratio",
-        "csv_read_cost_ratio", "repro_noop_s", "pipeline_fresh_s", "device", "gpu_busy_fraction", "machine"}
+        "csv_read_cost_ratio", "wide_clean_ratio", "repro_noop_s", "pipeline_fresh_s", "device", "gpu_busy_fraction",
+        "machine"}
 
 
 def test_quick_benchmarks_write_every_figure(tmp_path):

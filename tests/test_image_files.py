@@ -144,12 +144,45 @@ def test_symbolic_links_are_followed_loops_once_broken_links_named(tmp_path, cap
     (root / "b").symlink_to(elsewhere)                    # a class folder kept on another disk
     (root / "a" / "loop").symlink_to(root)                # a link back up: read once, not forever
     (root / "a" / "gone.png").symlink_to(tmp_path / "deleted.png")
-    code, _, report, arrays = run_clean(tmp_path, capsys, root)
+    follow = {"follow_symlinks": True}                    # links leading outside the folder are read only if asked
+    code, _, report, arrays = run_clean(tmp_path, capsys, root, {}, follow)
     assert code == 0 and report["kept_per_class"] == {"a": 8, "b": 8}
     assert report["dropped"] == [{"id": str(root / "a" / "gone.png"), "reason": "unreadable",
                                   "detail": "cannot be read (No such file or directory)"}]
-    code, lines, _, _ = run_clean(tmp_path, capsys, root, {}, {"on_bad_file": "fail"})
+    code, lines, _, _ = run_clean(tmp_path, capsys, root, {}, follow | {"on_bad_file": "fail"})
     assert code == 1 and lines[0].startswith(f"error: {root / 'a' / 'gone.png'}: cannot be read")
+
+
+def test_symbolic_links_leading_outside_the_folder_are_skipped_and_reported(tmp_path, capsys):
+    root, secret = tmp_path / "images", tmp_path / "home" / "someone"
+    (secret / "keys").mkdir(parents=True)
+    for label in "ab":
+        (root / label).mkdir(parents=True)
+    for i in range(16):
+        icon(i).save(root / "ab"[i % 2] / f"{i:02d}.png")
+    Image.new("L", (16, 16), 90).save(secret / "private.png")           # unlike any icon, and each other
+    Image.new("L", (16, 16), 180).save(secret / "keys" / "k.png")
+    (root / "a" / "private.png").symlink_to(secret / "private.png")     # a file outside
+    (root / "keys").symlink_to(secret / "keys")                          # a class folder outside
+    (root / "b" / "etc").symlink_to("/etc")                              # a folder outside, by absolute path
+    (root / "b" / "same.png").symlink_to(root / "b" / "01.png")          # a link inside: still read
+    (root / "b" / "rel.png").symlink_to(Path("..") / "a" / "00.png")     # a relative link inside: still read
+    code, _, report, arrays = run_clean(tmp_path, capsys, root)
+    assert code == 0, "links are not bad files: they do not fail the stage"
+    outside = sorted(str(p) for p in [root / "a" / "private.png", root / "keys", root / "b" / "etc"])
+    assert sorted(d["id"] for d in report["dropped"] if d["reason"] == "link_outside_folder") == outside
+    assert report["dropped_by_reason"]["link_outside_folder"] == 3
+    detail = next(d["detail"] for d in report["dropped"] if d["id"] == str(root / "keys"))
+    assert detail.startswith(f"a symbolic link to {secret / 'keys'}, outside {root}") \
+        and detail.endswith("set clean.follow_symlinks: true")
+    assert not any(str(i).startswith(str(root / "b" / "etc")) for i in arrays["ids"]), "nothing read through /etc"
+    assert report["kept_per_class"] == {"a": 8, "b": 8}
+    assert sorted(d["id"] for d in report["dropped"] if d["reason"] == "duplicate") == \
+        [str(root / "b" / "rel.png"), str(root / "b" / "same.png")], "links inside are read (duplicates here)"
+    (root / "b" / "etc").unlink()                                        # not all of /etc, to follow the rest
+    code, _, followed, _ = run_clean(tmp_path, capsys, root, {}, {"follow_symlinks": True})
+    assert code == 0 and "link_outside_folder" not in followed["dropped_by_reason"]
+    assert followed["kept_per_class"] == {"a": 9, "b": 8} and followed["small_classes_dropped"] == {"keys": 1}
 
 
 def decompression_bomb(path):

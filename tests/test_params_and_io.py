@@ -39,6 +39,65 @@ def test_bad_params_give_one_line_naming_the_key(tmp_path, text, message):
     assert message in str(info.value) and "\n" not in str(info.value)
 
 
+# Every numeric (and numeric list) key with a value out of its bound: the one-line message names the key.
+OUT_OF_BOUNDS = [
+    ("seed", -1), ("seed", 2**32),
+    ("data.image_size", [0, 0]), ("data.image_size", [28, 100_000]),
+    ("clean.max_image_pixels", 0), ("clean.iqr_factor", 0), ("clean.zscore", 0.5),
+    ("split.val_fraction", 0), ("split.test_fraction", 1),
+    ("augment.copies", -1), ("augment.copies", 1000), ("augment.rotation_degrees", 365),
+    ("augment.scale", [0, 0]), ("augment.scale", [1.2, 0.8]), ("augment.scale", [0.9, 100]),
+    ("augment.translate", 0.9), ("augment.jitter", -0.1), ("augment.jitter", 50),
+    ("train.epochs", 0), ("train.batch_size", 0), ("train.lr", 0), ("train.lr", 30), ("train.patience", 0),
+    ("train.width", 0), ("train.hidden", [64, 0]), ("train.gpus", -1),
+    ("register.min_macro_f1", 1.5), ("register.confidence", 1), ("register.bootstrap_resamples", 10),
+    ("register.lock_timeout_s", 0), ("register.model_name", ""), ("register.model_name", "team's model"),
+    ("register.model_name", "a/b"), ("register.model_name", "x" * 101),
+    ("mlflow.http_retries", -1), ("mlflow.http_backoff_s", 10**6), ("mlflow.http_timeout_s", 0),
+    ("kubeflow.train_retries", -1), ("kubeflow.resources.cpu_request", "0"),
+    ("kubeflow.resources.cpu_limit", "lots"), ("kubeflow.resources.memory_request", "-1Gi"),
+    ("kubeflow.train_resources.memory_limit", "4GB"),
+]
+
+
+@pytest.mark.parametrize("key, value", OUT_OF_BOUNDS, ids=[f"{k}={str(v)[:12]}" for k, v in OUT_OF_BOUNDS])
+def test_every_numeric_param_is_bounded_and_the_message_names_it(tmp_path, key, value):
+    import yaml
+    raw: dict = {}
+    *sections, name = key.split(".")
+    node = raw
+    for section in sections:
+        node = node.setdefault(section, {})
+    node[name] = value
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    with pytest.raises(UserError) as info:
+        load_params(path)
+    message = str(info.value)
+    assert message.startswith(f"{path}: {key}: ") and "\n" not in message and len(message) < 400, message
+
+
+def test_a_request_over_its_limit_names_the_resources():
+    from components.params import validate_params
+    with pytest.raises(UserError, match="kubeflow.resources: cpu_request '4' is more than cpu_limit '2'"):
+        validate_params({"kubeflow": {"resources": {"cpu_request": "4"}}}, "params.yaml")
+
+
+def test_the_shipped_and_example_params_still_validate():
+    for path in [REPO / "params.yaml", *sorted((REPO / "examples").glob("*/params.yaml"))]:
+        load_params(path)
+
+
+def test_a_huge_bad_value_is_quoted_short():
+    from components.errors import shorten
+    from components.params import validate_params
+    assert shorten("x" * 10**6).endswith("...' (1,000,000 characters)") and len(shorten("x" * 10**6)) < 120
+    assert shorten("NA") == "'NA'" and shorten(3.5) == "3.5"
+    with pytest.raises(UserError) as info:
+        validate_params({"train": {"epochs": "9" * 10**6 + "x"}}, "params.yaml")
+    assert len(str(info.value)) < 300
+
+
 def test_failed_write_leaves_nothing_behind(tmp_path):
     target = tmp_path / "out" / "metrics.json"
     with pytest.raises(RuntimeError):

@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from components.table_files import SAMPLE_BYTES
 from conftest import clean_cli
 
 
@@ -318,3 +319,35 @@ def test_parquet_list_and_date_columns(tmp_path, capsys):
     code, lines, *_ = run_clean(tmp_path, capsys, (tmp_path / "lists.parquet").read_bytes(), name="t.parquet")
     assert code == 1 and "t.parquet row 0: column 'lst' holds ndarray values (e.g. [1 2]), not one number or " \
         "category per row; flatten it into columns or leave it out of data.features" in lines[0]
+
+
+# ---------------------------------------------------------------- huge values and wide tables
+
+def test_an_error_quotes_at_most_80_characters_of_a_huge_value(tmp_path, capsys):
+    huge = "9" * 500_000 + "x" + "9" * 500_000                 # a 1 MB cell that is not a number
+    rows = [["f1", "f2", "y"]] + [[str(i), str(i % 5), "ab"[i % 2]] for i in range(40)]
+    rows[7][0] = huge
+    code, lines, *_ = run_clean(tmp_path, capsys, csv_text(rows), {"numeric": ["f1"]})
+    assert code == 1 and len(lines[0]) < 600, len(lines[0])
+    assert "line 8: column 'f1' holds '9999" in lines[0] and "...' (1,000,001 characters), not a number" in lines[0]
+    long_name = "c" * 100_000                                    # a header cell pasted from somewhere
+    code, lines, *_ = run_clean(tmp_path, capsys, csv_text([[long_name, "y"], ["1", "a"], ["2", "b"]]),
+                                {"target": "label"})
+    assert code == 1 and len(lines[0]) < 600 and "target column 'label' not found" in lines[0]
+
+
+def test_a_table_of_20000_columns_is_cleaned_whole(tmp_path, capsys):
+    """Cleaning grows linearly with the columns (each column was once set into a frame of all of them:
+    quadratic, minutes at 100 000 columns); BENCHMARKS.md times it. No timing here: the result is checked."""
+    rng = np.random.default_rng(0)
+    columns = 20_000
+    frame = pd.DataFrame(rng.normal(size=(30, columns)).round(3), columns=[f"c{i}" for i in range(columns)])
+    frame["c7"] = np.where(np.arange(30) % 3 == 0, "red", "blue")
+    frame["y"] = np.array(["a", "b", "c"])[np.arange(30) % 3]
+    text = frame.to_csv(index=False)
+    assert len(text.splitlines()[0]) > SAMPLE_BYTES, "the header alone is longer than the detection sample"
+    code, lines, report, table, meta = run_clean(tmp_path, capsys, text)
+    assert code == 0, lines
+    assert list(table.columns) == [f"c{i}" for i in range(columns)] + ["_label", "_id"]
+    assert len(meta["numeric"]) == columns - 1 and meta["categorical"] == ["c7"]
+    assert report["n_kept"] == 30 and np.allclose(table["c19999"], frame["c19999"])
