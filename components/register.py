@@ -189,7 +189,8 @@ def log_execution(files: StageFiles, params: Params, metrics: dict, train_info: 
 def registered_before(client, name: str, model_key: str) -> dict | None:
     """The registration (decision and version) already made for the model with this key, or None."""
     from components.tracking import filter_value
-    versions = client.search_model_versions(f"name = {filter_value(name)} and tags.model_key = {filter_value(model_key)}")
+    versions = client.search_model_versions(
+        f"name = {filter_value(name)} and tags.model_key = {filter_value(model_key)}")
     for version in sorted(versions, key=lambda v: int(v.version)):
         if "registration" in version.tags:
             return json.loads(version.tags["registration"])

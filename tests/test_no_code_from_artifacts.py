@@ -154,6 +154,6 @@ def test_a_crafted_champion_runs_no_code_in_predict_or_register(tmp_path, attack
     assert not marker.exists(), "no code from the registered model ran"
 
     # The attack is real: MLflow's own loader unpickles the python_model and runs the code.
-    subprocess.run([sys.executable, "-c", "import mlflow; mlflow.pyfunc.load_model('models:/digits-classifier@champion')"],
-                   cwd=project.root, env=project.env, capture_output=True)
+    load = "import mlflow; mlflow.pyfunc.load_model('models:/digits-classifier@champion')"
+    subprocess.run([sys.executable, "-c", load], cwd=project.root, env=project.env, capture_output=True)
     assert marker.exists()
