@@ -73,4 +73,4 @@ clean:
 # Remove the local MLflow store: every run, registered version and the @champion alias in it; and register's
 # receipt of that store, so that the next `make run` registers the model into the new, empty one.
 clean-mlflow:
-	rm -rf mlflow/mlflow.db mlflow/artifacts reports/registration.json
+	rm -rf mlflow/mlflow.db mlflow/.mlflow.db.lock mlflow/artifacts reports/registration.json

@@ -196,16 +196,20 @@ def clean_images(files: list[tuple[str, str, bytes]], data: Data, cfg: Clean = C
 
 def read_image_folder(root: Path, follow_symlinks: bool = False) -> tuple[list[tuple[str, str, bytes]], list[dict],
                                                                           list[dict]]:
-    """All visible files under root/<class>/, sorted; files outside a class folder and symbolic links that
-    lead outside root (unless follow_symlinks) are reported, not read, and hidden ones (.DS_Store,
+    """All visible files under root/<class>/, sorted; files outside a class folder, symbolic links that
+    lead outside root (unless follow_symlinks) and links to folders read directly are reported, not read,
+    and hidden ones (.DS_Store,
     __MACOSX/, Thumbs.db, ...) are skipped. Returns (files as (path, class, content), strays, skipped)."""
     if not root.is_dir():
         raise UserError(f"{root}: folder not found; set data.path in params.yaml to a folder of class sub-folders")
-    visible, hidden, away = walk_files(root, follow_symlinks)
+    visible, hidden, away, aliases = walk_files(root, follow_symlinks)
     files = []
     stray = [{"id": str(path), "reason": "link_outside_folder",
               "detail": f"a symbolic link to {os.path.realpath(path)}, outside {root}: not read; copy the data in, "
                         "or set clean.follow_symlinks: true"} for path in away]
+    stray += [{"id": str(path), "reason": "link_to_folder_read_directly",
+               "detail": f"a symbolic link to {os.path.realpath(path)}, which is read as itself: not read twice "
+                         "(its images would get two labels); remove the link, or copy the images"} for path in aliases]
     for path in visible:
         relative = path.relative_to(root)
         if len(relative.parts) < 2:

@@ -50,6 +50,9 @@ def under_root(path: str, data_root: str, what: str) -> Path:
         raise UserError(f"{what}: local paths are refused (kubeflow.data_root is empty); use s3://, gs://, az://, "
                         "http(s):// or a DVC repo")
     root, resolved = Path(data_root).resolve(), Path(path).resolve()
+    if root == Path(root.anchor):
+        raise UserError(f"{what}: the data root {data_root} is the whole file system; set kubeflow.data_root to the "
+                        "data folder (e.g. a mounted volume)")
     if not resolved.is_relative_to(root):
         raise UserError(f"{what}: {resolved} is outside the data root {root} (kubeflow.data_root); local data must "
                         "lie under it, or use s3://, gs://, az://, http(s):// or a DVC repo")
@@ -63,11 +66,29 @@ def check_uri(uri: str, data_root: str) -> str:
     path = local_path(uri)
     if path is not None:
         return str(under_root(path, data_root, uri))
-    scheme = urlsplit(uri).scheme.lower()
+    split = urlsplit(uri)
+    scheme = split.scheme.lower()
     if scheme not in REMOTE_SCHEMES:
         raise UserError(f"{uri}: scheme {scheme}:// is refused for data_uri; allowed: {', '.join(REMOTE_SCHEMES)}, "
                         f"a DVC repo (dvc_repo), or a path/file:// under kubeflow.data_root ({data_root or 'unset'})")
-    return uri
+    if scheme in ("http", "https") and own_host(split.hostname or ""):
+        raise UserError(f"{uri}: {split.hostname} is the pod itself or the cloud's metadata service, not a data "
+                        "source; use the data server's name")
+    return scheme + uri[len(scheme):]       # fsspec knows its protocols in lower case only
+
+
+def own_host(host: str) -> bool:
+    """Whether an http(s) host names the machine itself or a link-local address (169.254.169.254 is every
+    cloud's metadata service, which hands out credentials). Names that resolve there are not looked up."""
+    import ipaddress
+    if host.lower() in ("localhost", "metadata.google.internal") or host.lower().endswith(".localhost"):
+        return True
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    address = getattr(address, "ipv4_mapped", None) or address
+    return address.is_loopback or address.is_link_local or address.is_unspecified
 
 
 def check_dvc(repo: str, path: str, data_root: str) -> str:
@@ -130,7 +151,9 @@ def fetch(dest: Path, uri: str = "", dvc_repo: str = "", dvc_rev: str = "", dvc_
                     raise UserError(f"{uri}: not found; check data_uri")
             else:
                 from dvc.api import DVCFileSystem
-                fs, path = DVCFileSystem(source, rev=dvc_rev or None), dvc_path
+                # always a git revision, never a local repo's working tree, where a symlink could lead out of
+                # the data root: at a revision a symlink is its link text
+                fs, path = DVCFileSystem(source, rev=dvc_rev or "HEAD"), dvc_path
                 if not fs.exists(path):
                     raise UserError(f"{dvc_repo}@{dvc_rev or 'HEAD'}: {dvc_path} is not tracked there; check dvc_path")
             if fs.isdir(path):          # an image folder: its contents become dest/

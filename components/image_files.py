@@ -41,17 +41,21 @@ def is_hidden(relative: Path) -> bool:
 
 def list_files(root: Path) -> tuple[list[Path], list[Path]]:
     """(visible files, hidden files) under root, each sorted, every symbolic link followed (walk_files)."""
-    visible, hidden, _ = walk_files(root, follow_symlinks=True)
+    visible, hidden, _, _ = walk_files(root, follow_symlinks=True)
     return visible, hidden
 
 
-def walk_files(root: Path, follow_symlinks: bool = False) -> tuple[list[Path], list[Path], list[Path]]:
-    """(visible files, hidden files, links leading outside root) under root, each sorted. Symbolic links to
-    folders and files inside root are followed (a folder reached twice, as through a link loop, is read
-    once); a link that resolves outside root (on a shared machine: anyone's files, /etc, another user's
-    data) is not followed but listed, unless follow_symlinks. A broken link is listed as a file, so that
-    reading it fails and names it."""
+def walk_files(root: Path, follow_symlinks: bool = False) -> tuple[list[Path], list[Path], list[Path], list[Path]]:
+    """(visible files, hidden files, links leading outside root, links to folders read directly) under root,
+    each sorted. Symbolic links to folders and files inside root are followed (a folder reached twice, as
+    through a link loop, is read once), except a link to a folder that is read without it (`zero -> 0` beside
+    `0/`): reading it would label the same images as another class, or as none, depending on the order the
+    file system lists them, so it is listed instead. A link that resolves outside root (on a shared machine:
+    anyone's files, /etc, another user's data) is not followed but listed, unless follow_symlinks. A broken
+    link is listed as a file, so that reading it fails and names it."""
     top = os.path.realpath(root)
+    # every folder reached without following a link: a link to one of them is an alias, never read
+    direct = {os.path.realpath(folder) for folder, _, _ in os.walk(root)}
 
     def outside(path: Path) -> bool:
         if follow_symlinks or not os.path.islink(path):
@@ -59,17 +63,23 @@ def walk_files(root: Path, follow_symlinks: bool = False) -> tuple[list[Path], l
         real = os.path.realpath(path)
         return real != top and not real.startswith(top.rstrip(os.sep) + os.sep)
 
-    visible, hidden, away, seen = [], [], [], set()
+    visible, hidden, away, aliases, seen = [], [], [], [], set()
     for folder, subfolders, files in os.walk(root, followlinks=True):
         real = os.path.realpath(folder)
         if real in seen:
             subfolders.clear()
             continue
         seen.add(real)
+        subfolders.sort()                   # the same order on every file system
         for name in list(subfolders):
             path = Path(folder) / name
-            if not is_hidden(path.relative_to(root)) and outside(path):
+            if is_hidden(path.relative_to(root)):
+                continue
+            if outside(path):
                 away.append(path)
+                subfolders.remove(name)
+            elif os.path.islink(path) and os.path.realpath(path) in direct:
+                aliases.append(path)
                 subfolders.remove(name)
         for name in files:
             path = Path(folder) / name
@@ -77,7 +87,7 @@ def walk_files(root: Path, follow_symlinks: bool = False) -> tuple[list[Path], l
                 hidden.append(path)
             else:
                 (away if outside(path) else visible).append(path)
-    return sorted(visible), sorted(hidden), sorted(away)
+    return sorted(visible), sorted(hidden), sorted(away), sorted(aliases)
 
 
 @contextlib.contextmanager

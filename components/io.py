@@ -11,6 +11,8 @@ from typing import TYPE_CHECKING, Any, Iterator
 
 import numpy as np
 
+from components.errors import UserError
+
 if TYPE_CHECKING:
     import hashlib
 
@@ -45,7 +47,16 @@ def write_json(path: str | Path, obj: Any) -> None:
 
 
 def read_json(path: str | Path) -> Any:
-    return json.loads(Path(path).read_text())
+    """The JSON document in path. Raises UserError (also a ValueError) naming the file when it is not UTF-8
+    JSON, e.g. a damaged or crafted file; OSError when it cannot be read."""
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except ValueError as exc:           # UnicodeDecodeError and JSONDecodeError are both ValueErrors
+        raise BadFile(f"{path}: not a JSON file ({type(exc).__name__}); rerun the stage that writes it") from None
+
+
+class BadFile(UserError, ValueError):
+    """A file a stage wrote that does not hold what that stage writes."""
 
 
 def save_arrays(path: str | Path, **arrays: np.ndarray) -> None:

@@ -87,10 +87,10 @@ def save_model(path: str | Path, net: nn.Module, config: dict) -> None:
 def weights_hash(path: str | Path) -> str:
     """sha256 (hex, 64 characters) of a saved model's config and of every tensor in its state dict (name,
     dtype, shape, values), in order: what the model *is*, whatever bytes torch.save chose to write it in.
-    Raises whatever torch.load raises for a file that is not a saved model."""
+    Raises UserError naming the file when it is not a saved model of plain weights."""
     import hashlib
     import json
-    saved = torch.load(path, map_location="cpu", weights_only=True)
+    saved = load_saved(path)
     digest = hashlib.sha256(json.dumps(saved["config"], sort_keys=True).encode())
     for name, tensor in saved["state_dict"].items():
         digest.update(f"{name} {tensor.dtype} {tuple(tensor.shape)}".encode())
@@ -98,20 +98,29 @@ def weights_hash(path: str | Path) -> str:
     return digest.hexdigest()
 
 
-def load_model(path: str | Path, device: str = "cpu") -> tuple[nn.Module, dict]:
-    """A model saved by save_model, on `device`, in eval mode, with its config. Loaded with
-    torch.load(weights_only=True): tensors and plain containers only, so a crafted file cannot run code.
-    Raises UserError naming the file when it is not such a model."""
+def load_saved(path: str | Path, device: str = "cpu") -> dict:
+    """What save_model wrote ({"config", "state_dict"}), loaded with torch.load(weights_only=True): tensors
+    and plain containers only, so a crafted file cannot run code. Raises UserError naming the file when it
+    is not such a file."""
     import pickle
     import warnings
     try:
         with warnings.catch_warnings():         # torch warns about the pickle protocol of what it then refuses
             warnings.simplefilter("ignore", UserWarning)
             saved = torch.load(path, map_location=device, weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as exc:
+        if not (isinstance(saved, dict) and isinstance(saved.get("config"), dict) and "state_dict" in saved):
+            raise ValueError("no config and state_dict")
+        return saved
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError) as exc:
         from components.errors import UserError
         raise UserError(f"{path}: not a saved model of plain weights (torch.load(weights_only=True) refused it: "
                         f"{type(exc).__name__}); it is not loaded: rerun train") from None
+
+
+def load_model(path: str | Path, device: str = "cpu") -> tuple[nn.Module, dict]:
+    """A model saved by save_model, on `device`, in eval mode, with its config (see load_saved).
+    Raises UserError naming the file when it is not such a model."""
+    saved = load_saved(path, device)
     config = saved["config"]
     net = build_model(config).to(device)
     net.load_state_dict(saved["state_dict"])

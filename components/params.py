@@ -197,7 +197,7 @@ class Register(Section):
     require_significance: bool = True
     confidence: float = Field(0.95, gt=0, lt=1)
     bootstrap_resamples: int = Field(1000, ge=100, le=1_000_000)
-    lock_timeout_s: int = Field(300, ge=30, le=86_400)  # wait this long for a concurrent registration's champion lock
+    lock_timeout_s: int = Field(300, ge=30, le=86_400)  # champion lock lease: silent this long = dead; wait 2x at most
 
     @field_validator("model_name")
     @classmethod
@@ -210,12 +210,20 @@ class Register(Section):
 
 
 class Mlflow(Section):
-    experiment: str = "digits"
+    experiment: str = "digits"      # 1 to 500 characters (MLflow's limit), no space at either end
     # A tracking server that is down or answers 5xx: each request is retried with exponential backoff
     # (backoff_s * 2**n seconds), then register stops with one line; rerunning it resumes the same run.
     http_retries: int = Field(3, ge=0, le=20)
     http_backoff_s: int = Field(1, ge=0, le=300)
     http_timeout_s: int = Field(30, ge=1, le=3600)
+
+    @field_validator("experiment")
+    @classmethod
+    def experiment_name_mlflow_takes(cls, value):
+        if not value.strip() or value != value.strip() or len(value) > 500:
+            raise ValueError(f"{shorten(value)} is not an experiment name: use 1 to 500 characters, no space at "
+                             "either end")
+        return value
 
 
 class Resources(Section):
@@ -301,7 +309,7 @@ def load_params(path: str | Path = "params.yaml") -> Params:
         raw = yaml.safe_load(path.read_text()) or {}
     except FileNotFoundError:
         raise UserError(f"{path}: not found; run from the project root or pass --params") from None
-    except yaml.YAMLError as exc:
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
         raise UserError(f"{path}: not valid YAML ({exc.__class__.__name__}); fix the syntax") from None
     return validate_params(raw, str(path))
 

@@ -250,7 +250,11 @@ def register_files(params: Params, files: StageFiles, out: Path, engine: str = "
     rerun = ("rerun `dvc repro` (only register runs)" if engine == "dvc"
              else "rerun the pipeline (KFP reuses the cached tasks; register runs again)")
     on_disk = f"the trained model and test metrics are saved: once the server is fixed, {rerun} to log and register them"
-    with tracking.server_errors(on_disk):
+    # The lock covers the whole registration, not only the decision: a second registration of the same model
+    # (DVC and Kubeflow at once, parallel `dvc exp run --queue` jobs) then finds the first one's version and
+    # reuses it, instead of resuming its unfinished run and making another version.
+    with tracking.server_errors(on_disk), \
+            tracking.champion_lock(cfg.model_name, identity["model_key"], cfg.lock_timeout_s) as lock:
         earlier = registered_before(client, cfg.model_name, identity["model_key"])
         if earlier is not None:
             write_json(out, earlier)
@@ -267,23 +271,22 @@ def register_files(params: Params, files: StageFiles, out: Path, engine: str = "
             for key, value in tags.items():
                 client.set_model_version_tag(cfg.model_name, version, key, value)
 
-            with tracking.champion_lock(cfg.model_name, identity["model_key"], cfg.lock_timeout_s) as lock:
-                champion_version, champion, problem = champion_predictions(client, cfg.model_name, raw, classes)
-                if champion_version == version:      # an earlier attempt of this registration promoted it already
-                    registration = json.loads(client.get_model_version(cfg.model_name, version).tags["registration"])
-                else:
-                    decision = decide(test["y"], candidate, champion, len(classes), cfg, params.seed,
-                                      champion_problem=problem)
-                    # no run id or time: dvc.lock, which git tracks, holds registration.json's md5
-                    registration = decision | {"version": version, "model_name": cfg.model_name,
-                                               "champion_version_before": champion_version,
-                                               "weights_hash": identity["weights_hash"]}
-                    client.set_model_version_tag(cfg.model_name, version, "promotion", decision["reason"])
-                    # the whole decision, before the alias moves: a rerun that finds it done reports it as it was
-                    lock.check()        # still the holder: nobody else decided meanwhile
-                    client.set_model_version_tag(cfg.model_name, version, "registration", json.dumps(registration))
-                    if decision["promoted"]:
-                        client.set_registered_model_alias(cfg.model_name, ALIAS, version)
+            champion_version, champion, problem = champion_predictions(client, cfg.model_name, raw, classes)
+            if champion_version == version:      # an earlier attempt of this registration promoted it already
+                registration = json.loads(client.get_model_version(cfg.model_name, version).tags["registration"])
+            else:
+                decision = decide(test["y"], candidate, champion, len(classes), cfg, params.seed,
+                                  champion_problem=problem)
+                # no run id or time: dvc.lock, which git tracks, holds registration.json's md5
+                registration = decision | {"version": version, "model_name": cfg.model_name,
+                                           "champion_version_before": champion_version,
+                                           "weights_hash": identity["weights_hash"]}
+                client.set_model_version_tag(cfg.model_name, version, "promotion", decision["reason"])
+                lock.check()        # still the holder: nobody else decided meanwhile
+                # the whole decision, before the alias moves: a rerun that finds it done reports it as it was
+                client.set_model_version_tag(cfg.model_name, version, "registration", json.dumps(registration))
+                if decision["promoted"]:
+                    client.set_registered_model_alias(cfg.model_name, ALIAS, version)
 
             mlflow.log_dict(registration, "reports/registration.json")
             mlflow.set_tags({"registered_version": version} | identity

@@ -66,16 +66,21 @@ def load_registered(model_uri: str, workdir: Path) -> tuple[dict, "torch.nn.Modu
         if Path(path).is_absolute() or ".." in Path(path).parts:
             raise UnsafeArtifact(f"its MLmodel points {key} outside the model ({path[:80]!r})")
         local[key] = Path(mlflow.artifacts.download_artifacts(f"{model_uri}/{path}", dst_path=str(workdir / key)))
+
+    # messages name the files inside the model, not in this temporary folder
+    def inside_model(exc: Exception) -> str:
+        text = str(exc)
+        for key in local:
+            text = text.replace(str(local[key]), artifacts[key])
+        return text
     try:
         net, config = load_model(local["model"])
-    except Exception as exc:        # torch refuses anything but tensors and plain containers (weights_only)
-        raise UnsafeArtifact(f"{artifacts['model']} is not a plain weights file ({type(exc).__name__}: "
-                             f"{str(exc).splitlines()[0][:80]}); it is not loaded") from None
-    try:
         meta, preprocessor = load_preprocess(local["preprocess"])
-    except (UserError, OSError, ValueError, KeyError) as exc:
-        # the message names the file inside the model, not in this temporary folder
-        raise UnsafeArtifact(str(exc).replace(str(local["preprocess"]), artifacts["preprocess"])[:240]) from None
+    except (UserError, OSError) as exc:
+        raise UnsafeArtifact(inside_model(exc)) from None
+    except KeyError as exc:            # JSON that parses but lacks what this project writes
+        raise UnsafeArtifact(f"{artifacts['preprocess']}: lacks the key {exc}; it was not saved by this project") \
+            from None
     return mlmodel.get("metadata") or {}, net, config, preprocessor
 
 

@@ -84,6 +84,9 @@ def configure(http: "Mlflow | None" = None, create: bool = True) -> str:
         os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] = str(http.http_timeout_s)
     db = _sqlite_file(uri)
     if db is not None and not db.exists():
+        if not create and os.environ.get("MLFLOW_TRACKING_URI"):
+            raise UserError(f"no MLflow store at {db} (MLFLOW_TRACKING_URI={os.environ['MLFLOW_TRACKING_URI']}); "
+                            "point MLFLOW_TRACKING_URI at an existing store")
         if not create:
             raise UserError(f"no MLflow store at {db} (the project's embedded store, found from {project_root()}); "
                             "run this from the project folder, or set MLFLOW_TRACKING_URI to the store to read")
@@ -97,7 +100,22 @@ def configure(http: "Mlflow | None" = None, create: bool = True) -> str:
         relocate_store(db)
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
+    if db is not None and create:
+        create_sqlite_store(db, uri)
     return uri
+
+
+def create_sqlite_store(db: Path, uri: str) -> None:
+    """Create and migrate a sqlite store once, whatever the number of processes opening it at the same moment
+    (parallel `dvc exp run --queue` jobs): MLflow's own migrations race ('table ... already exists'), so the
+    first opening happens under an exclusive lock on a file beside the database (fcntl; POSIX)."""
+    import fcntl
+    with open(db.parent / f".{db.name}.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            MlflowClient(uri, registry_uri=uri).search_registered_models(max_results=1)   # both stores: one schema
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 # The columns of MLflow's SQL schema that hold where a run's, a logged model's or a model version's files are.
@@ -115,6 +133,7 @@ def relocate_store(db: Path) -> None:
     one, in one transaction. Without it, models would be read from (and written into) the old place.
     A store that cannot be written (read-only) is left as it is, with a warning."""
     import sqlite3
+    from urllib.parse import unquote
     new = (db.parent / "artifacts").resolve().as_uri()
     try:
         with contextlib.closing(sqlite3.connect(db, timeout=30)) as con, con:
@@ -125,10 +144,15 @@ def relocate_store(db: Path) -> None:
             old = [location for (location,) in rows
                    if location != new and location.endswith(f"/{db.parent.name}/artifacts")]
             for location in old:
-                for table, column in ARTIFACT_COLUMNS:
-                    con.execute(f"UPDATE {table} SET {column} = ? || substr({column}, ?) "  # noqa: S608 (fixed names)
-                                f"WHERE {column} = ? OR substr({column}, 1, ?) = ?",
-                                (new, len(location) + 1, location, len(location) + 1, location + "/"))
+                # and MLflow's Default experiment, which it creates in `mlruns` of the folder it was first run in
+                # (the project's root): <old root>/mlruns, a plain path, to <new root>/mlruns
+                old_root = unquote(location.removeprefix("file://"))[:-len(f"/{db.parent.name}/artifacts")]
+                new_root = str(db.parent.parent.resolve())
+                for before, after in ((location, new), (f"{old_root}/mlruns", f"{new_root}/mlruns")):
+                    for table, column in ARTIFACT_COLUMNS:
+                        con.execute(f"UPDATE {table} SET {column} = ? || substr({column}, ?) "  # noqa: S608
+                                    f"WHERE {column} = ? OR substr({column}, 1, ?) = ?",
+                                    (after, len(before) + 1, before, len(before) + 1, before + "/"))
     except sqlite3.OperationalError as exc:         # read-only, or not (yet) an MLflow store: leave it
         if "readonly" in str(exc) or "read-only" in str(exc):
             log.warning("%s: the store was moved from elsewhere but is read-only; its artifacts cannot be found "
@@ -238,6 +262,21 @@ def lock_generations(client: MlflowClient, name: str) -> dict[int, "mlflow.entit
             return found
 
 
+def holder_died_here(holder: str) -> bool:
+    """Whether a lock's holder ('<owner> <host> pid <pid> <nonce>') was a process on this host that no longer
+    exists (killed; its rerun is here): its lock is free at once, rather than after its lease runs out."""
+    parts = holder.split(" ")
+    if len(parts) < 4 or parts[1] != socket.gethostname() or parts[2] != "pid" or not parts[3].isdigit():
+        return False
+    try:
+        os.kill(int(parts[3]), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:          # alive, another user's
+        return False
+    return False
+
+
 class ChampionLock:
     """Held by champion_lock's caller: `generation` of the lock; check() before acting on it."""
 
@@ -268,25 +307,27 @@ class ChampionLock:
 
 @contextlib.contextmanager
 def champion_lock(name: str, owner: str, timeout_s: float, wait_s: float | None = None) -> Iterator[ChampionLock]:
-    """Serialise champion decisions for one registered model across processes and machines.
+    """Serialise registrations (and so champion decisions) of one registered model across processes and machines.
 
     MLflow aliases have no compare-and-set, so two registrations at the same moment could each see the same
-    champion and both move the alias. The lock is a chain of registered models `<name>.champion-lock.<n>`
-    (lock_name); its holder is whoever created the highest generation n. Taking the lock means creating
-    generation n+1 after seeing n released, stale, or left by an earlier attempt of the same execution
-    (`owner`, taken over at once). Creating a registered model whose name exists fails atomically in every
-    MLflow backend, so of all the waiters that saw generation n, exactly one creates n+1: a compare-and-set
-    on the generation. The highest generation is never deleted (the holder marks it released), so the chain
-    only grows; older ones are tidied away by the next holder, and a generation is verified to be the
-    highest once created, since a waiter that looked earlier may recreate one tidied away since.
+    champion and both move the alias. The lock is a registered model `<name>.champion-lock.<n>` (lock_name),
+    n a generation number, that exists only while someone holds it. Taking it means seeing generation n
+    free - absent, stale, or left by a process of this host that no longer exists (a killed registration
+    whose rerun is here) - and creating generation n+1. Creating a registered model whose name exists fails
+    atomically in every MLflow backend, so of the waiters that saw the same n exactly one creates n+1; the
+    creator then checks that n+1 is the highest generation and that n is still the very lock it saw (same
+    holder) or still absent, and backs off otherwise: together, a compare-and-set on the generation, so a
+    lock is never taken from a holder that got it in between (a waiter that looked at a generation since
+    deleted, or recreated, cannot win). Releasing deletes the holder's own generation, taking over deletes
+    the older ones: nothing is left in the registry once everyone is done.
 
     The holder renews a lease (the model's description) every timeout_s/3 from a thread while it works, so a
     live holder is never taken for dead however slow it is; a generation whose lease has not changed for
     timeout_s, timed by the waiter's own monotonic clock (no clock is compared across machines), is stale.
     A waiter kept out for wait_s (default 2 * timeout_s) by live holders gives up with one line (UserError).
-    Not guarded against: a
-    holder frozen (SIGSTOP, a VM pause) for over timeout_s that then wakes and moves the alias before its
-    next check(); MLflow offers no fencing token to refuse that write.
+    `owner` (the registration's model_key) is recorded with the holder. Not guarded against: a holder frozen
+    (SIGSTOP, a VM pause) for over timeout_s that then wakes and moves the alias before its next check();
+    MLflow offers no fencing token to refuse that write.
     """
     client = MlflowClient()
     token = f"{owner} {socket.gethostname()} pid {os.getpid()} {uuid.uuid4().hex[:8]}"
@@ -296,9 +337,9 @@ def champion_lock(name: str, owner: str, timeout_s: float, wait_s: float | None 
         generations = lock_generations(client, name)
         head = max(generations, default=0)
         held = generations.get(head)
-        free = held is None or held.tags.get("released") == "true" or held.tags.get("owner") == owner
+        free = held is None or holder_died_here(held.tags.get("holder", ""))
         if not free:     # stale once its lease has looked the same for timeout_s to this waiter
-            lease = (head, held.description, held.last_updated_timestamp)
+            lease = (head, held.tags.get("holder"), held.description, held.last_updated_timestamp)
             free = time.monotonic() - first_seen.setdefault(lease, time.monotonic()) > timeout_s
         if free:
             mine = head + 1
@@ -310,9 +351,12 @@ def champion_lock(name: str, owner: str, timeout_s: float, wait_s: float | None 
                 if exc.error_code != "RESOURCE_ALREADY_EXISTS":
                     raise
                 continue                                    # another waiter took generation `mine`: look again
-            if max(lock_generations(client, name)) == mine:
+            now = lock_generations(client, name)
+            predecessor = now.get(head)
+            if max(now, default=0) == mine and (predecessor.tags.get("holder") if predecessor else None) == \
+                    (held.tags.get("holder") if held else None):
                 break
-            with contextlib.suppress(mlflow.exceptions.MlflowException):     # a later one exists: not ours
+            with contextlib.suppress(mlflow.exceptions.MlflowException):     # the lock changed meanwhile
                 client.delete_registered_model(lock_name(name, mine))
             continue
         if time.monotonic() > deadline:
@@ -323,8 +367,7 @@ def champion_lock(name: str, owner: str, timeout_s: float, wait_s: float | None 
         wait = min(wait * 2, 5.0, max(timeout_s / 4, 0.05))
     lock = ChampionLock(client, name, mine, timeout_s)
     lock.thread.start()
-    for old in (n for n in generations if n < mine):     # tidy; a generation seen before is only ever recreated
-        # by a waiter whose view is out of date, which then finds `mine` above it and backs off
+    for old in (n for n in generations if n < mine):     # a stale holder's, or a backed-off waiter's leftovers
         with contextlib.suppress(mlflow.exceptions.MlflowException):
             client.delete_registered_model(lock_name(name, old))
     try:
@@ -333,7 +376,7 @@ def champion_lock(name: str, owner: str, timeout_s: float, wait_s: float | None 
         lock.stop.set()
         lock.thread.join()
         with contextlib.suppress(mlflow.exceptions.MlflowException):
-            client.set_registered_model_tag(lock_name(name, mine), "released", "true")
+            client.delete_registered_model(lock_name(name, mine))
 
 
 def dvc_outputs(dvc_yaml: str | Path = "dvc.yaml") -> list[str]:

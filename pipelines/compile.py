@@ -3,6 +3,7 @@
     python -m pipelines.compile --output pipeline.yaml [--image REGISTRY/digits-mlops:TAG] [--params params.yaml]
 """
 import argparse
+import logging
 from pathlib import Path
 
 from kfp import compiler
@@ -12,8 +13,17 @@ from components.io import atomic_path
 from components.params import Params, load_params
 from pipelines.pipeline import build_pipeline
 
+log = logging.getLogger(__name__)
+
 
 def compile_pipeline(output: Path, params: Params, image: str | None = None) -> Path:
+    """Compile the pipeline for `params` (image: overrides kubeflow.image) to IR YAML at output. An image
+    named by a tag, not a digest, gets a warning: a tag can be moved to other code between two runs, and
+    the tasks hold the MLflow credentials."""
+    chosen = image or params.kubeflow.image
+    if "@sha256:" not in chosen:
+        log.warning("image %s is a tag, not a digest: pin it (REGISTRY/digits-mlops@sha256:...) so every task of "
+                    "every run executes the code you reviewed (k8s/README.md: bumping digests)", chosen)
     pipeline = build_pipeline(params, image)
     with atomic_path(output) as tmp:
         compiler.Compiler().compile(pipeline, str(tmp))

@@ -137,3 +137,21 @@ def register_again(project: Project, out: str, copies: int = 7, env: dict | None
     args = shlex.split(cmd.replace("reports/registration.json", out))[1:] + ["--params", "params-again.yaml"]
     return subprocess.run([sys.executable, *args], cwd=project.root, env=env or project.env, capture_output=True,
                           text=True)
+
+
+@pytest.fixture(autouse=True)
+def mlflow_uris_restored():
+    """A test that points MLflow at its own store in this process (tracking.configure sets the tracking and
+    registry URIs globally, and MLflow exports them to the environment for child processes) must not leave
+    later tests reading that store."""
+    from mlflow.tracking._model_registry import utils as registry
+    from mlflow.tracking._tracking_service import utils as tracking
+    saved = registry._registry_uri, tracking._tracking_uri
+    saved_env = {name: os.environ.get(name) for name in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
+    yield
+    registry._registry_uri, tracking._tracking_uri = saved
+    for name, value in saved_env.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value

@@ -86,3 +86,38 @@ def test_other_schemes_are_refused(uri, tmp_path):
 ])
 def test_a_dvc_repo_must_be_remote_or_under_the_root(repo, path, expected, tmp_path):
     assert expected in refused(tmp_path / "raw", dvc_repo=repo, dvc_path=path, data_root="/mnt/data")
+
+
+def test_a_local_dvc_repo_is_read_at_a_revision_so_its_symlinks_lead_nowhere(tmp_path):
+    import subprocess
+    root = tmp_path / "data"
+    repo = root / "repo"
+    (repo / "data" / "digits" / "a").mkdir(parents=True)
+    (repo / "data" / "digits" / "a" / "1.png").write_bytes(b"png")
+    (tmp_path / "secret").write_text("service-account-token")
+    (repo / "data" / "digits" / "a" / "2.png").symlink_to(tmp_path / "secret")
+    import sys
+    dvc = str(Path(sys.executable).parent / "dvc")
+    for cmd in (["git", "init", "-q"], [dvc, "init", "-q"], ["git", "add", "-A"],
+                ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "data"]):
+        subprocess.run(cmd, cwd=repo, check=True, capture_output=True)
+    fetch(tmp_path / "raw", dvc_repo=str(repo), dvc_path="data/digits", data_root=str(root))
+    copied = {p.name: p.read_bytes() for p in (tmp_path / "raw" / "a").iterdir()}
+    assert copied["1.png"] == b"png" and b"service-account-token" not in copied.get("2.png", b"")
+
+
+@pytest.mark.parametrize("uri", ["http://169.254.169.254/latest/meta-data/", "http://127.0.0.1:8080/x.csv",
+                                 "https://localhost/x.csv", "http://[::1]/x.csv", "http://[::ffff:169.254.169.254]/",
+                                 "http://metadata.google.internal/computeMetadata/v1/"])
+def test_the_pod_itself_and_the_metadata_service_are_refused(uri, tmp_path):
+    message = refused(tmp_path / "raw", uri=uri)      # IPv6 literals hold '::', refused as chained URLs
+    assert "not a data source" in message or "chained URLs" in message
+
+
+def test_a_data_root_of_the_whole_file_system_is_refused(tmp_path):
+    assert "is the whole file system" in refused(tmp_path / "raw", uri="/etc/passwd", data_root="/")
+
+
+def test_an_upper_case_scheme_is_read_as_its_lower_case():
+    from components.fetch import check_uri
+    assert check_uri("HTTPS://data.example.com/x.csv", "") == "https://data.example.com/x.csv"

@@ -147,8 +147,10 @@ def test_symbolic_links_are_followed_loops_once_broken_links_named(tmp_path, cap
     follow = {"follow_symlinks": True}                    # links leading outside the folder are read only if asked
     code, _, report, arrays = run_clean(tmp_path, capsys, root, {}, follow)
     assert code == 0 and report["kept_per_class"] == {"a": 8, "b": 8}
-    assert report["dropped"] == [{"id": str(root / "a" / "gone.png"), "reason": "unreadable",
-                                  "detail": "cannot be read (No such file or directory)"}]
+    assert sorted((d["id"], d["reason"]) for d in report["dropped"]) == [
+        (str(root / "a" / "gone.png"), "unreadable"), (str(root / "a" / "loop"), "link_to_folder_read_directly")]
+    assert next(d["detail"] for d in report["dropped"] if d["reason"] == "unreadable") == \
+        "cannot be read (No such file or directory)"
     code, lines, _, _ = run_clean(tmp_path, capsys, root, {}, follow | {"on_bad_file": "fail"})
     assert code == 1 and lines[0].startswith(f"error: {root / 'a' / 'gone.png'}: cannot be read")
 
@@ -210,3 +212,17 @@ def test_an_oversized_image_is_one_bad_file(tmp_path, capsys):
     assert code == 0 and report["n_kept"] == 16, "16x16 is not more than 256 pixels"
     code, lines, _, _ = run_clean(tmp_path, capsys, root, {}, {"max_image_pixels": 255})
     assert code == 1 and "no readable images found" in lines[0], "the limit is the setting"
+
+
+def test_a_link_to_a_class_folder_inside_is_reported_never_a_second_label(tmp_path, capsys):
+    root = tmp_path / "images"
+    for label in "012":
+        (root / label).mkdir(parents=True)
+    for i in range(15):                                 # 15 distinct icons
+        icon(i).save(root / "012"[i % 3] / f"{i:02d}.png")
+    (root / "zero_alias").symlink_to("0")              # sorts after 0/: would relabel class 0 as zero_alias
+    (root / "0" / "inner").symlink_to(Path("..") / "1")  # inside another class: would relabel class 1 as 0
+    code, _, report, _ = run_clean(tmp_path, capsys, root)
+    assert code == 0 and report["kept_per_class"] == {"0": 5, "1": 5, "2": 5}
+    assert sorted(d["id"] for d in report["dropped"] if d["reason"] == "link_to_folder_read_directly") == \
+        [str(root / "0" / "inner"), str(root / "zero_alias")]

@@ -157,3 +157,13 @@ def test_a_crafted_champion_runs_no_code_in_predict_or_register(tmp_path, attack
     load = "import mlflow; mlflow.pyfunc.load_model('models:/digits-classifier@champion')"
     subprocess.run([sys.executable, "-c", load], cwd=project.root, env=project.env, capture_output=True)
     assert marker.exists()
+
+
+def test_a_crafted_training_checkpoint_is_ignored_not_run(tmp_path):
+    import torch
+    from components.train import resume_from
+    marker = tmp_path / "marker"
+    checkpoint = crafted(tmp_path / "checkpoints" / "epoch.pt", marker)
+    net = torch.nn.Linear(2, 2)
+    assert resume_from(checkpoint, net, torch.optim.Adam(net.parameters()), torch.Generator()) is None
+    assert not marker.exists() and not checkpoint.exists(), "refused, and removed so that no retry reads it"

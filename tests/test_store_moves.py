@@ -42,6 +42,13 @@ def test_a_copied_workspace_with_its_original_deleted_predicts_and_registers_ins
     assert len((tmp_path / "predictions.csv").read_text().splitlines()) == 1 + 10 * 20
     assert files_under(copy.root / "mlflow" / "artifacts") == artifacts_before, "a reader writes nothing there"
     assert not (copy.root / "data" / "mlflow").exists()
+    import sqlite3
+    from components.tracking import ARTIFACT_COLUMNS
+    with sqlite3.connect(copy.root / "mlflow" / "mlflow.db") as db:
+        recorded = [value for table, column in ARTIFACT_COLUMNS
+                    for (value,) in db.execute(f"SELECT {column} FROM {table}") if value]
+    assert recorded and not [value for value in recorded if str(original.root) in value], recorded
+    assert any(value.endswith(f"{copy.root}/mlruns/0") for value in recorded), "MLflow's Default experiment moved too"
 
     # register a new version: it re-scores the champion from the copy's files and writes beside them
     result = register_again(copy, "reports/again.json", env=env)
