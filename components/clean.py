@@ -198,8 +198,7 @@ def read_image_folder(root: Path, follow_symlinks: bool = False) -> tuple[list[t
                                                                           list[dict]]:
     """All visible files under root/<class>/, sorted; files outside a class folder, symbolic links that
     lead outside root (unless follow_symlinks) and links to folders read directly are reported, not read,
-    and hidden ones (.DS_Store,
-    __MACOSX/, Thumbs.db, ...) are skipped. Returns (files as (path, class, content), strays, skipped)."""
+    and hidden ones (.DS_Store, __MACOSX/, Thumbs.db, ...) are skipped. Returns (files as (path, class, content), strays, skipped)."""
     if not root.is_dir():
         raise UserError(f"{root}: folder not found; set data.path in params.yaml to a folder of class sub-folders")
     visible, hidden, away, aliases = walk_files(root, follow_symlinks)
