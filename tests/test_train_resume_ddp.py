@@ -192,16 +192,17 @@ def children(pid: int) -> list[int]:
 def test_ddp_worker_killed_is_one_line_that_says_rerun_resumes(tmp_path):
     """A worker killed from outside (the OOM killer, a preempted node): rerunning is the right advice."""
     workdir = table_data(tmp_path)
-    (workdir / "long.yaml").write_text(yaml.safe_dump({"train": {"gpus": 2, "device": "cpu", "epochs": 100000,
-                                                                  "patience": 100000}}))
+    (workdir / "long.yaml").write_text(yaml.safe_dump({"train": {"gpus": 2, "device": "cpu", "epochs": 10_000,
+                                                                  "patience": 10_000}}))
     command = [sys.executable, "-m", "components.train", "--params", str(workdir / "long.yaml"),
                "--train", str(workdir / "train.npz"), "--val", str(workdir / "val.npz"), "--model",
                str(workdir / "m.pt"), "--info", str(workdir / "m.json"), "--history", str(workdir / "m.csv")]
     launcher = subprocess.Popen(command, cwd=REPO, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120
-    while len(workers := children(launcher.pid)) < 2 and time.monotonic() < deadline:
+    while len(workers := children(launcher.pid)) < 2 and time.monotonic() < deadline and launcher.poll() is None:
         time.sleep(0.1)
-    assert len(workers) == 2, "both torchrun workers should have started"
+    early = launcher.stderr.read()[-2000:] if launcher.poll() is not None else ""     # e.g. params refused
+    assert len(workers) == 2, f"both torchrun workers should have started {early}"
     time.sleep(2)
     os.kill(workers[0], signal.SIGKILL)
     _, stderr = launcher.communicate(timeout=120)
