@@ -47,21 +47,20 @@ def list_files(root: Path) -> tuple[list[Path], list[Path]]:
 
 def walk_files(root: Path, follow_symlinks: bool = False) -> tuple[list[Path], list[Path], list[Path], list[Path]]:
     """(visible files, hidden files, links leading outside root, links to folders read directly) under root,
-    each sorted. Symbolic links to folders and files inside root are followed (a folder reached twice, as
-    through a link loop, is read once), except a link to a folder that is read without it (`zero -> 0` beside
-    `0/`): reading it would label the same images as another class, or as none, depending on the order the
-    file system lists them, so it is listed instead. A link that resolves outside root (on a shared machine:
-    anyone's files, /etc, another user's data) is not followed but listed, unless follow_symlinks. A broken
-    link is listed as a file, so that reading it fails and names it."""
+    each sorted. Symbolic links to files inside root are followed. A link to a folder inside root is listed,
+    not followed: the walk reads that folder as itself (`zero -> 0` beside `0/`), and reading it through the
+    link too would label the same images as another class, or as none, depending on the order the file system
+    lists them. A link that resolves outside root (on a shared machine: anyone's files, /etc, another user's
+    data) is not followed but listed, unless follow_symlinks (then a folder reached twice, as through a link
+    loop, is read once). A broken link is listed as a file, so that reading it fails and names it."""
     top = os.path.realpath(root)
-    # every folder reached without following a link: a link to one of them is an alias, never read
-    direct = {os.path.realpath(folder) for folder, _, _ in os.walk(root)}
+
+    def inside(path: Path) -> bool:
+        real = os.path.realpath(path)
+        return real == top or real.startswith(top.rstrip(os.sep) + os.sep)
 
     def outside(path: Path) -> bool:
-        if follow_symlinks or not os.path.islink(path):
-            return False
-        real = os.path.realpath(path)
-        return real != top and not real.startswith(top.rstrip(os.sep) + os.sep)
+        return not follow_symlinks and os.path.islink(path) and not inside(path)
 
     visible, hidden, away, aliases, seen = [], [], [], [], set()
     for folder, subfolders, files in os.walk(root, followlinks=True):
@@ -78,7 +77,9 @@ def walk_files(root: Path, follow_symlinks: bool = False) -> tuple[list[Path], l
             if outside(path):
                 away.append(path)
                 subfolders.remove(name)
-            elif os.path.islink(path) and os.path.realpath(path) in direct:
+            elif os.path.islink(path) and inside(path):
+                # its target has no link on its way down from root (realpath resolved them all), so the
+                # walk reads it as itself
                 aliases.append(path)
                 subfolders.remove(name)
         for name in files:

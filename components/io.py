@@ -86,7 +86,6 @@ def read_parquet(path: str | Path, columns: list[str] | None = None) -> pd.DataF
     return frame
 
 
-
 def files_digest(paths: list[str | Path]) -> "hashlib._Hash":
     """A sha256 object fed with the files' bytes in the order given, read 16 MiB at a time (memory stays
     flat for a split of gigabytes); callers add what else names their result, then take .hexdigest().

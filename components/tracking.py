@@ -163,8 +163,9 @@ def relocate_store(db: Path) -> None:
 
 
 def experiment_id(name: str) -> str:
-    """Get or create the experiment; in a local sqlite store its artifacts live beside the database."""
-    uri = configure()
+    """Get or create the experiment, in the store configure() pointed MLflow at (its callers have); in a local
+    sqlite store its artifacts live beside the database."""
+    uri = absolute_tracking_uri()
     existing = mlflow.get_experiment_by_name(name)
     if existing is not None:
         return existing.experiment_id
