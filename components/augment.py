@@ -16,8 +16,6 @@ import kornia.augmentation as K
 import numpy as np
 import torch
 
-from kfp.dsl import Artifact, Dataset, Input, Output
-
 from components.errors import run_cli
 from components.io import load_arrays, save_arrays
 from components.model import resolve_device
@@ -100,15 +98,6 @@ def main(argv: list[str]) -> None:
     args = parser.parse_args(argv)
     params = load_params(args.params)
     augment_file(args.split, args.preprocess, params.augment, params.seed, args.out)
-
-
-def augment_step(splits: Input[Dataset], preprocess: Input[Artifact], seed: int, augment: dict,
-                 augmented: Output[Dataset]):
-    """Kubeflow: augments the train split only."""
-    from pathlib import Path
-    from components.augment import augment_file
-    from components.params import Augment
-    augment_file(Path(splits.path), Path(preprocess.path), Augment.model_validate(augment), seed, Path(augmented.path))
 
 
 if __name__ == "__main__":

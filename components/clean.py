@@ -22,8 +22,6 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from kfp.dsl import Artifact, Dataset, Input, Output
-
 from components.errors import UserError, run_cli, shorten
 from components.image_files import IMAGE_SUFFIXES, BadImage, TooManyPixels, decode, walk_files
 from components.io import atomic_path, save_arrays, write_json
@@ -452,20 +450,6 @@ def main(argv: list[str]) -> None:
     args = parser.parse_args(argv)
     params = load_params(args.params)
     clean_dataset(params.data, params.clean, params.split, args.out, args.report, args.data)
-
-
-def clean_step(raw: Input[Dataset], data: dict, clean_cfg: dict, split: dict, clean: Output[Dataset],
-               report: Output[Artifact]):
-    """Kubeflow: the same stage on the fetched data (a folder, or a folder holding the table file)."""
-    from pathlib import Path
-    from components.clean import clean_dataset
-    from components.params import Params
-    params = Params.model_validate({"data": data, "clean": clean_cfg, "split": split})
-    source = Path(raw.path)
-    if params.data.kind == "tabular" and source.is_dir():      # fetch put the one table file in a folder
-        files = [p for p in source.iterdir() if p.is_file()]
-        source = files[0] if len(files) == 1 else source / Path(params.data.path).name
-    clean_dataset(params.data, params.clean, params.split, Path(clean.path), Path(report.path), source)
 
 
 if __name__ == "__main__":

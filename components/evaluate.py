@@ -16,8 +16,6 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import accuracy_score, confusion_matrix, precision_recall_fscore_support
 
-from kfp.dsl import Artifact, ClassificationMetrics, Dataset, Input, Metrics, Model, Output
-
 from components.errors import run_cli
 from components.io import atomic_path, load_arrays, write_json
 from components.model import load_model, predict_proba
@@ -149,20 +147,6 @@ def main(argv: list[str]) -> None:
                         help="folder for confusion_matrix.json/.png, per_class.json and precision_recall.png")
     args = parser.parse_args(argv)
     evaluate_files(args.model, args.test, args.metrics, args.predictions, args.plots)
-
-
-def evaluate_step(model: Input[Model], splits: Input[Dataset], metrics: Output[Metrics],
-                  confusion: Output[ClassificationMetrics], metrics_json: Output[Artifact],
-                  predictions: Output[Dataset], plots: Output[Artifact]):
-    """Kubeflow: the same files, plus Metrics and ClassificationMetrics so the KFP UI shows them."""
-    from pathlib import Path
-    from components.evaluate import evaluate_files
-    scores, matrix, classes = evaluate_files(Path(model.path), Path(splits.path) / "test.npz", Path(metrics_json.path),
-                                             Path(predictions.path), Path(plots.path))
-    for key, value in scores.items():
-        if key != "per_class":
-            metrics.log_metric(key, value)
-    confusion.log_confusion_matrix(classes, matrix.tolist())
 
 
 if __name__ == "__main__":

@@ -20,8 +20,6 @@ import tempfile
 from pathlib import Path, PurePosixPath
 from urllib.parse import unquote, urlsplit
 
-from kfp.dsl import Dataset, Output
-
 from components.errors import UserError, run_cli
 
 log = logging.getLogger(__name__)
@@ -182,15 +180,6 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
     fetch(args.out, args.uri, args.dvc_repo, args.dvc_rev, args.dvc_path, args.data_root)
-
-
-def fetch_step(raw: Output[Dataset], data_uri: str = "", dvc_repo: str = "", dvc_rev: str = "",
-               dvc_path: str = "data/digits", data_root: str = "/mnt/data"):
-    """Kubeflow: the pipeline's first task; `raw` is the image folder, or a folder holding the table file,
-    that the clean task reads. `data_root` is fixed when compiling (kubeflow.data_root), not a run parameter."""
-    from pathlib import Path
-    from components.fetch import fetch
-    fetch(Path(raw.path), data_uri, dvc_repo, dvc_rev, dvc_path, data_root)
 
 
 if __name__ == "__main__":

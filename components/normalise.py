@@ -28,8 +28,6 @@ from sklearn.model_selection import train_test_split
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import MinMaxScaler, OneHotEncoder, RobustScaler, StandardScaler
 
-from kfp.dsl import Artifact, Dataset, Input, Output
-
 from components.errors import UserError, run_cli
 from components.io import atomic_path, load_arrays, read_json, read_parquet, save_arrays, write_json
 from components.params import Clean, Normalise, Split, load_params
@@ -393,16 +391,6 @@ def main(argv: list[str]) -> None:
     args = parser.parse_args(argv)
     p = load_params(args.params)
     normalise_files(args.clean, p.split, p.seed, p.normalise, p.clean, args.out, args.preprocess, args.report)
-
-
-def normalise_step(clean: Input[Dataset], seed: int, split: dict, normalise: dict, clean_cfg: dict,
-                   splits: Output[Dataset], preprocess: Output[Artifact], report: Output[Artifact]):
-    """Kubeflow: `splits` is a folder holding train/val/test; `preprocess` travels with the model."""
-    from pathlib import Path
-    from components.normalise import normalise_files
-    from components.params import Clean, Normalise, Split
-    normalise_files(Path(clean.path), Split.model_validate(split), seed, Normalise.model_validate(normalise),
-                    Clean.model_validate(clean_cfg), Path(splits.path), Path(preprocess.path), Path(report.path))
 
 
 if __name__ == "__main__":

@@ -34,8 +34,6 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import f1_score
 
-from kfp.dsl import Artifact, Dataset, Input, Markdown, Model, Output
-
 from components.errors import run_cli
 from components.io import files_digest, load_arrays, read_json, write_json
 from components.normalise import load_raw
@@ -323,29 +321,6 @@ def main(argv: list[str]) -> None:
     files = StageFiles(args.model, args.preprocess, args.split, args.predictions, args.metrics, args.plots,
                        args.train_info, args.history, args.clean_report, args.split_report, args.timing)
     register_files(load_params(args.params), files, args.out)
-
-
-def register_step(model: Input[Model], preprocess: Input[Artifact], splits: Input[Dataset],
-                  predictions: Input[Dataset], metrics_json: Input[Artifact], plots: Input[Artifact],
-                  train_info: Input[Artifact], history: Input[Artifact], timing: Input[Artifact],
-                  clean_report: Input[Artifact], split_report: Input[Artifact], seed: int, data: dict, clean_cfg: dict,
-                  split: dict, normalise: dict, augment: dict, train: dict, register: dict, mlflow: dict,
-                  registration: Output[Artifact],
-                  report: Output[Markdown]):
-    """Kubeflow: takes every params section the run logs, as the DVC stage does. Never cached, since it reads
-    and moves the registry's champion. MLflow's address and credentials come from a Kubernetes Secret."""
-    from pathlib import Path
-    from components.errors import unwind_on_sigterm
-    from components.params import Params
-    from components.register import StageFiles, register_files, summary_markdown
-    unwind_on_sigterm()             # a deleted pod ends the MLflow run as FAILED
-    params = Params.model_validate({"seed": seed, "data": data, "clean": clean_cfg, "split": split,
-                                    "normalise": normalise, "augment": augment, "train": train,
-                                    "register": register, "mlflow": mlflow})
-    files = StageFiles(*(Path(a.path) for a in (model, preprocess, splits, predictions, metrics_json, plots,
-                                                train_info, history, clean_report, split_report, timing)))
-    result = register_files(params, files, Path(registration.path), engine="kubeflow")
-    Path(report.path).write_text(summary_markdown(result))
 
 
 if __name__ == "__main__":

@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 
 # What the loaded model imports (components.model/normalise and their imports), pinned to this environment.
 SERVING_PACKAGES = ("mlflow", "torch", "numpy", "pandas", "pyarrow", "scikit-learn", "pandera", "skops", "pydantic",
-                    "pyyaml", "kfp")
+                    "pyyaml")
 
 
 def pinned_requirements() -> list[str]:

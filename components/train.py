@@ -38,8 +38,6 @@ import torch.nn.functional as F
 from sklearn.metrics import f1_score
 from tqdm import tqdm
 
-from kfp.dsl import Artifact, Dataset, Input, Model, Output
-
 from components.errors import UserError, run_cli
 from components.io import atomic_path, files_digest, load_arrays, write_json
 from components.model import build_model, model_config, resolve_device, save_model, weights_hash
@@ -408,24 +406,6 @@ def main(argv: list[str]) -> None:
         launch_distributed(params.train.gpus, argv)
     else:
         train_files(args.train, args.val, params, args.model, args.info, args.history, args.checkpoints, args.timing)
-
-
-def train_step(augmented: Input[Dataset], splits: Input[Dataset], seed: int, train: dict, checkpoint_dir: str,
-               model: Output[Model], train_info: Output[Artifact], history: Output[Artifact],
-               timing: Output[Artifact]):
-    """Kubeflow: the GPU task, through the same CLI (so train.gpus > 1 runs torchrun here too).
-    checkpoint_dir: a mounted volume that outlives the pod, so a retried task resumes; "" = none.
-    It needs no MLflow credentials: register logs the run."""
-    import tempfile
-    from pathlib import Path
-    import yaml
-    from components.train import main
-    with tempfile.TemporaryDirectory() as tmp:
-        params_file = Path(tmp) / "params.yaml"
-        params_file.write_text(yaml.safe_dump({"seed": seed, "train": train}))
-        main(["--params", str(params_file), "--train", augmented.path, "--val", str(Path(splits.path) / "val.npz"),
-              "--model", model.path, "--info", train_info.path, "--history", history.path, "--timing", timing.path]
-             + (["--checkpoints", checkpoint_dir] if checkpoint_dir else []))
 
 
 if __name__ == "__main__":

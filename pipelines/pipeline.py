@@ -2,8 +2,8 @@
 
     fetch -> clean -> normalise -> augment -> train -> evaluate -> register
 
-Every step is the `*_step` wrapper of its components/ module, which calls the same function the
-DVC stage's CLI calls. Pipeline parameters default from params.yaml; how tasks are scheduled
+Every step is a `*_step` wrapper of pipelines/steps.py, which calls the same function the DVC stage's
+CLI calls. Pipeline parameters default from params.yaml; how tasks are scheduled
 (image, resources, GPUs, MLflow secret) comes from params.yaml's `kubeflow` section at compile time.
 """
 from typing import NamedTuple
@@ -11,8 +11,8 @@ from typing import NamedTuple
 from kfp import dsl, kubernetes
 from kfp.dsl import Artifact
 
-from components import augment, clean, evaluate, fetch, normalise, register, train
 from components.params import Params, Resources
+from pipelines import steps
 
 PIPELINE_NAME = "digits-mlops"
 CHECKPOINTS = "/checkpoints"     # where train_step finds the checkpoint volume, when there is one
@@ -33,10 +33,10 @@ def build_pipeline(params: Params, image: str | None = None):
         # The image has the project and kfp installed: nothing is pip-installed when a task starts.
         return dsl.component(step, base_image=image, install_kfp_package=False)
 
-    fetch_op, clean_op, normalise_op = component(fetch.fetch_step), component(clean.clean_step), \
-        component(normalise.normalise_step)
-    augment_op, train_op, evaluate_op, register_op = component(augment.augment_step), component(train.train_step), \
-        component(evaluate.evaluate_step), component(register.register_step)
+    fetch_op, clean_op, normalise_op = component(steps.fetch_step), component(steps.clean_step), \
+        component(steps.normalise_step)
+    augment_op, train_op, evaluate_op, register_op = component(steps.augment_step), component(steps.train_step), \
+        component(steps.evaluate_step), component(steps.register_step)
     p = params.model_dump(mode="json", exclude_none=True)   # KFP parameters cannot hold null; the schema restores it
 
     def with_mlflow(task: dsl.PipelineTask) -> dsl.PipelineTask:

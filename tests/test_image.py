@@ -221,7 +221,7 @@ def test_image_builds_and_runs_clean_as_non_root(tmp_path):
         torch_file = run("python", "-c", "import torch, components.clean; print(torch.__file__)").strip()
         assert torch_file.startswith("/usr/") and "/opt/venv/" not in torch_file, torch_file
         if "kfp" in pyproject_dependencies():      # a kfp lightweight component runs kfp.dsl.executor_main
-            run("python3", "-c", "import components, kfp, kfp.dsl.executor_main")
+            run("python3", "-c", "import components, kfp, kfp.dsl.executor_main, pipelines.steps")
 
         # nothing of the build left behind: no compilers, no pip caches, no apt lists (checked as root)
         leftovers = run("sh", "-c", "for t in gcc cc g++ c++ make; do command -v $t; done; "

@@ -213,7 +213,7 @@ def test_a_branch_is_pinned_to_its_commit_so_kfp_caching_cannot_serve_stale_data
 
 def test_clean_step_reads_a_fetched_table_whatever_its_file_name(tmp_path):
     from types import SimpleNamespace
-    from components.clean import clean_step
+    from pipelines.steps import clean_step
     fetch(tmp_path / "raw", uri=str(REPO / "data" / "penguins" / "penguins.csv"), data_root=str(REPO))
     (tmp_path / "raw" / "penguins.csv").rename(tmp_path / "raw" / "new_penguins.csv")
     p = load_params(REPO / "examples" / "penguins" / "params.yaml").model_dump(mode="json", exclude_none=True)
