@@ -138,6 +138,7 @@ def test_the_mlflow_run_holds_everything_a_person_browses_for(trained):
     requirements = mlflow.pyfunc.get_model_dependencies(f"models:/digits-classifier/{registration['version']}")
     pins = Path(requirements).read_text().split()
     assert any(line.startswith("torch==") for line in pins) and any(line.startswith("mlflow==") for line in pins)
+    assert not [line for line in pins if line.startswith("kfp")], "serving needs no Kubeflow"
 
 
 def test_normaliser_is_fitted_on_the_train_split_only(trained):
