@@ -9,7 +9,7 @@ export PATH := $(abspath $(VENV))/bin:$(PATH)
 export MLFLOW_DISABLE_TELEMETRY := true
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: run test setup setup-dev data plots experiments mlflow-ui system-deps clean clean-mlflow lint
+.PHONY: run test setup setup-dev data plots experiments mlflow-ui system-deps clean clean-mlflow docs lint
 
 run: setup data
 	$(VENV)/bin/dvc repro
@@ -47,6 +47,11 @@ build/plots-template.html:
 	  for js in vega/build/vega.min.js vega-lite/build/vega-lite.min.js vega-embed/build/vega-embed.min.js; do \
 	    echo '<script>'; cat build/vega/node_modules/$$js; echo '</script>'; done; \
 	  echo '</head><body>{plot_divs}</body></html>'; } > $@.tmp && mv $@.tmp $@
+
+# The documentation site: docs/ as listed in mkdocs.yml, into build/site (open build/site/index.html).
+# --strict: a broken link or #anchor, or a page left out of the nav, fails the build (tests/test_docs.py too).
+docs: setup-dev
+	$(VENV)/bin/mkdocs build --strict -d build/site
 
 # ruff (lint, then format check) and mypy, as configured in pyproject.toml; tests/test_lint.py runs the same
 # three. Fix with `ruff check --fix PATH` and `ruff format PATH` on the files you change.
