@@ -55,10 +55,13 @@ docs: setup-dev
 
 # ruff (lint, then format check) and mypy, as configured in pyproject.toml; tests/test_lint.py runs the same
 # three. Fix with `ruff check --fix PATH` and `ruff format PATH` on the files you change.
+# All three run, then the target fails if any failed.
 lint: setup-dev
-	$(VENV)/bin/ruff check .
-	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/mypy
+	@status=0; \
+	$(VENV)/bin/ruff check . || status=1; \
+	$(VENV)/bin/ruff format --check . || status=1; \
+	$(VENV)/bin/mypy || status=1; \
+	exit $$status
 
 # Debian packages for the container-image test (buildah, podman, debootstrap); needs root.
 # Without them tests/test_image.py is skipped, except in CI (CI=true), where it fails.
