@@ -9,7 +9,7 @@ export PATH := $(abspath $(VENV))/bin:$(PATH)
 export MLFLOW_DISABLE_TELEMETRY := true
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: run test setup setup-dev data plots experiments mlflow-ui system-deps clean clean-mlflow
+.PHONY: run test setup setup-dev data plots experiments mlflow-ui system-deps clean clean-mlflow docs lint
 
 run: setup data
 	$(VENV)/bin/dvc repro
@@ -47,6 +47,21 @@ build/plots-template.html:
 	  for js in vega/build/vega.min.js vega-lite/build/vega-lite.min.js vega-embed/build/vega-embed.min.js; do \
 	    echo '<script>'; cat build/vega/node_modules/$$js; echo '</script>'; done; \
 	  echo '</head><body>{plot_divs}</body></html>'; } > $@.tmp && mv $@.tmp $@
+
+# The documentation site: docs/ as listed in mkdocs.yml, into build/site (open build/site/index.html).
+# --strict: a broken link or #anchor, or a page left out of the nav, fails the build (tests/test_docs.py too).
+docs: setup-dev
+	$(VENV)/bin/mkdocs build --strict -d build/site
+
+# ruff (lint, then format check) and mypy, as configured in pyproject.toml; tests/test_lint.py runs the same
+# three. Fix with `ruff check --fix PATH` and `ruff format PATH` on the files you change.
+# All three run, then the target fails if any failed.
+lint: setup-dev
+	@status=0; \
+	$(VENV)/bin/ruff check . || status=1; \
+	$(VENV)/bin/ruff format --check . || status=1; \
+	$(VENV)/bin/mypy || status=1; \
+	exit $$status
 
 # Debian packages for the container-image test (buildah, podman, debootstrap); needs root.
 # Without them tests/test_image.py is skipped, except in CI (CI=true), where it fails.

@@ -51,7 +51,7 @@ class MlflowServer:
         self.url = f"http://127.0.0.1:{self.port}"
         self.process: subprocess.Popen | None = None
 
-    def start(self, timeout: float = 90) -> "MlflowServer":
+    def start(self, timeout: float = 90) -> MlflowServer:
         env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", **self.env}
         with open(self.log, "a") as log:
             self.process = subprocess.Popen(
@@ -95,7 +95,7 @@ class Postgres:
         prefix = ["runuser", "-u", self.user, "--"] if self.user else []
         subprocess.run([*prefix, *cmd], check=True, capture_output=True, cwd=self.dir)
 
-    def start(self) -> "Postgres":
+    def start(self) -> Postgres:
         if not self.data.exists():
             self._run(str(self.bin / "initdb"), "-D", str(self.data), "-U", "postgres", "--auth=trust", "-E", "UTF8")
         self._run(str(self.bin / "pg_ctl"), "-D", str(self.data), "-l", str(self.dir / "log"), "-w", "start",

@@ -14,6 +14,7 @@ from PIL import Image
 from components.sample_data import digit_images
 from conftest import PENGUINS, Project, clean_cli, make_penguins_project, make_project
 
+
 def sha256(path) -> str:
     return hashlib.sha256(open(path, "rb").read()).hexdigest()
 
@@ -68,7 +69,8 @@ def test_batch_predict_matches_the_predictions_behind_metrics_json(penguins, tmp
     raw.to_csv(source, index=False)
     assert (pd.read_csv(source).dtypes["flipper_length_mm"] == "int64"), "the case that needs schema coercion"
     out = tmp_path / "predicted.csv"
-    result = subprocess.run([sys.executable, "-m", "components.predict", "--model", "models:/penguins-classifier@champion",
+    result = subprocess.run([sys.executable, "-m", "components.predict",
+                             "--model", "models:/penguins-classifier@champion",
                              "--input", str(source), "--output", str(out)], cwd=tmp_path, env=penguins.env,
                             capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-2000:]
@@ -79,7 +81,8 @@ def test_batch_predict_matches_the_predictions_behind_metrics_json(penguins, tmp
 
     bad = tmp_path / "bad.csv"
     pd.read_csv(source).assign(bill_depth_mm="deep").to_csv(bad, index=False)
-    result = subprocess.run([sys.executable, "-m", "components.predict", "--model", "models:/penguins-classifier@champion",
+    result = subprocess.run([sys.executable, "-m", "components.predict",
+                             "--model", "models:/penguins-classifier@champion",
                              "--input", str(bad), "--output", str(tmp_path / "x.csv")], cwd=tmp_path, env=penguins.env,
                             capture_output=True, text=True)
     assert result.returncode == 1 and len(result.stderr.strip().splitlines()) == 1
@@ -118,7 +121,7 @@ def test_an_rgb_image_folder_of_mixed_sizes_trains_with_params_only(tmp_path):
     shutil.rmtree(project.root / "data" / "digits")
     images, labels = digit_images(limit_per_class=60)
     rng = np.random.default_rng(0)
-    for i, (image, label) in enumerate(zip(images, labels)):
+    for i, (image, label) in enumerate(zip(images, labels, strict=True)):
         if label > 3:
             continue
         size = int(rng.integers(12, 40))

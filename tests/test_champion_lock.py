@@ -56,7 +56,7 @@ def contend(monkeypatch, uri: str) -> list[tuple[float, float, str]]:
 
 def assert_one_holder_at_a_time(held: list[tuple[float, float, str]]) -> None:
     assert len(held) == WAITERS, f"every waiter got the lock in the end: {held}"
-    for (_, left, first), (entered, _, second) in zip(held, held[1:]):
+    for (_, left, first), (entered, _, second) in zip(held, held[1:], strict=False):
         assert entered >= left, f"{second} entered while {first} held the lock"
 
 
@@ -80,10 +80,10 @@ def test_at_most_one_holder_on_a_real_mlflow_server(monkeypatch, tmp_path):
 def test_a_waiter_gives_up_with_one_line_while_a_live_holder_works(monkeypatch, tmp_path):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     tracking.configure()
-    with tracking.champion_lock("m", "first", 0.6):
-        with pytest.raises(tracking.UserError, match=r"is held by another registration that is still working"):
-            with tracking.champion_lock("m", "second", 0.6):
-                pass
+    with (tracking.champion_lock("m", "first", 0.6),
+          pytest.raises(tracking.UserError, match=r"is held by another registration that is still working"),
+          tracking.champion_lock("m", "second", 0.6)):
+        pass
 
 
 def test_the_same_model_registered_three_times_at_once_is_one_version(tmp_path):
@@ -92,7 +92,9 @@ def test_the_same_model_registered_three_times_at_once_is_one_version(tmp_path):
     import json
     import subprocess
     import sys
+
     import yaml
+
     from conftest import make_project
     project = make_project(tmp_path / "project", per_class=20, params={"train": {"epochs": 2},
                                                                        "register": {"min_macro_f1": 0.0}})

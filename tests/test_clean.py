@@ -80,7 +80,8 @@ def test_cli_error_is_one_line_naming_the_folder_and_exit_1(tmp_path):
     result = subprocess.run(args, capture_output=True, text=True)
     assert result.returncode == 1
     assert result.stderr.strip().splitlines() == [
-        f"error: {tmp_path / 'missing'}: folder not found; set data.path in params.yaml to a folder of class sub-folders"]
+        f"error: {tmp_path / 'missing'}: folder not found; "
+        "set data.path in params.yaml to a folder of class sub-folders"]
     assert not (tmp_path / "o").exists() and not (tmp_path / "r.json").exists()
     debug = subprocess.run(args + ["--debug"], capture_output=True, text=True)
     assert debug.returncode == 1 and "Traceback" in debug.stderr
@@ -88,6 +89,7 @@ def test_cli_error_is_one_line_naming_the_folder_and_exit_1(tmp_path):
 
 def test_16_bit_images_are_scaled_not_clipped():
     import io
+
     from components.image_files import decode
     buffer = io.BytesIO()
     Image.fromarray(np.array([[0, 257, 4112, 32896, 65535]], dtype=np.uint16)).save(buffer, format="PNG")

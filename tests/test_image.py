@@ -125,7 +125,8 @@ def ensure_base(mounts: list[str], timer: Timer) -> None:
         if not stamp.exists():
             shutil.rmtree(rootfs, ignore_errors=True)
             CACHE.mkdir(parents=True, exist_ok=True)
-            sh("debootstrap", "--variant=minbase", "--include=python3,python3-venv", SUITE, str(rootfs), debian_mirror())
+            sh("debootstrap", "--variant=minbase", "--include=python3,python3-venv", SUITE, str(rootfs),
+               debian_mirror())
             stamp.touch()
             timer.step(f"debootstrap {SUITE} from {debian_mirror()}")
         # as a distribution's base image ships: no apt lists, no package cache
@@ -226,7 +227,8 @@ def test_image_builds_and_runs_clean_as_non_root(tmp_path):
         # nothing of the build left behind: no compilers, no pip caches, no apt lists (checked as root)
         leftovers = run("sh", "-c", "for t in gcc cc g++ c++ make; do command -v $t; done; "
                         "find / -xdev \\( -path '*/.cache/pip' -o -path '/root/.cache' -o -path '/tmp/*' "
-                        "-o -path /src -o -path /opt/project -o -path '/var/lib/apt/lists/*' -type f \\) -print 2>/dev/null; true",
+                        "-o -path /src -o -path /opt/project -o -path '/var/lib/apt/lists/*' -type f \\) "
+                        "-print 2>/dev/null; true",
                         user="0:0").split()
         assert leftovers == [], leftovers
         timer.step("checks in the container")

@@ -186,7 +186,8 @@ def _schema_versions() -> tuple[str, ...]:
 
     shipped = all_versions()  # read from the package's bundled schemas, no network
     usable = [v for v in shipped if Version(v) >= Version(MIN_K8S_VERSION)]
-    assert usable, f"kubernetes-validate {kubernetes_validate.__version__} ships no schema >= {MIN_K8S_VERSION}: {shipped}"
+    assert usable, (f"kubernetes-validate {kubernetes_validate.__version__} ships no schema >= {MIN_K8S_VERSION}: "
+                    f"{shipped}")
     return tuple(dict.fromkeys((usable[0], usable[-1])))
 
 
@@ -226,10 +227,10 @@ def security_violations(obj: dict) -> list[str]:
         sc = c.get("securityContext") or {}
 
         def effective(key):
-            return sc.get(key, pod_sc.get(key))
+            return sc.get(key, pod_sc.get(key))  # noqa: B023 - called within this iteration only
 
         def bad(message):
-            problems.append(f"{label}: {message}")
+            problems.append(f"{label}: {message}")  # noqa: B023 - called within this iteration only
 
         if effective("runAsNonRoot") is not True:
             bad("runAsNonRoot is not true")
@@ -285,7 +286,8 @@ def test_the_security_check_catches_violations():
     init_sc = lambda s: s["initContainers"][0]["securityContext"]  # noqa: E731
     main = lambda s: s["containers"][0]  # noqa: E731
     cases = {
-        "runAsNonRoot is not true": lambda s: (s["securityContext"].pop("runAsNonRoot"), init_sc(s).pop("runAsNonRoot")),
+        "runAsNonRoot is not true": lambda s: (s["securityContext"].pop("runAsNonRoot"),
+                                               init_sc(s).pop("runAsNonRoot")),
         "readOnlyRootFilesystem is not true": lambda s: main(s)["securityContext"].pop("readOnlyRootFilesystem"),
         "allowPrivilegeEscalation is not false": lambda s: init_sc(s).update(allowPrivilegeEscalation=True),
         "capabilities.drop lacks ALL": lambda s: main(s)["securityContext"]["capabilities"].update(drop=["NET_RAW"]),
@@ -368,7 +370,8 @@ def test_mlflow_server_service_and_flags(overlay):
     assert arg_value(args, "--app-name") == "basic-auth"
     assert "--serve-artifacts" in args
     destination = arg_value(args, "--artifacts-destination")
-    assert destination in {m["mountPath"] for m in server["volumeMounts"]}, "artifact destination is not a mounted volume"
+    assert destination in {m["mountPath"] for m in server["volumeMounts"]}, \
+        "artifact destination is not a mounted volume"
 
     allowed = arg_value(args, "--allowed-hosts").split(",")
     creds = secret_items(find(render("secret-templates"), "Secret", "mlflow-credentials"))
@@ -386,7 +389,8 @@ def test_mlflow_server_service_and_flags(overlay):
         assert env[name]["valueFrom"]["secretKeyRef"] == {"name": "mlflow-server", "key": name}
     # MLflow's own database role; its password reaches libpq as PGPASSWORD, not inside the URI.
     backend = urlsplit(env["MLFLOW_BACKEND_STORE_URI"]["value"])
-    assert backend.scheme == "postgresql+psycopg2"  # the image has psycopg2 only; SQLAlchemy 2.1 maps postgresql:// to psycopg 3
+    # the image has psycopg2 only; SQLAlchemy 2.1 maps postgresql:// to psycopg 3
+    assert backend.scheme == "postgresql+psycopg2"
     assert (backend.username, backend.password, backend.hostname, backend.port, backend.path) == \
         ("mlflow", None, "postgres", 5432, "/mlflow")
     assert env["PGPASSWORD"]["valueFrom"]["secretKeyRef"] == {"name": "mlflow-db", "key": "MLFLOW_DB_PASSWORD"}
@@ -462,7 +466,8 @@ def test_gpu_cluster_overlay_is_bigger_than_local():
     assert all(gpu_disk[k] > v for k, v in local_disk.items()), (local_disk, gpu_disk)
 
     def env(docs, name):
-        return next(e["value"] for e in container(find(docs, "Deployment", "mlflow"), "mlflow")["env"] if e["name"] == name)
+        env = container(find(docs, "Deployment", "mlflow"), "mlflow")["env"]
+        return next(e["value"] for e in env if e["name"] == name)
 
     assert int(env(gpu, "MLFLOW_WORKERS")) > int(env(local, "MLFLOW_WORKERS"))
 
@@ -679,7 +684,8 @@ def test_every_image_is_pinned_by_digest(overlay):
 
 
 def test_both_overlays_run_the_same_postgres_digest():
-    pinned = {container(find(render(f"overlays/{o}"), "StatefulSet", "postgres"), "postgres")["image"] for o in OVERLAYS}
+    pinned = {container(find(render(f"overlays/{o}"), "StatefulSet", "postgres"), "postgres")["image"]
+              for o in OVERLAYS}
     assert len(pinned) == 1, pinned
 
 

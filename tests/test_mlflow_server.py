@@ -135,7 +135,8 @@ def test_a_server_stopped_mid_registration_costs_no_training(tmp_path):
                                                           "reachable (gave up after 2 retries"), err
     assert "rerun `dvc repro` (only register runs)" in errors[0] and "Traceback" not in err
     model = (project.root / "outputs/model.pt").read_bytes()
-    assert (project.root / "reports/metrics.json").exists() and not (project.root / "reports/registration.json").exists()
+    assert (project.root / "reports/metrics.json").exists()
+    assert not (project.root / "reports/registration.json").exists()
 
     restarted = sqlite_server(tmp_path, port=server.port).start()   # same store, same address
     try:

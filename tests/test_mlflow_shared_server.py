@@ -126,7 +126,8 @@ def test_two_registrations_at_the_same_moment_leave_one_champion_the_better(shar
     """Both versions exist, exactly one holds @champion, and it is the better one."""
     lenient = {"register": {"min_macro_f1": 0.0}}      # both pass the threshold: the comparison decides
     strong = make_project(tmp_path / "strong", params=lenient)
-    weak = make_project(tmp_path / "weak", params=lenient | {"augment": {"copies": 0}, "train": {"epochs": 1, "width": 4}})
+    weak = make_project(tmp_path / "weak",
+                        params=lenient | {"augment": {"copies": 0}, "train": {"epochs": 1, "width": 4}})
     for project in (strong, weak):
         project.repro("evaluate")                   # training needs no MLflow at all
     f1 = {p: p.json("reports/metrics.json")["macro_f1"] for p in (strong, weak)}

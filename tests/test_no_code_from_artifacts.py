@@ -74,8 +74,10 @@ def test_crafted_preprocessing_and_weights_in_the_outputs_are_refused(penguins, 
 
 def test_a_skops_file_with_a_type_outside_the_allow_list_is_refused(penguins, tmp_path):
     import os
+
     import skops.io
     from sklearn.preprocessing import FunctionTransformer
+
     from components.errors import UserError
     from components.normalise import load_preprocess
     folder = tmp_path / "preprocess"
@@ -161,6 +163,7 @@ def test_a_crafted_champion_runs_no_code_in_predict_or_register(tmp_path, attack
 
 def test_a_crafted_training_checkpoint_is_ignored_not_run(tmp_path):
     import torch
+
     from components.train import resume_from
     marker = tmp_path / "marker"
     checkpoint = crafted(tmp_path / "checkpoints" / "epoch.pt", marker)

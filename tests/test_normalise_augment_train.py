@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from components.augment import augment_images
-from components.errors import UserError
 from components.clean import Cleaned, drop_small_classes
+from components.errors import UserError
 from components.normalise import Normaliser, split_and_normalise
 from components.params import Augment, Clean, Split, Train
 from components.sample_data import digit_images
@@ -32,7 +32,8 @@ def test_split_is_stratified_deterministic_and_scaled_with_train_statistics(digi
     assert normaliser.mean == pytest.approx([images[parts["train"]["index"]].mean() / 255])
     assert parts["train"]["x"].mean() == pytest.approx(0, abs=1e-5)
     assert parts["train"]["x"].std() == pytest.approx(1, abs=1e-4)
-    assert Normaliser.from_dict(normaliser.to_dict()).transform(images[:3]).tobytes() == normaliser.transform(images[:3]).tobytes()
+    restored = Normaliser.from_dict(normaliser.to_dict())
+    assert restored.transform(images[:3]).tobytes() == normaliser.transform(images[:3]).tobytes()
 
 
 def test_class_too_small_to_split_is_dropped_and_reported_or_fails(digits):
@@ -53,6 +54,7 @@ def test_zscore_outliers_are_dropped_from_train_only_with_train_statistics():
     """clean.outliers: zscore_drop. A test row is never dropped, and the statistics never see it: one
     extreme test value would otherwise inflate the std so much that the train outlier survives."""
     import pandas as pd
+
     from components.normalise import split_and_preprocess_table, stratified_split
     from components.params import Normalise
     rng = np.random.default_rng(0)
@@ -103,8 +105,9 @@ def test_training_is_deterministic_on_cpu_and_early_stops(digits):
     net_b, history_b = fit(*args)
     without_clock = [[{k: v for k, v in row.items() if k != "time_ms"} for row in h] for h in (history_a, history_b)]
     assert without_clock[0] == without_clock[1]
-    assert all(a["time_ms"] <= b["time_ms"] for a, b in zip(history_a, history_a[1:])), "wall clock per epoch"
-    for a, b in zip(net_a.state_dict().values(), net_b.state_dict().values()):
+    pairs = zip(history_a, history_a[1:], strict=False)
+    assert all(a["time_ms"] <= b["time_ms"] for a, b in pairs), "wall clock per epoch"
+    for a, b in zip(net_a.state_dict().values(), net_b.state_dict().values(), strict=True):
         assert torch.equal(a, b)
     scores = [(row["val_macro_f1"], -row["val_loss"]) for row in history_a]    # F1, ties broken by loss
     best_epoch = scores.index(max(scores)) + 1         # the first epoch that reached the best score
@@ -125,6 +128,7 @@ def test_a_saturated_validation_f1_does_not_freeze_an_undertrained_model(seed):
     alone (the first epoch at the best F1, as before) keeps that early model; with ties broken on the
     validation loss, training goes on while the loss falls. Scored on 3,000 fresh rows of the same kind."""
     from sklearn.metrics import f1_score, log_loss
+
     from components.model import predict_proba
     rng = np.random.default_rng(seed)
     x, y = small_table(60, rng)

@@ -100,10 +100,9 @@ def test_a_huge_bad_value_is_quoted_short():
 
 def test_failed_write_leaves_nothing_behind(tmp_path):
     target = tmp_path / "out" / "metrics.json"
-    with pytest.raises(RuntimeError):
-        with atomic_path(target) as tmp:
-            tmp.write_text('{"half": ')
-            raise RuntimeError("stage died")
+    with pytest.raises(RuntimeError), atomic_path(target) as tmp:
+        tmp.write_text('{"half": ')
+        raise RuntimeError("stage died")
     assert list((tmp_path / "out").iterdir()) == []
     write_json(target, {"ok": 1})
     assert target.read_text() == '{\n  "ok": 1\n}\n'

@@ -61,7 +61,7 @@ def test_metrics_json_equals_scikit_learn_on_the_test_predictions(trained):
     assert metrics["macro_f1"] >= 0.9, "the small config should still learn digits"
     # the dvc plots confusion data is the same predictions, one record per test image
     records = trained.json("reports/plots/confusion_matrix.json")
-    assert [(r["actual"], r["predicted"]) for r in records] == list(zip(y_true, y_pred))
+    assert [(r["actual"], r["predicted"]) for r in records] == list(zip(y_true, y_pred, strict=True))
     for picture in ("confusion_matrix.png", "precision_recall.png"):
         assert (trained.root / "reports/plots" / picture).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # ...and the same pictures are in the MLflow run, beside the test metrics
@@ -127,7 +127,8 @@ def test_the_mlflow_run_holds_everything_a_person_browses_for(trained):
     table = mlflow.artifacts.load_dict(f"runs:/{run.info.run_id}/plots/confusion_matrix_table.json")
     matrix = np.array(table["rows_actual_columns_predicted"])
     assert matrix.sum() == metrics["n_test"] and np.trace(matrix) / matrix.sum() == pytest.approx(metrics["accuracy"])
-    assert mlflow.artifacts.load_dict(f"runs:/{run.info.run_id}/reports/clean.json") == trained.json("reports/clean.json")
+    logged_clean = mlflow.artifacts.load_dict(f"runs:/{run.info.run_id}/reports/clean.json")
+    assert logged_clean == trained.json("reports/clean.json")
     # the model: signature, input example and pinned requirements; the version links back to this run
     version = client.get_model_version("digits-classifier", registration["version"])
     assert {k: version.tags[k] for k in ("weights_hash", "data_hash", "params_hash", "model_key")} == \
@@ -162,7 +163,7 @@ def test_normaliser_is_fitted_on_the_train_split_only(trained):
 
 def test_augmentation_touches_only_the_train_split(trained):
     clean = load_arrays(trained.root / "outputs/clean/images.npz")
-    by_path = dict(zip(clean["ids"].tolist(), clean["images"]))
+    by_path = dict(zip(clean["ids"].tolist(), clean["images"], strict=True))
     split = {name: load_arrays(trained.root / f"outputs/split/{name}.npz") for name in ("train", "val", "test")}
     for name in ("val", "test"):        # val/test are exactly the cleaned images
         expected = np.stack([by_path[p] for p in split[name]["ids"].tolist()])
@@ -199,8 +200,8 @@ def test_registered_champion_predicts_raw_pixels_in_a_fresh_process(trained):
 
 def test_caching_and_the_champion_rule_through_repro(trained):
     """Runs last in this module: it changes params of the shared project."""
-    from mlflow import MlflowClient
     import mlflow
+    from mlflow import MlflowClient
 
     assert trained.repro() == [], "nothing changed, nothing reruns"
     first = (trained.root / "reports/registration.json").read_bytes()

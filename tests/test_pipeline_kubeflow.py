@@ -200,7 +200,8 @@ def test_submit_uploads_spec_and_params_to_a_stand_in_kfp_api_server():
     train_inputs = spec["root"]["dag"]["tasks"]["train-step"]["inputs"]["parameters"]
     assert train_inputs["checkpoint_dir"]["runtimeValue"]["constant"] == "/checkpoints"
     parameters = run["runtime_config"]["parameters"]
-    assert parameters["train"]["epochs"] == 40 and parameters["train"]["lr"] == load_params(REPO / "params.yaml").train.lr
+    assert parameters["train"]["epochs"] == 40
+    assert parameters["train"]["lr"] == load_params(REPO / "params.yaml").train.lr
     assert parameters["dvc_repo"] == "https://git.example/repo.git" and parameters["dvc_rev"] == "v1.2"
 
 
@@ -213,6 +214,7 @@ def test_a_branch_is_pinned_to_its_commit_so_kfp_caching_cannot_serve_stale_data
 
 def test_clean_step_reads_a_fetched_table_whatever_its_file_name(tmp_path):
     from types import SimpleNamespace
+
     from pipelines.steps import clean_step
     fetch(tmp_path / "raw", uri=str(REPO / "data" / "penguins" / "penguins.csv"), data_root=str(REPO))
     (tmp_path / "raw" / "penguins.csv").rename(tmp_path / "raw" / "new_penguins.csv")

@@ -43,6 +43,7 @@ def test_a_copied_workspace_with_its_original_deleted_predicts_and_registers_ins
     assert files_under(copy.root / "mlflow" / "artifacts") == artifacts_before, "a reader writes nothing there"
     assert not (copy.root / "data" / "mlflow").exists()
     import sqlite3
+
     from components.tracking import ARTIFACT_COLUMNS
     with sqlite3.connect(copy.root / "mlflow" / "mlflow.db") as db:
         recorded = [value for table, column in ARTIFACT_COLUMNS
