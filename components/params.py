@@ -255,7 +255,9 @@ class Resources(Section):
 def quantity(text: str) -> float:
     """A Kubernetes quantity already checked against CPU_QUANTITY / MEMORY_QUANTITY, as a number (cores, bytes)."""
     import re
-    number, suffix = re.fullmatch(r"([\d.]+)(\w*)", text).groups()
+    match = re.fullmatch(r"([\d.]+)(\w*)", text)
+    assert match, text                      # the field validators accepted only such quantities
+    number, suffix = match.groups()
     scale = {"": 1, "m": 1e-3, "k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12, "P": 1e15, "E": 1e18,
              **{f"{p}i": 1024 ** (i + 1) for i, p in enumerate("KMGTPE")}}[suffix]
     return float(number) * scale

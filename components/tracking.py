@@ -178,7 +178,10 @@ def experiment_id(name: str) -> str:
     except mlflow.exceptions.MlflowException as exc:
         if exc.error_code != "RESOURCE_ALREADY_EXISTS":      # another registration created it meanwhile
             raise
-        return mlflow.get_experiment_by_name(name).experiment_id
+        created = mlflow.get_experiment_by_name(name)
+        if created is None:                                  # created and deleted again meanwhile
+            raise
+        return created.experiment_id
 
 
 def filter_value(value: str) -> str:
@@ -253,7 +256,8 @@ def lock_name(name: str, generation: int) -> str:
 def lock_generations(client: MlflowClient, name: str) -> dict[int, "mlflow.entities.model_registry.RegisteredModel"]:
     """Every generation of `name`'s champion lock in the registry, by number."""
     pattern = re.compile(re.escape(f"{name}.champion-lock.") + r"(\d{6})")
-    found, token = {}, None
+    found: dict[int, mlflow.entities.model_registry.RegisteredModel] = {}
+    token = None
     while True:
         page = client.search_registered_models(f"name LIKE {filter_value(name + '.champion-lock.%')}", max_results=100,
                                                page_token=token)
@@ -333,13 +337,14 @@ def champion_lock(name: str, owner: str, timeout_s: float, wait_s: float | None 
     client = MlflowClient()
     token = f"{owner} {socket.gethostname()} pid {os.getpid()} {uuid.uuid4().hex[:8]}"
     wait_s = 2 * timeout_s if wait_s is None else wait_s
-    deadline, wait, first_seen = time.monotonic() + wait_s, 0.2, {}
+    deadline, wait = time.monotonic() + wait_s, 0.2
+    first_seen: dict[tuple, float] = {}
     while True:
         generations = lock_generations(client, name)
         head = max(generations, default=0)
         held = generations.get(head)
         free = held is None or holder_died_here(held.tags.get("holder", ""))
-        if not free:     # stale once its lease has looked the same for timeout_s to this waiter
+        if held is not None and not free:     # stale once its lease has looked the same for timeout_s to this waiter
             lease = (head, held.tags.get("holder"), held.description, held.last_updated_timestamp)
             free = time.monotonic() - first_seen.setdefault(lease, time.monotonic()) > timeout_s
         if free:
@@ -362,7 +367,7 @@ def champion_lock(name: str, owner: str, timeout_s: float, wait_s: float | None 
             continue
         if time.monotonic() > deadline:
             raise UserError(f"registered model {lock_name(name, head)!r} is held by another registration that is "
-                            f"still working ({held.tags.get('holder')}); waited {wait_s:.0f} s "
+                            f"still working ({held.tags.get('holder') if held else '?'}); waited {wait_s:.0f} s "
                             "(2 x register.lock_timeout_s): rerun register when it is done")
         time.sleep(wait)
         wait = min(wait * 2, 5.0, max(timeout_s / 4, 0.05))

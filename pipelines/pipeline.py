@@ -19,6 +19,12 @@ CHECKPOINTS = "/checkpoints"     # where train_step finds the checkpoint volume,
 MLFLOW_ENV = ("MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")
 
 
+class PipelineOutputs(NamedTuple):
+    """What a run returns: the test metrics and register's receipt (version, champion or not)."""
+    metrics_json: Artifact
+    registration: Artifact
+
+
 def _limit(task: dsl.PipelineTask, resources: Resources) -> dsl.PipelineTask:
     return (task.set_cpu_request(resources.cpu_request).set_cpu_limit(resources.cpu_limit)
             .set_memory_request(resources.memory_request).set_memory_limit(resources.memory_limit))
@@ -62,7 +68,7 @@ def build_pipeline(params: Params, image: str | None = None):
         train: dict = p["train"],
         register: dict = p["register"],
         mlflow: dict = p["mlflow"],
-    ) -> NamedTuple("Outputs", metrics_json=Artifact, registration=Artifact):
+    ) -> PipelineOutputs:
         # data_root is a constant of the compiled spec, not a run parameter: whoever starts a run
         # cannot widen what fetch may read.
         fetched = _limit(fetch_op(data_uri=data_uri, dvc_repo=dvc_repo, dvc_rev=dvc_rev, dvc_path=dvc_path,
@@ -100,7 +106,6 @@ def build_pipeline(params: Params, image: str | None = None):
                             k.resources).set_display_name("register")
         registered.set_caching_options(False)      # it reads and moves the registry's champion: always run
         with_mlflow(registered)                    # the only task that talks to MLflow
-        return NamedTuple("Outputs", metrics_json=Artifact, registration=Artifact)(
-            scored.outputs["metrics_json"], registered.outputs["registration"])
+        return PipelineOutputs(scored.outputs["metrics_json"], registered.outputs["registration"])
 
     return digits_pipeline
