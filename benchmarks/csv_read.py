@@ -7,6 +7,7 @@ own type inference. The figure is the cost ratio (ours / baseline), not a speed-
 
     from benchmarks.csv_read import run; run(rows=1_000_000)
 """
+
 from __future__ import annotations
 
 import tempfile
@@ -31,6 +32,7 @@ def make_csv(path: Path, rows: int, seed: int = 0) -> None:
 def ours(path: Path) -> pd.DataFrame:
     from components.params import Csv
     from components.table_files import read_column, read_labels, read_table
+
     table = read_table(path)
     columns = {c: read_column(table, c, None, Csv(), table.read["decimal"]).values for c in table.frame.columns[:-1]}
     columns["y"] = read_labels(table.frame["y"])[0]
@@ -49,5 +51,10 @@ def run(rows: int = 1_000_000, workdir: Path | None = None) -> dict:
         ours_s = time.perf_counter() - start
         size_mb = round(path.stat().st_size / 1e6, 1)
     assert read.shape == plain.shape and np.allclose(read["f0"], plain["f0"]), "both must read the same table"
-    return {"csv_read_s": round(ours_s, 3), "csv_read_baseline_s": round(baseline_s, 3),
-            "csv_read_cost_ratio": round(ours_s / baseline_s, 3), "csv_rows": rows, "csv_mb": size_mb}
+    return {
+        "csv_read_s": round(ours_s, 3),
+        "csv_read_baseline_s": round(baseline_s, 3),
+        "csv_read_cost_ratio": round(ours_s / baseline_s, 3),
+        "csv_rows": rows,
+        "csv_mb": size_mb,
+    }

@@ -1,5 +1,6 @@
 """`dvc repro` wall seconds: the whole default pipeline from nothing, then again with nothing to do.
 Runs in a copy of this project (code, dvc.yaml, params.yaml, the sample data) with its own MLflow store."""
+
 from __future__ import annotations
 
 import os
@@ -39,11 +40,18 @@ def run(quick: bool = False) -> dict:
                 params[section].update(values)
             (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
         (root / "mlflow").mkdir()
-        env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-               "MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow' / 'mlflow.db'}", "MLFLOW_DISABLE_TELEMETRY": "true"}
+        env = {
+            **os.environ,
+            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+            "MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow' / 'mlflow.db'}",
+            "MLFLOW_DISABLE_TELEMETRY": "true",
+        }
         dvc(root, env, "init", "--no-scm", "-q")
         dvc(root, env, "config", "core.analytics", "false")
         fresh = dvc(root, env, "repro")
         noop = min(dvc(root, env, "repro") for _ in range(3))
-    return {"pipeline": "default params" if not quick else "default params, shortened (--quick)",
-            "pipeline_fresh_s": round(fresh, 1), "repro_noop_s": round(noop, 2)}
+    return {
+        "pipeline": "default params" if not quick else "default params, shortened (--quick)",
+        "pipeline_fresh_s": round(fresh, 1),
+        "repro_noop_s": round(noop, 2),
+    }

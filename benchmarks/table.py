@@ -8,6 +8,7 @@ most 3x the table's in-memory float64 size.
 
     from benchmarks.table import run; run(rows=1_000_000)
 """
+
 from __future__ import annotations
 
 import os
@@ -22,16 +23,17 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 TARGET = "label"
 CLASSES = 5
-CHUNK_ROWS = 1_000_000          # generated and written a row group at a time: the parent stays small
-NAN_RATE = 0.001                # per feature value
+CHUNK_ROWS = 1_000_000  # generated and written a row group at a time: the parent stays small
+NAN_RATE = 0.001  # per feature value
 MISSING_TARGET_RATE = 0.0002
-DUPLICATE_RATE = 0.0005         # rows that repeat an earlier row of their chunk exactly
+DUPLICATE_RATE = 0.0005  # rows that repeat an earlier row of their chunk exactly
 
 
 def make_table(path: Path, rows: int, cols: int, seed: int = 0) -> None:
     """Write the synthetic table to path (Parquet, pyarrow); the same rows for the same arguments."""
     import pyarrow as pa
     import pyarrow.parquet as pq
+
     rng = np.random.default_rng(seed)
     names = [f"f{i:02d}" for i in range(cols)]
     labels = np.array([f"class_{c}" for c in range(CLASSES)], dtype=object)
@@ -56,35 +58,74 @@ def measure(args: list[str]) -> tuple[float, float]:
     start = time.perf_counter()
     child = subprocess.Popen(args, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     with child.stdout:
-        output = child.stdout.read()    # drain the pipe so a chatty child cannot block on it
+        output = child.stdout.read()  # drain the pipe so a chatty child cannot block on it
     _, status, usage = os.wait4(child.pid, 0)
     seconds = time.perf_counter() - start
-    child.returncode = os.waitstatus_to_exitcode(status)     # reaped here, not by Popen
+    child.returncode = os.waitstatus_to_exitcode(status)  # reaped here, not by Popen
     if child.returncode != 0:
         raise RuntimeError(f"{' '.join(args)} failed ({child.returncode}):\n{output.decode()[-3000:]}")
-    return seconds, usage.ru_maxrss * 1024 / 1e9        # ru_maxrss is in KiB on Linux
+    return seconds, usage.ru_maxrss * 1024 / 1e9  # ru_maxrss is in KiB on Linux
 
 
 def ours(workdir: Path, data: Path) -> tuple[float, float]:
     """python -m components.clean, then components.normalise, with default clean/split/normalise params."""
     import yaml
+
     params = workdir / "params.yaml"
     params.write_text(yaml.safe_dump({"data": {"kind": "tabular", "path": str(data), "target": TARGET}}))
     out = workdir / "ours"
-    clean_s, clean_gb = measure([sys.executable, "-m", "components.clean", "--params", str(params),
-                                 "--out", str(out / "clean"), "--report", str(out / "clean.json")])
-    norm_s, norm_gb = measure([sys.executable, "-m", "components.normalise", "--params", str(params),
-                               "--clean", str(out / "clean"), "--out", str(out / "split"),
-                               "--preprocess", str(out / "preprocess")])
+    clean_s, clean_gb = measure(
+        [
+            sys.executable,
+            "-m",
+            "components.clean",
+            "--params",
+            str(params),
+            "--out",
+            str(out / "clean"),
+            "--report",
+            str(out / "clean.json"),
+        ]
+    )
+    norm_s, norm_gb = measure(
+        [
+            sys.executable,
+            "-m",
+            "components.normalise",
+            "--params",
+            str(params),
+            "--clean",
+            str(out / "clean"),
+            "--out",
+            str(out / "split"),
+            "--preprocess",
+            str(out / "preprocess"),
+        ]
+    )
     return clean_s + norm_s, max(clean_gb, norm_gb)
 
 
 def baseline(workdir: Path, data: Path) -> tuple[float, float]:
     from components.params import Params
+
     defaults = Params()
-    return measure([sys.executable, "-m", "benchmarks.table_baseline", str(data), str(workdir / "baseline"),
-                    "--target", TARGET, "--val", str(defaults.split.val_fraction),
-                    "--test", str(defaults.split.test_fraction), "--seed", str(defaults.seed)])
+    return measure(
+        [
+            sys.executable,
+            "-m",
+            "benchmarks.table_baseline",
+            str(data),
+            str(workdir / "baseline"),
+            "--target",
+            TARGET,
+            "--val",
+            str(defaults.split.val_fraction),
+            "--test",
+            str(defaults.split.test_fraction),
+            "--seed",
+            str(defaults.seed),
+        ]
+    )
 
 
 def run(rows: int = 10_000_000, cols: int = 20, workdir: Path | None = None) -> dict:

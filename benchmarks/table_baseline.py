@@ -6,6 +6,7 @@ write each split as float32.
 
     python -m benchmarks.table_baseline DATA.parquet OUT_DIR --target label [--val 0.15 --test 0.2 --seed 42]
 """
+
 import argparse
 from pathlib import Path
 
@@ -27,10 +28,9 @@ def main(argv: list[str] | None = None) -> None:
     df = pd.read_parquet(args.data)
     df = df[df[args.target].notna()].drop_duplicates()
     y, classes = pd.factorize(df.pop(args.target), sort=True)
-    ids = df.index.to_numpy()                       # row number in the file
+    ids = df.index.to_numpy()  # row number in the file
     rest, test = train_test_split(np.arange(len(y)), test_size=args.test, stratify=y, random_state=args.seed)
-    train, val = train_test_split(rest, test_size=args.val / (1 - args.test), stratify=y[rest],
-                                  random_state=args.seed)
+    train, val = train_test_split(rest, test_size=args.val / (1 - args.test), stratify=y[rest], random_state=args.seed)
 
     median = df.iloc[train].median()
     train_x = df.iloc[train].fillna(median)

@@ -4,6 +4,7 @@ columns: the time per column (ours_s / columns) should stay about the same from 
 
     from benchmarks.wide_table import run; run(shapes=[(20, 1_000), (20, 10_000), (20, 100_000)])
 """
+
 from __future__ import annotations
 
 import tempfile
@@ -30,13 +31,18 @@ def clean(path: Path, out: Path) -> dict:
     """What `python -m components.clean` does on this file (in process, so imports are not timed)."""
     from components.clean import clean_dataset
     from components.params import Params
-    params = Params.model_validate({"data": {"kind": "tabular", "path": str(path), "target": "y"},
-                                    "split": {"val_fraction": 0.2, "test_fraction": 0.2}})
+
+    params = Params.model_validate(
+        {
+            "data": {"kind": "tabular", "path": str(path), "target": "y"},
+            "split": {"val_fraction": 0.2, "test_fraction": 0.2},
+        }
+    )
     return clean_dataset(params.data, params.clean, params.split, out / "clean", out / "clean.json")
 
 
 def run(shapes: list[tuple[int, int]] = SHAPES, workdir: Path | None = None) -> dict:
-    with tempfile.TemporaryDirectory(dir=workdir) as tmp:      # once untimed: imports, first calls
+    with tempfile.TemporaryDirectory(dir=workdir) as tmp:  # once untimed: imports, first calls
         make_csv(Path(tmp) / "warm.csv", 20, 20)
         clean(Path(tmp) / "warm.csv", Path(tmp))
     figures = []
@@ -53,9 +59,20 @@ def run(shapes: list[tuple[int, int]] = SHAPES, workdir: Path | None = None) -> 
             kept = pd.read_parquet(Path(tmp) / "clean" / "table.parquet").shape
             size_mb = round(path.stat().st_size / 1e6, 1)
         assert report["n_kept"] == rows and kept == (rows, plain.shape[1] + 1), "every row and column kept"
-        figures.append({"rows": rows, "columns": columns, "mb": size_mb, "clean_s": round(ours_s, 3),
-                        "read_csv_s": round(baseline_s, 3), "ratio": round(ours_s / baseline_s, 2),
-                        "us_per_column": round(ours_s / columns * 1e6)})
+        figures.append(
+            {
+                "rows": rows,
+                "columns": columns,
+                "mb": size_mb,
+                "clean_s": round(ours_s, 3),
+                "read_csv_s": round(baseline_s, 3),
+                "ratio": round(ours_s / baseline_s, 2),
+                "us_per_column": round(ours_s / columns * 1e6),
+            }
+        )
     widest = max(figures, key=lambda f: (f["columns"], -f["rows"]))
-    return {"wide_clean_ratio": float(widest["ratio"]), "wide_clean_s": float(widest["clean_s"]),
-            "wide_clean_shapes": figures}
+    return {
+        "wide_clean_ratio": float(widest["ratio"]),
+        "wide_clean_s": float(widest["clean_s"]),
+        "wide_clean_shapes": figures,
+    }

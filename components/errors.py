@@ -1,4 +1,5 @@
 """One-line errors for people, tracebacks only when asked for (--debug or LOG_LEVEL=DEBUG)."""
+
 from __future__ import annotations
 
 import json
@@ -7,7 +8,7 @@ import os
 import signal
 import sys
 import time
-from typing import Callable
+from collections.abc import Callable
 
 
 class UserError(Exception):
@@ -44,7 +45,7 @@ def run_cli(main: Callable[[list[str]], None], argv: list[str] | None = None) ->
         main([a for a in argv if a != "--debug"])
     except KeyboardInterrupt:
         sys.exit(130)
-    except Exception as exc:  # noqa: BLE001 - every failure gets the same one-line treatment
+    except Exception as exc:
         if debug:
             raise
         kind = "error" if isinstance(exc, UserError) else f"error ({exc.__class__.__name__})"
@@ -56,7 +57,7 @@ def run_cli(main: Callable[[list[str]], None], argv: list[str] | None = None) ->
             with open(os.environ["TORCHELASTIC_ERROR_FILE"], "w") as fh:
                 json.dump({"message": line, "timestamp": int(time.time())}, fh)
         else:
-            sys.stderr.write(line + "\n")          # one write, not print's two: another process cannot split it
+            sys.stderr.write(line + "\n")  # one write, not print's two: another process cannot split it
             sys.stderr.flush()
         sys.exit(1)
 

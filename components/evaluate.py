@@ -41,7 +41,7 @@ def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, classes: list
         "n_test": int(len(y_true)),
         "per_class": {
             name: {"precision": float(p), "recall": float(r), "f1": float(f), "support": int(s)}
-            for name, p, r, f, s in zip(classes, *per_class)
+            for name, p, r, f, s in zip(classes, *per_class, strict=True)
         },
     }
 
@@ -58,7 +58,7 @@ def metric_names(classes: list[str]) -> dict[str, str]:
     safe = {name: metric_safe(name) for name in classes}
     taken = Counter(safe.values())
     names = {name: s if taken[s] == 1 else f"{s}_{i}" for i, (name, s) in enumerate(safe.items())}
-    if len(set(names.values())) < len(names):          # an appended name met a real class name: number them all
+    if len(set(names.values())) < len(names):  # an appended name met a real class name: number them all
         names = {name: f"{i}_{s}" for i, (name, s) in enumerate(safe.items())}
     return names
 
@@ -71,18 +71,21 @@ def per_class_records(metrics: dict) -> list[dict]:
 
 def confusion_records(y_true: np.ndarray, y_pred: np.ndarray, classes: list[str]) -> list[dict]:
     """One {actual, predicted} row per test example: the layout of DVC's `confusion` plot template."""
-    return [{"actual": classes[t], "predicted": classes[p]} for t, p in zip(y_true, y_pred)]
+    return [{"actual": classes[t], "predicted": classes[p]} for t, p in zip(y_true, y_pred, strict=True)]
 
 
 def _pyplot():
     import matplotlib
-    matplotlib.use("Agg")           # files only, never a window
+
+    matplotlib.use("Agg")  # files only, never a window
     import matplotlib.pyplot as plt
+
     return plt
 
 
 def confusion_figure(matrix: np.ndarray, classes: list[str]):
     from sklearn.metrics import ConfusionMatrixDisplay
+
     fig, ax = _pyplot().subplots(figsize=(1.2 + 0.5 * len(classes), 1 + 0.5 * len(classes)), dpi=120)
     ConfusionMatrixDisplay(matrix, display_labels=classes).plot(ax=ax, colorbar=False, cmap="Blues")
     ax.set_title("Confusion matrix (test split)")
@@ -93,6 +96,7 @@ def confusion_figure(matrix: np.ndarray, classes: list[str]):
 def precision_recall_figure(y_true: np.ndarray, proba: np.ndarray, classes: list[str]):
     """One-vs-rest precision-recall curve per class, with its average precision, on the test split."""
     from sklearn.metrics import PrecisionRecallDisplay
+
     fig, ax = _pyplot().subplots(figsize=(7, 5), dpi=120)
     for i, name in enumerate(classes):
         if (y_true == i).any():
@@ -103,8 +107,9 @@ def precision_recall_figure(y_true: np.ndarray, proba: np.ndarray, classes: list
     return fig
 
 
-def evaluate_files(model_path: Path, test_path: Path, metrics_path: Path, predictions_path: Path,
-                   plots_dir: Path) -> tuple[dict, np.ndarray, list[str]]:
+def evaluate_files(
+    model_path: Path, test_path: Path, metrics_path: Path, predictions_path: Path, plots_dir: Path
+) -> tuple[dict, np.ndarray, list[str]]:
     """Score the model on test.npz, write metrics/predictions/plots.
     Returns (metrics, confusion matrix, class names)."""
     net, config = load_model(model_path)
@@ -115,8 +120,14 @@ def evaluate_files(model_path: Path, test_path: Path, metrics_path: Path, predic
 
     metrics = classification_metrics(y_true, y_pred, classes)
     matrix = confusion_matrix(y_true, y_pred, labels=list(range(len(classes))))
-    predictions = pd.DataFrame({"id": test["ids"], "actual": [classes[i] for i in y_true],
-                                "predicted": [classes[i] for i in y_pred], "confidence": proba.max(axis=1).round(6)})
+    predictions = pd.DataFrame(
+        {
+            "id": test["ids"],
+            "actual": [classes[i] for i in y_true],
+            "predicted": [classes[i] for i in y_pred],
+            "confidence": proba.max(axis=1).round(6),
+        }
+    )
     figure = confusion_figure(matrix, classes)
     pr_figure = precision_recall_figure(y_true, proba, classes)
 
@@ -126,14 +137,17 @@ def evaluate_files(model_path: Path, test_path: Path, metrics_path: Path, predic
         predictions.to_csv(tmp, index=False)
     write_json(plots_dir / "confusion_matrix.json", confusion_records(y_true, y_pred, classes))
     # the same matrix as one table with its labels, for people (MLflow shows it beside the PNG)
-    write_json(plots_dir / "confusion_matrix_table.json",
-               {"labels": classes, "rows_actual_columns_predicted": matrix.tolist()})
+    write_json(
+        plots_dir / "confusion_matrix_table.json", {"labels": classes, "rows_actual_columns_predicted": matrix.tolist()}
+    )
     with atomic_path(plots_dir / "confusion_matrix.png") as tmp:
         figure.savefig(tmp, format="png")
     with atomic_path(plots_dir / "precision_recall.png") as tmp:
         pr_figure.savefig(tmp, format="png")
 
-    log.info("test macro-F1 %.4f, accuracy %.4f on %d test examples", metrics["macro_f1"], metrics["accuracy"], len(y_true))
+    log.info(
+        "test macro-F1 %.4f, accuracy %.4f on %d test examples", metrics["macro_f1"], metrics["accuracy"], len(y_true)
+    )
     return metrics, matrix, classes
 
 
@@ -143,8 +157,12 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--test", type=Path, required=True)
     parser.add_argument("--metrics", type=Path, required=True)
     parser.add_argument("--predictions", type=Path, required=True)
-    parser.add_argument("--plots", type=Path, required=True,
-                        help="folder for confusion_matrix.json/.png, per_class.json and precision_recall.png")
+    parser.add_argument(
+        "--plots",
+        type=Path,
+        required=True,
+        help="folder for confusion_matrix.json/.png, per_class.json and precision_recall.png",
+    )
     args = parser.parse_args(argv)
     evaluate_files(args.model, args.test, args.metrics, args.predictions, args.plots)
 

@@ -1,13 +1,15 @@
 """Files between stages. Every output is written to a temporary name and renamed into place,
 so a stage that fails half-way leaves nothing that DVC (or a person) could take for a result."""
+
 from __future__ import annotations
 
 import contextlib
 import json
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -26,7 +28,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp" + path.suffix)
     os.close(fd)
-    os.chmod(tmp, 0o666 & ~_umask())          # mkstemp makes 0600; outputs get the usual permissions
+    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; outputs get the usual permissions
     tmp_path = Path(tmp)
     try:
         yield tmp_path
@@ -51,7 +53,7 @@ def read_json(path: str | Path) -> Any:
     JSON, e.g. a damaged or crafted file; OSError when it cannot be read."""
     try:
         return json.loads(Path(path).read_text(encoding="utf-8"))
-    except ValueError as exc:           # UnicodeDecodeError and JSONDecodeError are both ValueErrors
+    except ValueError as exc:  # UnicodeDecodeError and JSONDecodeError are both ValueErrors
         raise BadFile(f"{path}: not a JSON file ({type(exc).__name__}); rerun the stage that writes it") from None
 
 
@@ -78,6 +80,7 @@ def read_parquet(path: str | Path, columns: list[str] | None = None) -> pd.DataF
 
     import pandas as pd
     import pyarrow as pa
+
     options = {}
     if "to_pandas_kwargs" in inspect.signature(pd.read_parquet).parameters:
         options["to_pandas_kwargs"] = {"memory_pool": pa.system_memory_pool()}
@@ -86,11 +89,12 @@ def read_parquet(path: str | Path, columns: list[str] | None = None) -> pd.DataF
     return frame
 
 
-def files_digest(paths: list[str | Path]) -> "hashlib._Hash":
+def files_digest(paths: list[str | Path]) -> hashlib._Hash:
     """A sha256 object fed with the files' bytes in the order given, read 16 MiB at a time (memory stays
     flat for a split of gigabytes); callers add what else names their result, then take .hexdigest().
     Our .npz files are the same bytes for the same arrays (np.savez dates every member 1980-01-01)."""
     import hashlib
+
     digest = hashlib.sha256()
     for path in paths:
         with open(path, "rb") as fh:

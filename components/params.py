@@ -1,4 +1,5 @@
 """The one typed schema for params.yaml. Unknown keys are errors, so a typo never goes unnoticed."""
+
 from __future__ import annotations
 
 import warnings
@@ -10,10 +11,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from components.errors import UserError, shorten
 
-
 # Pillow's own decompression-bomb limit, PIL.Image.MAX_IMAGE_PIXELS (1024 * 1024 * 1024 // 4 // 3 pixels).
 MAX_IMAGE_PIXELS = 89_478_485
-MAX_IMAGE_SIDE = 16_384                 # data.image_size: pixels per side
+MAX_IMAGE_SIDE = 16_384  # data.image_size: pixels per side
 # register.model_name: MLflow registered model names, kept to characters that need no quoting anywhere
 # (a search filter, a models:/ URI, a URL path, a file name).
 MODEL_NAME = r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}"
@@ -36,17 +36,18 @@ class Csv(Section):
     """How CSV (and TSV) files are read; null means detect, and what was detected is written to
     reports/clean.json (`read`) so it can be pinned here. The settings travel with the model, so batch
     prediction reads new files the same way. Names and meanings are pandas.read_csv's."""
-    sep: str | None = None           # null: sniffed among , ; tab |
-    decimal: str | None = None       # null: in a ;-separated file "," unless fractions are only written 1.5; else "."
-    thousands: str | None = None     # null: detected per numeric column (1,234 / 1.234 / 1 234 / 1'234); "" = none
-    encoding: str | None = None      # null: UTF-8, with or without a BOM (UTF-16 when the file starts with its BOM)
-    na_values: list[str] = []        # extra markers of a missing feature value (never of the target)
-    keep_default_na: bool = True     # the default markers (components/table_files.py DEFAULT_NA_VALUES) apply too
+
+    sep: str | None = None  # null: sniffed among , ; tab |
+    decimal: str | None = None  # null: in a ;-separated file "," unless fractions are only written 1.5; else "."
+    thousands: str | None = None  # null: detected per numeric column (1,234 / 1.234 / 1 234 / 1'234); "" = none
+    encoding: str | None = None  # null: UTF-8, with or without a BOM (UTF-16 when the file starts with its BOM)
+    na_values: list[str] = []  # extra markers of a missing feature value (never of the target)
+    keep_default_na: bool = True  # the default markers (components/table_files.py DEFAULT_NA_VALUES) apply too
     quotechar: str = '"'
-    comment: str | None = None       # lines starting with this character are skipped
+    comment: str | None = None  # lines starting with this character are skipped
 
     @model_validator(mode="after")
-    def consistent(self) -> "Csv":
+    def consistent(self) -> Csv:
         for key in ("sep", "decimal", "quotechar", "comment"):
             single_character(getattr(self, key), f"data.csv.{key}")
         if self.thousands:
@@ -55,13 +56,16 @@ class Csv(Section):
             raise ValueError(f"data.csv.decimal {self.decimal!r} is also the separator or the thousands separator")
         if self.encoding is not None:
             import codecs
+
             try:
-                text = codecs.lookup(self.encoding)._is_text_encoding    # rot13, hex, zlib are codecs, not encodings
+                text = codecs.lookup(self.encoding)._is_text_encoding  # rot13, hex, zlib are codecs, not encodings
             except LookupError:
                 text = False
             if not text:
-                raise ValueError(f"data.csv.encoding {self.encoding!r} is not a text encoding Python knows "
-                                 "(e.g. utf-8, cp1252, latin-1, utf-16)")
+                raise ValueError(
+                    f"data.csv.encoding {self.encoding!r} is not a text encoding Python knows "
+                    "(e.g. utf-8, cp1252, latin-1, utf-16)"
+                )
         return self
 
 
@@ -69,54 +73,59 @@ class Data(Section):
     kind: Literal["image_folder", "tabular"] = "image_folder"
     path: str = "data/digits"
     # image_folder
-    image_size: tuple[int, int] | None = None     # [height, width], each 1..MAX_IMAGE_SIDE
+    image_size: tuple[int, int] | None = None  # [height, width], each 1..MAX_IMAGE_SIDE
     channels: Literal[1, 3] = 1
-    background: str = "white"        # transparent pixels are composited on this colour (a name, or quoted '#rrggbb')
+    background: str = "white"  # transparent pixels are composited on this colour (a name, or quoted '#rrggbb')
     # tabular
-    format: Literal["csv", "parquet"] | None = None   # None: from the file extension
+    format: Literal["csv", "parquet"] | None = None  # None: from the file extension
     target: str | None = None
-    features: list[str] | None = None                 # None: every column but the target
-    categorical: list[str] = []                       # force these columns to be categories
-    numeric: list[str] = []                           # force these columns to be numbers
+    features: list[str] | None = None  # None: every column but the target
+    categorical: list[str] = []  # force these columns to be categories
+    numeric: list[str] = []  # force these columns to be numbers
     csv: Csv = Csv()
 
     @model_validator(mode="after")
-    def table_has_target(self) -> "Data":
+    def table_has_target(self) -> Data:
         if self.kind == "tabular" and not self.target:
             raise ValueError("data.kind tabular needs data.target, the column holding the class labels")
         if set(self.categorical) & set(self.numeric):
-            raise ValueError(f"columns {sorted(set(self.categorical) & set(self.numeric))} are both categorical "
-                             "and numeric")
+            raise ValueError(
+                f"columns {sorted(set(self.categorical) & set(self.numeric))} are both categorical and numeric"
+            )
         return self
 
     @field_validator("image_size")
     @classmethod
     def image_size_in_pixels(cls, value):
         if value is not None and not all(1 <= side <= MAX_IMAGE_SIDE for side in value):
-            raise ValueError(f"must be [height, width] in pixels, each from 1 to {MAX_IMAGE_SIDE}, got {list(value)}; "
-                             "or null to keep the images' own size")
+            raise ValueError(
+                f"must be [height, width] in pixels, each from 1 to {MAX_IMAGE_SIDE}, got {list(value)}; "
+                "or null to keep the images' own size"
+            )
         return value
 
     @field_validator("background", mode="before")
     @classmethod
     def background_given(cls, value):
-        if value is None:       # `background: #ff0000` unquoted: YAML reads everything from # as a comment
+        if value is None:  # `background: #ff0000` unquoted: YAML reads everything from # as a comment
             raise ValueError("data.background is empty; write a colour name, or quote a hex colour: '#ff0000'")
         return value
 
     @model_validator(mode="after")
-    def background_is_a_colour(self) -> "Data":
+    def background_is_a_colour(self) -> Data:
         from PIL import ImageColor
+
         try:
             ImageColor.getrgb(self.background)
         except ValueError:
-            raise ValueError(f"data.background {self.background!r} is not a colour; use a name (white, black) "
-                             "or #rrggbb") from None
+            raise ValueError(
+                f"data.background {self.background!r} is not a colour; use a name (white, black) or #rrggbb"
+            ) from None
         return self
 
 
 class Clean(Section):
-    on_bad_file: Literal["drop", "fail"] = "drop"      # unreadable / non-image files in an image folder
+    on_bad_file: Literal["drop", "fail"] = "drop"  # unreadable / non-image files in an image folder
     # Symbolic links in an image folder that lead outside it are skipped and reported unless this is true.
     follow_symlinks: bool = False
     # Images with more pixels are bad files (a decompression bomb decodes a few KB into gigabytes); null = no limit.
@@ -124,13 +133,13 @@ class Clean(Section):
     missing: Literal["impute", "drop", "fail"] = "impute"  # tables: impute = train median / most frequent
     missing_by_column: dict[str, Literal["impute", "drop", "fail"]] = {}
     outliers: Literal["none", "iqr_clip", "zscore_drop"] = "none"
-    iqr_factor: float = Field(1.5, gt=0)             # iqr_clip: clip to [Q1 - f*IQR, Q3 + f*IQR] of train
-    zscore: float = Field(4.0, ge=1)                 # zscore_drop: drop train rows beyond this many train std devs
+    iqr_factor: float = Field(1.5, gt=0)  # iqr_clip: clip to [Q1 - f*IQR, Q3 + f*IQR] of train
+    zscore: float = Field(4.0, ge=1)  # zscore_drop: drop train rows beyond this many train std devs
     small_classes: Literal["drop", "fail"] = "drop"  # classes too small for the stratified split
 
 
 class Normalise(Section):
-    numeric: Literal["standard", "minmax", "robust"] = "standard"   # tables; images: per-channel standard
+    numeric: Literal["standard", "minmax", "robust"] = "standard"  # tables; images: per-channel standard
 
 
 class Split(Section):
@@ -138,7 +147,7 @@ class Split(Section):
     test_fraction: float = Field(0.2, gt=0, lt=1)
 
     @model_validator(mode="after")
-    def leaves_training_data(self) -> "Split":
+    def leaves_training_data(self) -> Split:
         if self.val_fraction + self.test_fraction >= 0.9:
             raise ValueError("val_fraction + test_fraction must stay below 0.9 to leave data to train on")
         return self
@@ -147,20 +156,22 @@ class Split(Section):
 class Augment(Section):
     copies: int = Field(2, ge=0, le=100)
     rotation_degrees: float = Field(12, ge=0, le=180)
-    scale: tuple[float, float] = (0.9, 1.1)      # [low, high] zoom factors, 1 = unchanged
+    scale: tuple[float, float] = (0.9, 1.1)  # [low, high] zoom factors, 1 = unchanged
     translate: float = Field(0.1, ge=0, le=0.5)
     hflip: bool = False
-    jitter: float = Field(0.0, ge=0, le=1)    # tables: std of Gaussian noise on scaled numeric features in copies
-    oversample: bool = False            # tables: repeat rows of smaller classes up to the largest class
-    device: Literal["auto", "cpu", "cuda"] = "auto"   # images: where the batched transforms run
+    jitter: float = Field(0.0, ge=0, le=1)  # tables: std of Gaussian noise on scaled numeric features in copies
+    oversample: bool = False  # tables: repeat rows of smaller classes up to the largest class
+    device: Literal["auto", "cpu", "cuda"] = "auto"  # images: where the batched transforms run
 
     @field_validator("scale")
     @classmethod
     def scale_keeps_the_image(cls, value):
         low, high = value
         if not 0.25 <= low <= high <= 4:
-            raise ValueError(f"must be [low, high] with 0.25 <= low <= high <= 4 (1 = unchanged size), got "
-                             f"{list(value)}; a factor near 0 shrinks the copies to blank images")
+            raise ValueError(
+                f"must be [low, high] with 0.25 <= low <= high <= 4 (1 = unchanged size), got "
+                f"{list(value)}; a factor near 0 shrinks the copies to blank images"
+            )
         return value
 
 
@@ -173,15 +184,15 @@ class Train(Section):
     # Which validation score picks the best epoch and stops training: val_macro_f1 (ties broken by the loss),
     # val_loss, or auto: val_loss when the validation split has fewer than 10 examples per class.
     monitor: Literal["auto", "val_macro_f1", "val_loss"] = "auto"
-    arch: Literal["cnn", "resnet18"] = "cnn"   # images: the small CNN, or torchvision's ResNet-18 (CIFAR stem)
+    arch: Literal["cnn", "resnet18"] = "cnn"  # images: the small CNN, or torchvision's ResNet-18 (CIFAR stem)
     width: int = Field(32, ge=1, le=1024)
-    hidden: list[int] = Field([64, 64], max_length=32)   # tables: the MLP's hidden layer sizes
+    hidden: list[int] = Field([64, 64], max_length=32)  # tables: the MLP's hidden layer sizes
     # Processes, one per GPU: > 1 trains data-parallel (DDP through torchrun), with the nccl backend on
     # GPUs, or gloo on CPU when train.device resolves to cpu. Kubeflow's train task requests this many GPUs.
     gpus: int = Field(1, ge=0, le=64)
-    mixed_precision: Literal["bf16", "none"] = "bf16"   # CUDA only: bf16 autocast; CPU always trains in fp32
-    compile: bool = False               # torch.compile the model (minutes of compiling, then faster steps)
-    resume: bool = True                 # continue from the last epoch checkpoint of an identical, killed run
+    mixed_precision: Literal["bf16", "none"] = "bf16"  # CUDA only: bf16 autocast; CPU always trains in fp32
+    compile: bool = False  # torch.compile the model (minutes of compiling, then faster steps)
+    resume: bool = True  # continue from the last epoch checkpoint of an identical, killed run
 
     @field_validator("hidden")
     @classmethod
@@ -192,7 +203,7 @@ class Train(Section):
 
 
 class Register(Section):
-    model_name: str = "digits-classifier"   # letters, digits, - _ . (at most 100), starting with a letter or digit
+    model_name: str = "digits-classifier"  # letters, digits, - _ . (at most 100), starting with a letter or digit
     min_macro_f1: float = Field(0.9, ge=0, le=1)
     require_significance: bool = True
     confidence: float = Field(0.95, gt=0, lt=1)
@@ -203,14 +214,17 @@ class Register(Section):
     @classmethod
     def model_name_needs_no_quoting(cls, value):
         import re
+
         if not re.fullmatch(MODEL_NAME, value):
-            raise ValueError(f"{shorten(value)} is not a model name this project registers: use 1 to 100 letters, "
-                             "digits, '-', '_' or '.', starting with a letter or digit")
+            raise ValueError(
+                f"{shorten(value)} is not a model name this project registers: use 1 to 100 letters, "
+                "digits, '-', '_' or '.', starting with a letter or digit"
+            )
         return value
 
 
 class Mlflow(Section):
-    experiment: str = "digits"      # 1 to 500 characters (MLflow's limit), no space at either end
+    experiment: str = "digits"  # 1 to 500 characters (MLflow's limit), no space at either end
     # A tracking server that is down or answers 5xx: each request is retried with exponential backoff
     # (backoff_s * 2**n seconds), then register stops with one line; rerunning it resumes the same run.
     http_retries: int = Field(3, ge=0, le=20)
@@ -221,8 +235,9 @@ class Mlflow(Section):
     @classmethod
     def experiment_name_mlflow_takes(cls, value):
         if not value.strip() or value != value.strip() or len(value) > 500:
-            raise ValueError(f"{shorten(value)} is not an experiment name: use 1 to 500 characters, no space at "
-                             "either end")
+            raise ValueError(
+                f"{shorten(value)} is not an experiment name: use 1 to 500 characters, no space at either end"
+            )
         return value
 
 
@@ -236,30 +251,45 @@ class Resources(Section):
     @classmethod
     def positive_quantity(cls, value, info):
         import re
+
         cpu = info.field_name.startswith("cpu")
         if not re.fullmatch(CPU_QUANTITY if cpu else MEMORY_QUANTITY, value) or quantity(value) <= 0:
-            raise ValueError(f"{shorten(value)} is not a positive Kubernetes quantity (e.g. "
-                             f"{'500m or 2' if cpu else '512Mi or 4Gi'})")
+            raise ValueError(
+                f"{shorten(value)} is not a positive Kubernetes quantity (e.g. "
+                f"{'500m or 2' if cpu else '512Mi or 4Gi'})"
+            )
         return value
 
     @model_validator(mode="after")
-    def request_within_limit(self) -> "Resources":
+    def request_within_limit(self) -> Resources:
         for kind in ("cpu", "memory"):
             request, limit = getattr(self, f"{kind}_request"), getattr(self, f"{kind}_limit")
             if quantity(request) > quantity(limit):
-                raise ValueError(f"{kind}_request {request!r} is more than {kind}_limit {limit!r}; a pod cannot "
-                                 "request more than its limit")
+                raise ValueError(
+                    f"{kind}_request {request!r} is more than {kind}_limit {limit!r}; a pod cannot "
+                    "request more than its limit"
+                )
         return self
 
 
 def quantity(text: str) -> float:
     """A Kubernetes quantity already checked against CPU_QUANTITY / MEMORY_QUANTITY, as a number (cores, bytes)."""
     import re
+
     match = re.fullmatch(r"([\d.]+)(\w*)", text)
-    assert match, text                      # the field validators accepted only such quantities
+    assert match, text  # the field validators accepted only such quantities
     number, suffix = match.groups()
-    scale = {"": 1, "m": 1e-3, "k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12, "P": 1e15, "E": 1e18,
-             **{f"{p}i": 1024 ** (i + 1) for i, p in enumerate("KMGTPE")}}[suffix]
+    scale = {
+        "": 1,
+        "m": 1e-3,
+        "k": 1e3,
+        "M": 1e6,
+        "G": 1e9,
+        "T": 1e12,
+        "P": 1e15,
+        "E": 1e18,
+        **{f"{p}i": 1024 ** (i + 1) for i, p in enumerate("KMGTPE")},
+    }[suffix]
     return float(number) * scale
 
 
@@ -272,6 +302,7 @@ class Toleration(Section):
 
 class Kubeflow(Section):
     """How the pipeline runs on a cluster; read when compiling, not by the stages themselves."""
+
     image: str = "ghcr.io/example/digits-mlops:latest"
     mlflow_secret: str = "mlflow-credentials"
     resources: Resources = Resources()
@@ -292,7 +323,7 @@ warnings.filterwarnings("ignore", message='Field name "register"', category=User
 
 
 class Params(Section):
-    seed: int = Field(42, ge=0, le=2**32 - 1)     # numpy's legacy seeding takes at most 32 bits
+    seed: int = Field(42, ge=0, le=2**32 - 1)  # numpy's legacy seeding takes at most 32 bits
     data: Data = Data()
     clean: Clean = Clean()
     split: Split = Split()
@@ -328,13 +359,14 @@ def validate_params(raw: dict, source: str) -> Params:
             raise UserError(f"{source}: {key}: unknown key ({closest_key(first['loc'])}); fix or remove it") from None
         message = first["msg"].removeprefix("Value error, ")
         if first["type"] != "value_error" and not isinstance(first.get("input"), dict):
-            message += f" (got {shorten(first.get('input'))})"      # a custom check's message quotes it itself
+            message += f" (got {shorten(first.get('input'))})"  # a custom check's message quotes it itself
         raise UserError(f"{source}: {key}: {message}; fix this value") from None
 
 
 def closest_key(loc: tuple) -> str:
-    """"did you mean 'train.epochs'?" for the loc ("train", "epoch"); the section's known keys when none is close."""
+    """ "did you mean 'train.epochs'?" for the loc ("train", "epoch"); the section's known keys when none is close."""
     import difflib
+
     model: type[BaseModel] = Params
     for part in loc[:-1]:
         field = model.model_fields.get(str(part))

@@ -11,6 +11,7 @@ small real data sets.
     python -m components.sample_data data/digits
     python -m components.sample_data --penguins data/penguins/penguins.csv
 """
+
 from __future__ import annotations
 
 import argparse
@@ -37,7 +38,7 @@ def export_digits(dest: str | Path, limit_per_class: int | None = None) -> int:
     """Write data/<label>/<index>.png; returns the number of files written."""
     dest = Path(dest)
     images, labels = digit_images(limit_per_class)
-    for index, (image, label) in enumerate(zip(images, labels)):
+    for index, (image, label) in enumerate(zip(images, labels, strict=True)):
         folder = dest / str(label)
         folder.mkdir(parents=True, exist_ok=True)
         Image.fromarray(image, mode="L").save(folder / f"{index:04d}.png")
@@ -47,6 +48,7 @@ def export_digits(dest: str | Path, limit_per_class: int | None = None) -> int:
 def export_penguins(dest: str | Path) -> int:
     """Copy the palmerpenguins CSV (missing values included) to dest; returns the number of rows."""
     from importlib.resources import files
+
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
     content = files("palmerpenguins").joinpath("data", "penguins.csv").read_bytes()

@@ -4,6 +4,7 @@ Default store: sqlite:///mlflow/mlflow.db with artifacts in mlflow/artifacts, in
 (found from the working directory, see project_root); it moves with the project (relocate_store).
 MLFLOW_TRACKING_URI overrides it.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -15,14 +16,15 @@ import subprocess
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING
 
 import yaml
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow/mlflow.db"
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")     # one per model file read
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one per model file read
 
 import mlflow  # noqa: E402  (after the telemetry switch)
 from mlflow.tracking import MlflowClient  # noqa: E402
@@ -68,7 +70,7 @@ def _sqlite_file(uri: str) -> Path | None:
     return Path(uri.removeprefix("sqlite:///")) if uri.startswith("sqlite:///") else None
 
 
-def configure(http: "Mlflow | None" = None, create: bool = True) -> str:
+def configure(http: Mlflow | None = None, create: bool = True) -> str:
     """Point MLflow at the store (MLflow exports it to child processes too); a local sqlite store gets an
     absolute path, so children with another working directory find the same store, and is moved along
     when the project was copied or moved (relocate_store). `http` (params.mlflow) bounds the retries against
@@ -85,17 +87,27 @@ def configure(http: "Mlflow | None" = None, create: bool = True) -> str:
     db = _sqlite_file(uri)
     if db is not None and not db.exists():
         if not create and os.environ.get("MLFLOW_TRACKING_URI"):
-            raise UserError(f"no MLflow store at {db} (MLFLOW_TRACKING_URI={os.environ['MLFLOW_TRACKING_URI']}); "
-                            "point MLFLOW_TRACKING_URI at an existing store")
+            raise UserError(
+                f"no MLflow store at {db} (MLFLOW_TRACKING_URI={os.environ['MLFLOW_TRACKING_URI']}); "
+                "point MLFLOW_TRACKING_URI at an existing store"
+            )
         if not create:
-            raise UserError(f"no MLflow store at {db} (the project's embedded store, found from {project_root()}); "
-                            "run this from the project folder, or set MLFLOW_TRACKING_URI to the store to read")
+            raise UserError(
+                f"no MLflow store at {db} (the project's embedded store, found from {project_root()}); "
+                "run this from the project folder, or set MLFLOW_TRACKING_URI to the store to read"
+            )
         db.parent.mkdir(parents=True, exist_ok=True)
-        old = [p for p in (db.parent / "artifacts").glob("*") if p.name != "models"] + \
-            list((db.parent / "artifacts" / "models").glob("*"))
+        old = [p for p in (db.parent / "artifacts").glob("*") if p.name != "models"] + list(
+            (db.parent / "artifacts" / "models").glob("*")
+        )
         if old:
-            log.warning("%s: not found beside %d runs' and models' files in %s: a new store starts, and champion "
-                        "history starts over (the old files stay, unregistered)", db, len(old), db.parent / "artifacts")
+            log.warning(
+                "%s: not found beside %d runs' and models' files in %s: a new store starts, and champion "
+                "history starts over (the old files stay, unregistered)",
+                db,
+                len(old),
+                db.parent / "artifacts",
+            )
     elif db is not None:
         relocate_store(db)
     mlflow.set_tracking_uri(uri)
@@ -110,18 +122,23 @@ def create_sqlite_store(db: Path, uri: str) -> None:
     (parallel `dvc exp run --queue` jobs): MLflow's own migrations race ('table ... already exists'), so the
     first opening happens under an exclusive lock on a file beside the database (fcntl; POSIX)."""
     import fcntl
+
     with open(db.parent / f".{db.name}.lock", "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
-            MlflowClient(uri, registry_uri=uri).search_registered_models(max_results=1)   # both stores: one schema
+            MlflowClient(uri, registry_uri=uri).search_registered_models(max_results=1)  # both stores: one schema
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 # The columns of MLflow's SQL schema that hold where a run's, a logged model's or a model version's files are.
-ARTIFACT_COLUMNS = (("experiments", "artifact_location"), ("runs", "artifact_uri"),
-                    ("logged_models", "artifact_location"), ("model_versions", "storage_location"),
-                    ("model_versions", "source"))
+ARTIFACT_COLUMNS = (
+    ("experiments", "artifact_location"),
+    ("runs", "artifact_uri"),
+    ("logged_models", "artifact_location"),
+    ("model_versions", "storage_location"),
+    ("model_versions", "source"),
+)
 
 
 def relocate_store(db: Path) -> None:
@@ -134,29 +151,39 @@ def relocate_store(db: Path) -> None:
     A store that cannot be written (read-only) is left as it is, with a warning."""
     import sqlite3
     from urllib.parse import unquote
+
     new = (db.parent / "artifacts").resolve().as_uri()
     try:
         with contextlib.closing(sqlite3.connect(db, timeout=30)) as con, con:
-            rows = con.execute("SELECT DISTINCT artifact_location FROM experiments "
-                               "WHERE artifact_location LIKE 'file://%/artifacts'").fetchall()
+            rows = con.execute(
+                "SELECT DISTINCT artifact_location FROM experiments WHERE artifact_location LIKE 'file://%/artifacts'"
+            ).fetchall()
             # only a store of this layout (<folder>/mlflow.db beside <folder>/artifacts), moved as a whole; an
             # experiment whose artifacts someone put elsewhere on purpose is left alone
-            old = [location for (location,) in rows
-                   if location != new and location.endswith(f"/{db.parent.name}/artifacts")]
+            old = [
+                location
+                for (location,) in rows
+                if location != new and location.endswith(f"/{db.parent.name}/artifacts")
+            ]
             for location in old:
                 # and MLflow's Default experiment, which it creates in `mlruns` of the folder it was first run in
                 # (the project's root): <old root>/mlruns, a plain path, to <new root>/mlruns
-                old_root = unquote(location.removeprefix("file://"))[:-len(f"/{db.parent.name}/artifacts")]
+                old_root = unquote(location.removeprefix("file://"))[: -len(f"/{db.parent.name}/artifacts")]
                 new_root = str(db.parent.parent.resolve())
                 for before, after in ((location, new), (f"{old_root}/mlruns", f"{new_root}/mlruns")):
                     for table, column in ARTIFACT_COLUMNS:
-                        con.execute(f"UPDATE {table} SET {column} = ? || substr({column}, ?) "  # noqa: S608
-                                    f"WHERE {column} = ? OR substr({column}, 1, ?) = ?",
-                                    (after, len(before) + 1, before, len(before) + 1, before + "/"))
-    except sqlite3.OperationalError as exc:         # read-only, or not (yet) an MLflow store: leave it
+                        con.execute(
+                            f"UPDATE {table} SET {column} = ? || substr({column}, ?) "  # noqa: S608
+                            f"WHERE {column} = ? OR substr({column}, 1, ?) = ?",
+                            (after, len(before) + 1, before, len(before) + 1, before + "/"),
+                        )
+    except sqlite3.OperationalError as exc:  # read-only, or not (yet) an MLflow store: leave it
         if "readonly" in str(exc) or "read-only" in str(exc):
-            log.warning("%s: the store was moved from elsewhere but is read-only; its artifacts cannot be found "
-                        "until it is opened writable once", db)
+            log.warning(
+                "%s: the store was moved from elsewhere but is read-only; its artifacts cannot be found "
+                "until it is opened writable once",
+                db,
+            )
         return
     if old:
         log.info("%s: the store moved from %s; its artifact locations now point under %s", db, old[0], new)
@@ -173,13 +200,14 @@ def experiment_id(name: str) -> str:
     location = (db.parent / "artifacts").resolve().as_uri() if db is not None else None
     try:
         # The kind makes the MLflow UI open this experiment on its training runs, not on its GenAI trace views.
-        return MlflowClient().create_experiment(name, artifact_location=location,
-                                                tags={"mlflow.experimentKind": "custom_model_development"})
+        return MlflowClient().create_experiment(
+            name, artifact_location=location, tags={"mlflow.experimentKind": "custom_model_development"}
+        )
     except mlflow.exceptions.MlflowException as exc:
-        if exc.error_code != "RESOURCE_ALREADY_EXISTS":      # another registration created it meanwhile
+        if exc.error_code != "RESOURCE_ALREADY_EXISTS":  # another registration created it meanwhile
             raise
         created = mlflow.get_experiment_by_name(name)
-        if created is None:                                  # created and deleted again meanwhile
+        if created is None:  # created and deleted again meanwhile
             raise
         return created.experiment_id
 
@@ -194,6 +222,7 @@ def filter_value(value: str) -> str:
     if '"' not in value:
         return f'"{value}"'
     from components.errors import shorten
+
     raise UserError(f"{shorten(value)} holds both ' and \", which an MLflow search filter cannot quote; rename it")
 
 
@@ -204,12 +233,21 @@ def start_execution_run(experiment: str, execution: str, run_name: str, start_ms
     experiment_id_ = experiment_id(experiment)
     client = MlflowClient()
     unfinished = client.search_runs(
-        [experiment_id_], f"tags.{EXECUTION_TAG} = {filter_value(execution)} and attributes.status != 'FINISHED'",
-        order_by=["attributes.start_time DESC"], max_results=1)
+        [experiment_id_],
+        f"tags.{EXECUTION_TAG} = {filter_value(execution)} and attributes.status != 'FINISHED'",
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
+    )
     # resolve_tags adds what mlflow.start_run would: user, source, git commit
     from mlflow.tracking.context.registry import resolve_tags
-    run = unfinished[0] if unfinished else client.create_run(
-        experiment_id_, start_time=start_ms, tags=resolve_tags({EXECUTION_TAG: execution}), run_name=run_name)
+
+    run = (
+        unfinished[0]
+        if unfinished
+        else client.create_run(
+            experiment_id_, start_time=start_ms, tags=resolve_tags({EXECUTION_TAG: execution}), run_name=run_name
+        )
+    )
     return mlflow.start_run(run_id=run.info.run_id)
 
 
@@ -218,20 +256,28 @@ def _server_problem(exc: BaseException) -> str | None:
     reports a server it cannot reach, or one that gave only 5xx answers until its retries ran out, as
     'API request to <url> failed with exception ...', and a refusal as '... failed with error code 401'."""
     import requests
+
     text = str(exc)
     if isinstance(exc, (requests.exceptions.ConnectionError, requests.exceptions.Timeout)) or (
-            isinstance(exc, mlflow.exceptions.MlflowException) and text.startswith("API request to")
-            and "failed with exception" in text):
-        detail = re.search(r"too many \d+ error responses|Connection refused|timed out|Name or service not known|"
-                           r"Failed to resolve|Connection reset|Remote end closed", text)
+        isinstance(exc, mlflow.exceptions.MlflowException)
+        and text.startswith("API request to")
+        and "failed with exception" in text
+    ):
+        detail = re.search(
+            r"too many \d+ error responses|Connection refused|timed out|Name or service not known|"
+            r"Failed to resolve|Connection reset|Remote end closed",
+            text,
+        )
         retries = os.environ.get("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "7")
         state = "failing" if "error responses" in text else "not reachable"
         return f"is {state} (gave up after {retries} retries: {detail.group(0) if detail else text[:80]})"
     refused = re.search(r"failed with error code (40[13])", text)
     if isinstance(exc, mlflow.exceptions.MlflowException) and refused:
-        return (f"refused the request (HTTP {refused.group(1)}): check MLFLOW_TRACKING_USERNAME and "
-                "MLFLOW_TRACKING_PASSWORD, the user's permissions, and that the server's --allowed-hosts lists this "
-                "host name")
+        return (
+            f"refused the request (HTTP {refused.group(1)}): check MLFLOW_TRACKING_USERNAME and "
+            "MLFLOW_TRACKING_PASSWORD, the user's permissions, and that the server's --allowed-hosts lists this "
+            "host name"
+        )
     return None
 
 
@@ -253,14 +299,15 @@ def lock_name(name: str, generation: int) -> str:
     return f"{name}.champion-lock.{generation:06d}"
 
 
-def lock_generations(client: MlflowClient, name: str) -> dict[int, "mlflow.entities.model_registry.RegisteredModel"]:
+def lock_generations(client: MlflowClient, name: str) -> dict[int, mlflow.entities.model_registry.RegisteredModel]:
     """Every generation of `name`'s champion lock in the registry, by number."""
     pattern = re.compile(re.escape(f"{name}.champion-lock.") + r"(\d{6})")
     found: dict[int, mlflow.entities.model_registry.RegisteredModel] = {}
     token = None
     while True:
-        page = client.search_registered_models(f"name LIKE {filter_value(name + '.champion-lock.%')}", max_results=100,
-                                               page_token=token)
+        page = client.search_registered_models(
+            f"name LIKE {filter_value(name + '.champion-lock.%')}", max_results=100, page_token=token
+        )
         found |= {int(m.group(1)): model for model in page if (m := pattern.fullmatch(model.name))}
         token = page.token
         if not token:
@@ -277,7 +324,7 @@ def holder_died_here(holder: str) -> bool:
         os.kill(int(parts[3]), 0)
     except ProcessLookupError:
         return True
-    except PermissionError:          # alive, another user's
+    except PermissionError:  # alive, another user's
         return False
     return False
 
@@ -296,18 +343,22 @@ class ChampionLock:
         beat = 0
         while not self.stop.wait(self.timeout_s / 3):
             beat += 1
-            with contextlib.suppress(Exception):         # the server is away: check() will notice
+            with contextlib.suppress(Exception):  # the server is away: check() will notice
                 self.client.update_registered_model(lock_name(self.name, self.generation), description=f"lease {beat}")
                 self.renewed = time.monotonic()
 
     def check(self) -> None:
         """Raises UserError if this holder may have lost the lock: its lease went unrenewed for timeout_s
         (waiters may have judged it dead), or a later generation exists."""
-        lost = time.monotonic() - self.renewed > self.timeout_s or \
-            max(lock_generations(self.client, self.name), default=0) != self.generation
+        lost = (
+            time.monotonic() - self.renewed > self.timeout_s
+            or max(lock_generations(self.client, self.name), default=0) != self.generation
+        )
         if lost:
-            raise UserError(f"lost the champion lock {lock_name(self.name, self.generation)!r} (its lease could not "
-                            "be renewed in time); nothing was promoted: rerun register")
+            raise UserError(
+                f"lost the champion lock {lock_name(self.name, self.generation)!r} (its lease could not "
+                "be renewed in time); nothing was promoted: rerun register"
+            )
 
 
 @contextlib.contextmanager
@@ -344,36 +395,41 @@ def champion_lock(name: str, owner: str, timeout_s: float, wait_s: float | None 
         head = max(generations, default=0)
         held = generations.get(head)
         free = held is None or holder_died_here(held.tags.get("holder", ""))
-        if held is not None and not free:     # stale once its lease has looked the same for timeout_s to this waiter
+        if held is not None and not free:  # stale once its lease has looked the same for timeout_s to this waiter
             lease = (head, held.tags.get("holder"), held.description, held.last_updated_timestamp)
             free = time.monotonic() - first_seen.setdefault(lease, time.monotonic()) > timeout_s
         if free:
             mine = head + 1
             try:
-                client.create_registered_model(lock_name(name, mine), description="lease 0",
-                                               tags={"holder": token, "owner": owner,
-                                                     "purpose": f"held while it moves @champion of {name}"})
+                client.create_registered_model(
+                    lock_name(name, mine),
+                    description="lease 0",
+                    tags={"holder": token, "owner": owner, "purpose": f"held while it moves @champion of {name}"},
+                )
             except mlflow.exceptions.MlflowException as exc:
                 if exc.error_code != "RESOURCE_ALREADY_EXISTS":
                     raise
-                continue                                    # another waiter took generation `mine`: look again
+                continue  # another waiter took generation `mine`: look again
             now = lock_generations(client, name)
             predecessor = now.get(head)
-            if max(now, default=0) == mine and (predecessor.tags.get("holder") if predecessor else None) == \
-                    (held.tags.get("holder") if held else None):
+            if max(now, default=0) == mine and (predecessor.tags.get("holder") if predecessor else None) == (
+                held.tags.get("holder") if held else None
+            ):
                 break
-            with contextlib.suppress(mlflow.exceptions.MlflowException):     # the lock changed meanwhile
+            with contextlib.suppress(mlflow.exceptions.MlflowException):  # the lock changed meanwhile
                 client.delete_registered_model(lock_name(name, mine))
             continue
         if time.monotonic() > deadline:
-            raise UserError(f"registered model {lock_name(name, head)!r} is held by another registration that is "
-                            f"still working ({held.tags.get('holder') if held else '?'}); waited {wait_s:.0f} s "
-                            "(2 x register.lock_timeout_s): rerun register when it is done")
+            raise UserError(
+                f"registered model {lock_name(name, head)!r} is held by another registration that is "
+                f"still working ({held.tags.get('holder') if held else '?'}); waited {wait_s:.0f} s "
+                "(2 x register.lock_timeout_s): rerun register when it is done"
+            )
         time.sleep(wait)
         wait = min(wait * 2, 5.0, max(timeout_s / 4, 0.05))
     lock = ChampionLock(client, name, mine, timeout_s)
     lock.thread.start()
-    for old in (n for n in generations if n < mine):     # a stale holder's, or a backed-off waiter's leftovers
+    for old in (n for n in generations if n < mine):  # a stale holder's, or a backed-off waiter's leftovers
         with contextlib.suppress(mlflow.exceptions.MlflowException):
             client.delete_registered_model(lock_name(name, old))
     try:
@@ -407,8 +463,11 @@ def git_commit() -> tuple[str, bool]:
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
         ignore = [f":(exclude){path}" for path in dvc_outputs()]
-        dirty = bool(subprocess.run(["git", "status", "--porcelain", "--", ".", *ignore],
-                                    capture_output=True, text=True, check=True).stdout.strip())
+        dirty = bool(
+            subprocess.run(
+                ["git", "status", "--porcelain", "--", ".", *ignore], capture_output=True, text=True, check=True
+            ).stdout.strip()
+        )
         return commit, dirty
     except (OSError, subprocess.CalledProcessError):
         return "unknown", False
@@ -431,8 +490,13 @@ def lineage_tags(device: str, engine: str = "dvc") -> dict[str, str]:
     DVC md5, the engine and device, and, under `dvc exp run`, the experiment's name and baseline commit."""
     commit, dirty = git_commit()
     experiment = {tag: os.environ[var] for tag, var in DVC_EXPERIMENT_ENV.items() if os.environ.get(var)}
-    return {"git_commit": commit, "git_dirty": str(dirty).lower(), "dvc_data_md5": dvc_data_md5(),
-            "engine": engine, "device": device} | experiment
+    return {
+        "git_commit": commit,
+        "git_dirty": str(dirty).lower(),
+        "dvc_data_md5": dvc_data_md5(),
+        "engine": engine,
+        "device": device,
+    } | experiment
 
 
 def run_name(lineage: dict[str, str], params_hash: str) -> str:

@@ -1,7 +1,8 @@
 """Compile the Kubeflow pipeline to IR YAML.
 
-    python -m pipelines.compile --output pipeline.yaml [--image REGISTRY/digits-mlops:TAG] [--params params.yaml]
+python -m pipelines.compile --output pipeline.yaml [--image REGISTRY/digits-mlops:TAG] [--params params.yaml]
 """
+
 import argparse
 import logging
 from pathlib import Path
@@ -22,8 +23,11 @@ def compile_pipeline(output: Path, params: Params, image: str | None = None) -> 
     the tasks hold the MLflow credentials."""
     chosen = image or params.kubeflow.image
     if "@sha256:" not in chosen:
-        log.warning("image %s is a tag, not a digest: pin it (REGISTRY/digits-mlops@sha256:...) so every task of "
-                    "every run executes the code you reviewed (k8s/README.md: bumping digests)", chosen)
+        log.warning(
+            "image %s is a tag, not a digest: pin it (REGISTRY/digits-mlops@sha256:...) so every task of "
+            "every run executes the code you reviewed (k8s/README.md: bumping digests)",
+            chosen,
+        )
     pipeline = build_pipeline(params, image)
     with atomic_path(output) as tmp:
         compiler.Compiler().compile(pipeline, str(tmp))

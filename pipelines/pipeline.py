@@ -6,6 +6,7 @@ Every step is a `*_step` wrapper of pipelines/steps.py, which calls the same fun
 CLI calls. Pipeline parameters default from params.yaml; how tasks are scheduled
 (image, resources, GPUs, MLflow secret) comes from params.yaml's `kubeflow` section at compile time.
 """
+
 from typing import NamedTuple
 
 from kfp import dsl, kubernetes
@@ -15,19 +16,24 @@ from components.params import Params, Resources
 from pipelines import steps
 
 PIPELINE_NAME = "digits-mlops"
-CHECKPOINTS = "/checkpoints"     # where train_step finds the checkpoint volume, when there is one
+CHECKPOINTS = "/checkpoints"  # where train_step finds the checkpoint volume, when there is one
 MLFLOW_ENV = ("MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")
 
 
 class PipelineOutputs(NamedTuple):
     """What a run returns: the test metrics and register's receipt (version, champion or not)."""
+
     metrics_json: Artifact
     registration: Artifact
 
 
 def _limit(task: dsl.PipelineTask, resources: Resources) -> dsl.PipelineTask:
-    return (task.set_cpu_request(resources.cpu_request).set_cpu_limit(resources.cpu_limit)
-            .set_memory_request(resources.memory_request).set_memory_limit(resources.memory_limit))
+    return (
+        task.set_cpu_request(resources.cpu_request)
+        .set_cpu_limit(resources.cpu_limit)
+        .set_memory_request(resources.memory_request)
+        .set_memory_limit(resources.memory_limit)
+    )
 
 
 def build_pipeline(params: Params, image: str | None = None):
@@ -39,11 +45,18 @@ def build_pipeline(params: Params, image: str | None = None):
         # The image has the project and kfp installed: nothing is pip-installed when a task starts.
         return dsl.component(step, base_image=image, install_kfp_package=False)
 
-    fetch_op, clean_op, normalise_op = component(steps.fetch_step), component(steps.clean_step), \
-        component(steps.normalise_step)
-    augment_op, train_op, evaluate_op, register_op = component(steps.augment_step), component(steps.train_step), \
-        component(steps.evaluate_step), component(steps.register_step)
-    p = params.model_dump(mode="json", exclude_none=True)   # KFP parameters cannot hold null; the schema restores it
+    fetch_op, clean_op, normalise_op = (
+        component(steps.fetch_step),
+        component(steps.clean_step),
+        component(steps.normalise_step),
+    )
+    augment_op, train_op, evaluate_op, register_op = (
+        component(steps.augment_step),
+        component(steps.train_step),
+        component(steps.evaluate_step),
+        component(steps.register_step),
+    )
+    p = params.model_dump(mode="json", exclude_none=True)  # KFP parameters cannot hold null; the schema restores it
 
     def with_mlflow(task: dsl.PipelineTask) -> dsl.PipelineTask:
         # Address and credentials come from a Secret, never from pipeline parameters in clear.
@@ -52,8 +65,10 @@ def build_pipeline(params: Params, image: str | None = None):
         kubernetes.use_secret_as_env(task, k.mlflow_secret, {key: key for key in MLFLOW_ENV[1:]}, optional=True)
         return task
 
-    @dsl.pipeline(name=PIPELINE_NAME, description="clean -> normalise -> augment -> train -> evaluate -> register, "
-                                                  "tracked and registered in MLflow")
+    @dsl.pipeline(
+        name=PIPELINE_NAME,
+        description="clean -> normalise -> augment -> train -> evaluate -> register, tracked and registered in MLflow",
+    )
     def digits_pipeline(
         data_uri: str = "",
         dvc_repo: str = "",
@@ -71,17 +86,36 @@ def build_pipeline(params: Params, image: str | None = None):
     ) -> PipelineOutputs:
         # data_root is a constant of the compiled spec, not a run parameter: whoever starts a run
         # cannot widen what fetch may read.
-        fetched = _limit(fetch_op(data_uri=data_uri, dvc_repo=dvc_repo, dvc_rev=dvc_rev, dvc_path=dvc_path,
-                                  data_root=k.data_root), k.resources).set_display_name("fetch")
-        cleaned = _limit(clean_op(raw=fetched.outputs["raw"], data=data, clean_cfg=clean, split=split),
-                         k.resources).set_display_name("clean")
-        split_task = _limit(normalise_op(clean=cleaned.outputs["clean"], seed=seed, split=split, normalise=normalise,
-                                         clean_cfg=clean), k.resources).set_display_name("normalise")
-        augmented = _limit(augment_op(splits=split_task.outputs["splits"], preprocess=split_task.outputs["preprocess"],
-                                      seed=seed, augment=augment), k.resources).set_display_name("augment")
-        trained = _limit(train_op(augmented=augmented.outputs["augmented"], splits=split_task.outputs["splits"],
-                                  seed=seed, train=train, checkpoint_dir=CHECKPOINTS if k.checkpoint_pvc else ""),
-                         k.train_resources).set_display_name("train")
+        fetched = _limit(
+            fetch_op(data_uri=data_uri, dvc_repo=dvc_repo, dvc_rev=dvc_rev, dvc_path=dvc_path, data_root=k.data_root),
+            k.resources,
+        ).set_display_name("fetch")
+        cleaned = _limit(
+            clean_op(raw=fetched.outputs["raw"], data=data, clean_cfg=clean, split=split), k.resources
+        ).set_display_name("clean")
+        split_task = _limit(
+            normalise_op(clean=cleaned.outputs["clean"], seed=seed, split=split, normalise=normalise, clean_cfg=clean),
+            k.resources,
+        ).set_display_name("normalise")
+        augmented = _limit(
+            augment_op(
+                splits=split_task.outputs["splits"],
+                preprocess=split_task.outputs["preprocess"],
+                seed=seed,
+                augment=augment,
+            ),
+            k.resources,
+        ).set_display_name("augment")
+        trained = _limit(
+            train_op(
+                augmented=augmented.outputs["augmented"],
+                splits=split_task.outputs["splits"],
+                seed=seed,
+                train=train,
+                checkpoint_dir=CHECKPOINTS if k.checkpoint_pvc else "",
+            ),
+            k.train_resources,
+        ).set_display_name("train")
         trained.set_retry(num_retries=k.train_retries)
         if k.checkpoint_pvc:
             kubernetes.mount_pvc(trained, pvc_name=k.checkpoint_pvc, mount_path=CHECKPOINTS)
@@ -91,21 +125,36 @@ def build_pipeline(params: Params, image: str | None = None):
                 kubernetes.add_node_selector(trained, label_key=label, label_value=value)
             for toleration in k.gpu_tolerations:
                 kubernetes.add_toleration(trained, **toleration.model_dump(exclude_none=True))
-        scored = _limit(evaluate_op(model=trained.outputs["model"], splits=split_task.outputs["splits"]),
-                        k.resources).set_display_name("evaluate")
-        registered = _limit(register_op(model=trained.outputs["model"], preprocess=split_task.outputs["preprocess"],
-                                        splits=split_task.outputs["splits"], predictions=scored.outputs["predictions"],
-                                        metrics_json=scored.outputs["metrics_json"], plots=scored.outputs["plots"],
-                                        train_info=trained.outputs["train_info"], history=trained.outputs["history"],
-                                        timing=trained.outputs["timing"],
-                                        clean_report=cleaned.outputs["report"],
-                                        split_report=split_task.outputs["report"], seed=seed, data=data,
-                                        clean_cfg=clean,
-                                        split=split, normalise=normalise, augment=augment, train=train,
-                                        register=register, mlflow=mlflow),
-                            k.resources).set_display_name("register")
-        registered.set_caching_options(False)      # it reads and moves the registry's champion: always run
-        with_mlflow(registered)                    # the only task that talks to MLflow
+        scored = _limit(
+            evaluate_op(model=trained.outputs["model"], splits=split_task.outputs["splits"]), k.resources
+        ).set_display_name("evaluate")
+        registered = _limit(
+            register_op(
+                model=trained.outputs["model"],
+                preprocess=split_task.outputs["preprocess"],
+                splits=split_task.outputs["splits"],
+                predictions=scored.outputs["predictions"],
+                metrics_json=scored.outputs["metrics_json"],
+                plots=scored.outputs["plots"],
+                train_info=trained.outputs["train_info"],
+                history=trained.outputs["history"],
+                timing=trained.outputs["timing"],
+                clean_report=cleaned.outputs["report"],
+                split_report=split_task.outputs["report"],
+                seed=seed,
+                data=data,
+                clean_cfg=clean,
+                split=split,
+                normalise=normalise,
+                augment=augment,
+                train=train,
+                register=register,
+                mlflow=mlflow,
+            ),
+            k.resources,
+        ).set_display_name("register")
+        registered.set_caching_options(False)  # it reads and moves the registry's champion: always run
+        with_mlflow(registered)  # the only task that talks to MLflow
         return PipelineOutputs(scored.outputs["metrics_json"], registered.outputs["registration"])
 
     return digits_pipeline

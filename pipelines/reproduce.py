@@ -9,6 +9,7 @@ registered. Exit 0 when the weights hash and every test metric equal the registe
 differences. Bitwise equality is promised on CPU; a model trained on a GPU is only expected to be close.
 The worktree runs that commit's code with the packages installed here.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -40,28 +41,42 @@ def parse_model_uri(uri: str) -> tuple[str, str]:
 def registered(uri: str) -> dict:
     """What register recorded for a version: its tags, its run's test metrics and the params it logged."""
     import mlflow
+
     from components import tracking
+
     tracking.configure()
     client = mlflow.MlflowClient()
     name, version = parse_model_uri(uri)
     try:
-        found = (client.get_model_version_by_alias(name, version[1:]) if version.startswith("@")
-                 else client.get_model_version(name, version))
+        found = (
+            client.get_model_version_by_alias(name, version[1:])
+            if version.startswith("@")
+            else client.get_model_version(name, version)
+        )
     except mlflow.exceptions.MlflowException as exc:
-        raise UserError(f"{uri}: not in the registry at {tracking.tracking_uri()} ({exc.error_code}); check the "
-                        "model name and version in the MLflow UI (make mlflow-ui), or MLFLOW_TRACKING_URI") from None
+        raise UserError(
+            f"{uri}: not in the registry at {tracking.tracking_uri()} ({exc.error_code}); check the "
+            "model name and version in the MLflow UI (make mlflow-ui), or MLFLOW_TRACKING_URI"
+        ) from None
     tags = found.tags
     missing = [tag for tag in ("git_commit", "weights_hash") if tag not in tags]
     if missing or found.run_id is None:
-        raise UserError(f"{uri}: has no {', '.join(missing) or 'run'}: it was registered before register "
-                        "recorded what it takes to rerun it; only later versions can be reproduced")
-    metrics = {key.removeprefix("test_"): value for key, value in client.get_run(found.run_id).data.metrics.items()
-               if key.startswith("test_") and not key.startswith("test_f1_class_")}
+        raise UserError(
+            f"{uri}: has no {', '.join(missing) or 'run'}: it was registered before register "
+            "recorded what it takes to rerun it; only later versions can be reproduced"
+        )
+    metrics = {
+        key.removeprefix("test_"): value
+        for key, value in client.get_run(found.run_id).data.metrics.items()
+        if key.startswith("test_") and not key.startswith("test_f1_class_")
+    }
     try:
         params = yaml.safe_load(mlflow.artifacts.load_text(f"runs:/{found.run_id}/params.yaml"))
     except Exception:  # noqa: BLE001 - MLflow raises several types for a missing artifact
-        raise UserError(f"{uri}: its run {found.run_id} has no params.yaml artifact; only versions registered "
-                        "since register logs it can be reproduced") from None
+        raise UserError(
+            f"{uri}: its run {found.run_id} has no params.yaml artifact; only versions registered "
+            "since register logs it can be reproduced"
+        ) from None
     return {"name": name, "version": str(found.version), "tags": tags, "metrics": metrics, "params": params}
 
 
@@ -84,8 +99,10 @@ def prepare_worktree(project: Path, tree: Path, record: dict) -> Path:
     try:
         git("cat-file", "-e", f"{commit}^{{commit}}", cwd=project)
     except UserError:
-        raise UserError(f"commit {commit[:12]} of version {record['version']} is not in this repository; "
-                        "fetch it (git fetch) and rerun") from None
+        raise UserError(
+            f"commit {commit[:12]} of version {record['version']} is not in this repository; "
+            "fetch it (git fetch) and rerun"
+        ) from None
     git("worktree", "add", "--detach", str(tree), commit, cwd=project)
     inner = tree / project.resolve().relative_to(top.resolve())
     (inner / "params.yaml").write_text(yaml.safe_dump(record["params"], sort_keys=False))
@@ -100,8 +117,12 @@ def prepare_worktree(project: Path, tree: Path, record: dict) -> Path:
     if recorded != "unknown" and pointer.exists():
         spec = yaml.safe_load(pointer.read_text())
         if spec["outs"][0].get("md5") != recorded:
-            log.warning("data.dvc at %s says %s but the version recorded %s: restoring the recorded data",
-                        commit[:12], spec["outs"][0].get("md5"), recorded)
+            log.warning(
+                "data.dvc at %s says %s but the version recorded %s: restoring the recorded data",
+                commit[:12],
+                spec["outs"][0].get("md5"),
+                recorded,
+            )
             spec["outs"][0] = {"md5": recorded, "hash": "md5", "path": spec["outs"][0]["path"]}
             pointer.write_text(yaml.safe_dump(spec, sort_keys=False))
     if pointer.exists():
@@ -112,11 +133,18 @@ def prepare_worktree(project: Path, tree: Path, record: dict) -> Path:
 def dvc(cwd: Path, *args: str, show: bool = False) -> None:
     """Run the dvc next to this Python (the one stages need), failing with DVC's last line. If this process
     is interrupted (Ctrl-C, SIGTERM), dvc is stopped too before the worktree is removed under it."""
-    bin_dir = Path(os.path.abspath(sys.executable)).parent      # not resolve(): the venv's python is a symlink
+    bin_dir = Path(os.path.abspath(sys.executable)).parent  # not resolve(): the venv's python is a symlink
     env = {k: v for k, v in os.environ.items() if k != "DVC_ROOT"} | {
-        "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"}
-    child = subprocess.Popen([str(bin_dir / "dvc"), *args], cwd=cwd, env=env, text=True,
-                             stdout=None if show else subprocess.PIPE, stderr=subprocess.STDOUT)
+        "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"
+    }
+    child = subprocess.Popen(
+        [str(bin_dir / "dvc"), *args],
+        cwd=cwd,
+        env=env,
+        text=True,
+        stdout=None if show else subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
     try:
         output, _ = child.communicate()
     except BaseException:
@@ -132,11 +160,13 @@ def compare(record: dict, project: Path, tolerance: float) -> list[str]:
     """The differences between the registered version and the rerun in `project` ([] when they match)."""
     from components.io import read_json
     from components.model import weights_hash
+
     differences = []
     rerun_hash = weights_hash(project / "outputs" / "model.pt")
     if rerun_hash != record["tags"]["weights_hash"]:
-        differences.append(f"weights_hash: registered {record['tags']['weights_hash'][:16]}..., "
-                           f"rerun {rerun_hash[:16]}...")
+        differences.append(
+            f"weights_hash: registered {record['tags']['weights_hash'][:16]}..., rerun {rerun_hash[:16]}..."
+        )
     rerun = read_json(project / "reports" / "metrics.json")
     for key, value in sorted(record["metrics"].items()):
         if key not in rerun:
@@ -150,23 +180,34 @@ def reproduce(uri: str, project: Path = Path("."), keep: bool = False, tolerance
     """Rerun the version's pipeline in a temporary worktree; returns the differences ([] = reproduced).
     Raises UserError for a project folder without dvc.yaml, a negative tolerance, or a version it cannot rerun."""
     if not (project / "dvc.yaml").exists():
-        raise UserError(f"{project.resolve()}: no dvc.yaml here; run python -m pipelines.reproduce from the project "
-                        "root, where its git repository, DVC cache and MLflow store are")
+        raise UserError(
+            f"{project.resolve()}: no dvc.yaml here; run python -m pipelines.reproduce from the project "
+            "root, where its git repository, DVC cache and MLflow store are"
+        )
     if tolerance < 0:
         raise UserError(f"--tolerance {tolerance}: must be 0 or more (an absolute difference per metric)")
     record = registered(uri)
     tags = record["tags"]
     if tags.get("git_dirty") == "true" and tags["git_commit"] != "unknown":
-        log.warning("version %s was built from uncommitted changes to commit %s: its params are applied, "
-                    "but any code change then is not in the worktree", record["version"], tags["git_commit"][:12])
+        log.warning(
+            "version %s was built from uncommitted changes to commit %s: its params are applied, "
+            "but any code change then is not in the worktree",
+            record["version"],
+            tags["git_commit"][:12],
+        )
     if tags.get("device", "cpu") != "cpu":
-        log.warning("version %s was trained on %s; this rerun trains as params.yaml says, and only CPU runs are "
-                    "promised bitwise equal", record["version"], tags["device"])
+        log.warning(
+            "version %s was trained on %s; this rerun trains as params.yaml says, and only CPU runs are "
+            "promised bitwise equal",
+            record["version"],
+            tags["device"],
+        )
     tree = Path(tempfile.mkdtemp(prefix="reproduce-")) / "tree"
     try:
         inner = prepare_worktree(project, tree, record)
-        log.info("rerunning %s version %s at %s in %s", record["name"], record["version"], tags["git_commit"][:12],
-                 inner)
+        log.info(
+            "rerunning %s version %s at %s in %s", record["name"], record["version"], tags["git_commit"][:12], inner
+        )
         dvc(inner, "repro", "--force", "evaluate", show=True)
         return compare(record, inner, tolerance)
     finally:
@@ -179,8 +220,9 @@ def reproduce(uri: str, project: Path = Path("."), keep: bool = False, tolerance
 
 
 def main(argv: list[str]) -> None:
-    parser = argparse.ArgumentParser(prog="python -m pipelines.reproduce",
-                                     description="Rerun a registered model version's pipeline and compare.")
+    parser = argparse.ArgumentParser(
+        prog="python -m pipelines.reproduce", description="Rerun a registered model version's pipeline and compare."
+    )
     parser.add_argument("model_uri", help="models:/NAME/VERSION or models:/NAME@ALIAS")
     parser.add_argument("--keep", action="store_true", help="keep the temporary worktree to inspect it")
     parser.add_argument("--tolerance", type=float, default=1e-9, help="absolute tolerance on each test metric")

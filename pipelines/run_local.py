@@ -8,6 +8,7 @@ on the sample data. Writes the same metrics.json and registration.json as the DV
 
 MLflow: MLFLOW_TRACKING_URI if set, else the embedded store sqlite:///mlflow/mlflow.db (as dvc repro).
 """
+
 import argparse
 import logging
 import os
@@ -20,9 +21,11 @@ from components.params import load_params
 log = logging.getLogger(__name__)
 
 
-def run_local(output_dir: Path, params_path: Path = Path("params.yaml"), data_uri: str = "", dvc_repo: str = "",
-              dvc_rev: str = "") -> dict[str, Path]:
+def run_local(
+    output_dir: Path, params_path: Path = Path("params.yaml"), data_uri: str = "", dvc_repo: str = "", dvc_rev: str = ""
+) -> dict[str, Path]:
     from kfp import local
+
     from pipelines.pipeline import build_pipeline
 
     params = load_params(params_path)
@@ -32,21 +35,28 @@ def run_local(output_dir: Path, params_path: Path = Path("params.yaml"), data_ur
     if "://" not in source:
         # Local data named by whoever runs this on their own machine: fetch may read it. On a cluster,
         # kubeflow.data_root bounds what a run's data_uri or dvc_repo can reach.
-        params = params.model_copy(update={"kubeflow": params.kubeflow.model_copy(
-            update={"data_root": str(Path(source).resolve())})})
+        params = params.model_copy(
+            update={"kubeflow": params.kubeflow.model_copy(update={"data_root": str(Path(source).resolve())})}
+        )
     # Tasks are separate processes with their own working directory: give them absolute locations.
     from components import tracking
+
     os.environ["MLFLOW_TRACKING_URI"] = tracking.absolute_tracking_uri()
     tracking.configure()
-    tracking.experiment_id(params.mlflow.experiment)   # create the store once, before tasks race to migrate it
+    tracking.experiment_id(params.mlflow.experiment)  # create the store once, before tasks race to migrate it
 
     output_dir = output_dir.resolve()
-    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(output_dir / "pipeline-root"),
-               raise_on_error=True)
+    local.init(
+        runner=local.SubprocessRunner(use_venv=False),
+        pipeline_root=str(output_dir / "pipeline-root"),
+        raise_on_error=True,
+    )
     pipeline = build_pipeline(params)
     run = pipeline(data_uri=data_uri, dvc_repo=dvc_repo, dvc_rev=dvc_rev)
-    results = {"metrics.json": Path(run.outputs["metrics_json"].path),
-               "registration.json": Path(run.outputs["registration"].path)}
+    results = {
+        "metrics.json": Path(run.outputs["metrics_json"].path),
+        "registration.json": Path(run.outputs["registration"].path),
+    }
     copied = {}
     for name, path in results.items():
         copied[name] = output_dir / name

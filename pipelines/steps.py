@@ -5,101 +5,219 @@ source alone to the container: a wrapper imports what it needs inside its body, 
 has installed. Parameter and output names are the task's inputs and outputs in the compiled spec.
 The components/ cores never import kfp: a DVC stage and the registered model run without it.
 """
+
 from kfp.dsl import Artifact, ClassificationMetrics, Dataset, Input, Markdown, Metrics, Model, Output
 
 
-def fetch_step(raw: Output[Dataset], data_uri: str = "", dvc_repo: str = "", dvc_rev: str = "",
-               dvc_path: str = "data/digits", data_root: str = "/mnt/data"):
+def fetch_step(
+    raw: Output[Dataset],
+    data_uri: str = "",
+    dvc_repo: str = "",
+    dvc_rev: str = "",
+    dvc_path: str = "data/digits",
+    data_root: str = "/mnt/data",
+):
     """Kubeflow: the pipeline's first task; `raw` is the image folder, or a folder holding the table file,
     that the clean task reads. `data_root` is fixed when compiling (kubeflow.data_root), not a run parameter."""
     from pathlib import Path
+
     from components.fetch import fetch
+
     fetch(Path(raw.path), data_uri, dvc_repo, dvc_rev, dvc_path, data_root)
 
 
-def clean_step(raw: Input[Dataset], data: dict, clean_cfg: dict, split: dict, clean: Output[Dataset],
-               report: Output[Artifact]):
+def clean_step(
+    raw: Input[Dataset], data: dict, clean_cfg: dict, split: dict, clean: Output[Dataset], report: Output[Artifact]
+):
     """Kubeflow: the same stage on the fetched data (a folder, or a folder holding the table file)."""
     from pathlib import Path
+
     from components.clean import clean_dataset
     from components.params import Params
+
     params = Params.model_validate({"data": data, "clean": clean_cfg, "split": split})
     source = Path(raw.path)
-    if params.data.kind == "tabular" and source.is_dir():      # fetch put the one table file in a folder
+    if params.data.kind == "tabular" and source.is_dir():  # fetch put the one table file in a folder
         files = [p for p in source.iterdir() if p.is_file()]
         source = files[0] if len(files) == 1 else source / Path(params.data.path).name
     clean_dataset(params.data, params.clean, params.split, Path(clean.path), Path(report.path), source)
 
 
-def normalise_step(clean: Input[Dataset], seed: int, split: dict, normalise: dict, clean_cfg: dict,
-                   splits: Output[Dataset], preprocess: Output[Artifact], report: Output[Artifact]):
+def normalise_step(
+    clean: Input[Dataset],
+    seed: int,
+    split: dict,
+    normalise: dict,
+    clean_cfg: dict,
+    splits: Output[Dataset],
+    preprocess: Output[Artifact],
+    report: Output[Artifact],
+):
     """Kubeflow: `splits` is a folder holding train/val/test; `preprocess` travels with the model."""
     from pathlib import Path
+
     from components.normalise import normalise_files
     from components.params import Clean, Normalise, Split
-    normalise_files(Path(clean.path), Split.model_validate(split), seed, Normalise.model_validate(normalise),
-                    Clean.model_validate(clean_cfg), Path(splits.path), Path(preprocess.path), Path(report.path))
+
+    normalise_files(
+        Path(clean.path),
+        Split.model_validate(split),
+        seed,
+        Normalise.model_validate(normalise),
+        Clean.model_validate(clean_cfg),
+        Path(splits.path),
+        Path(preprocess.path),
+        Path(report.path),
+    )
 
 
-def augment_step(splits: Input[Dataset], preprocess: Input[Artifact], seed: int, augment: dict,
-                 augmented: Output[Dataset]):
+def augment_step(
+    splits: Input[Dataset], preprocess: Input[Artifact], seed: int, augment: dict, augmented: Output[Dataset]
+):
     """Kubeflow: augments the train split only."""
     from pathlib import Path
+
     from components.augment import augment_file
     from components.params import Augment
+
     augment_file(Path(splits.path), Path(preprocess.path), Augment.model_validate(augment), seed, Path(augmented.path))
 
 
-def train_step(augmented: Input[Dataset], splits: Input[Dataset], seed: int, train: dict, checkpoint_dir: str,
-               model: Output[Model], train_info: Output[Artifact], history: Output[Artifact],
-               timing: Output[Artifact]):
+def train_step(
+    augmented: Input[Dataset],
+    splits: Input[Dataset],
+    seed: int,
+    train: dict,
+    checkpoint_dir: str,
+    model: Output[Model],
+    train_info: Output[Artifact],
+    history: Output[Artifact],
+    timing: Output[Artifact],
+):
     """Kubeflow: the GPU task, through the same CLI (so train.gpus > 1 runs torchrun here too).
     checkpoint_dir: a mounted volume that outlives the pod, so a retried task resumes; "" = none.
     It needs no MLflow credentials: register logs the run."""
     import tempfile
     from pathlib import Path
+
     import yaml
+
     from components.train import main
+
     with tempfile.TemporaryDirectory() as tmp:
         params_file = Path(tmp) / "params.yaml"
         params_file.write_text(yaml.safe_dump({"seed": seed, "train": train}))
-        main(["--params", str(params_file), "--train", augmented.path, "--val", str(Path(splits.path) / "val.npz"),
-              "--model", model.path, "--info", train_info.path, "--history", history.path, "--timing", timing.path]
-             + (["--checkpoints", checkpoint_dir] if checkpoint_dir else []))
+        main(
+            [
+                "--params",
+                str(params_file),
+                "--train",
+                augmented.path,
+                "--val",
+                str(Path(splits.path) / "val.npz"),
+                "--model",
+                model.path,
+                "--info",
+                train_info.path,
+                "--history",
+                history.path,
+                "--timing",
+                timing.path,
+            ]
+            + (["--checkpoints", checkpoint_dir] if checkpoint_dir else [])
+        )
 
 
-def evaluate_step(model: Input[Model], splits: Input[Dataset], metrics: Output[Metrics],
-                  confusion: Output[ClassificationMetrics], metrics_json: Output[Artifact],
-                  predictions: Output[Dataset], plots: Output[Artifact]):
+def evaluate_step(
+    model: Input[Model],
+    splits: Input[Dataset],
+    metrics: Output[Metrics],
+    confusion: Output[ClassificationMetrics],
+    metrics_json: Output[Artifact],
+    predictions: Output[Dataset],
+    plots: Output[Artifact],
+):
     """Kubeflow: the same files, plus Metrics and ClassificationMetrics so the KFP UI shows them."""
     from pathlib import Path
+
     from components.evaluate import evaluate_files
-    scores, matrix, classes = evaluate_files(Path(model.path), Path(splits.path) / "test.npz", Path(metrics_json.path),
-                                             Path(predictions.path), Path(plots.path))
+
+    scores, matrix, classes = evaluate_files(
+        Path(model.path),
+        Path(splits.path) / "test.npz",
+        Path(metrics_json.path),
+        Path(predictions.path),
+        Path(plots.path),
+    )
     for key, value in scores.items():
         if key != "per_class":
             metrics.log_metric(key, value)
     confusion.log_confusion_matrix(classes, matrix.tolist())
 
 
-def register_step(model: Input[Model], preprocess: Input[Artifact], splits: Input[Dataset],
-                  predictions: Input[Dataset], metrics_json: Input[Artifact], plots: Input[Artifact],
-                  train_info: Input[Artifact], history: Input[Artifact], timing: Input[Artifact],
-                  clean_report: Input[Artifact], split_report: Input[Artifact], seed: int, data: dict, clean_cfg: dict,
-                  split: dict, normalise: dict, augment: dict, train: dict, register: dict, mlflow: dict,
-                  registration: Output[Artifact],
-                  report: Output[Markdown]):
+def register_step(
+    model: Input[Model],
+    preprocess: Input[Artifact],
+    splits: Input[Dataset],
+    predictions: Input[Dataset],
+    metrics_json: Input[Artifact],
+    plots: Input[Artifact],
+    train_info: Input[Artifact],
+    history: Input[Artifact],
+    timing: Input[Artifact],
+    clean_report: Input[Artifact],
+    split_report: Input[Artifact],
+    seed: int,
+    data: dict,
+    clean_cfg: dict,
+    split: dict,
+    normalise: dict,
+    augment: dict,
+    train: dict,
+    register: dict,
+    mlflow: dict,
+    registration: Output[Artifact],
+    report: Output[Markdown],
+):
     """Kubeflow: takes every params section the run logs, as the DVC stage does. Never cached, since it reads
     and moves the registry's champion. MLflow's address and credentials come from a Kubernetes Secret."""
     from pathlib import Path
+
     from components.errors import unwind_on_sigterm
     from components.params import Params
     from components.register import StageFiles, register_files, summary_markdown
-    unwind_on_sigterm()             # a deleted pod ends the MLflow run as FAILED
-    params = Params.model_validate({"seed": seed, "data": data, "clean": clean_cfg, "split": split,
-                                    "normalise": normalise, "augment": augment, "train": train,
-                                    "register": register, "mlflow": mlflow})
-    files = StageFiles(*(Path(a.path) for a in (model, preprocess, splits, predictions, metrics_json, plots,
-                                                train_info, history, clean_report, split_report, timing)))
+
+    unwind_on_sigterm()  # a deleted pod ends the MLflow run as FAILED
+    params = Params.model_validate(
+        {
+            "seed": seed,
+            "data": data,
+            "clean": clean_cfg,
+            "split": split,
+            "normalise": normalise,
+            "augment": augment,
+            "train": train,
+            "register": register,
+            "mlflow": mlflow,
+        }
+    )
+    files = StageFiles(
+        *(
+            Path(a.path)
+            for a in (
+                model,
+                preprocess,
+                splits,
+                predictions,
+                metrics_json,
+                plots,
+                train_info,
+                history,
+                clean_report,
+                split_report,
+                timing,
+            )
+        )
+    )
     result = register_files(params, files, Path(registration.path), engine="kubeflow")
     Path(report.path).write_text(summary_markdown(result))

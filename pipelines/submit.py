@@ -7,6 +7,7 @@
 params.yaml key (train.epochs=40), checked by the params schema before anything is sent.
 Token: $KFP_TOKEN, else the in-cluster service-account token, else none (e.g. a port-forward).
 """
+
 import argparse
 import contextlib
 import logging
@@ -42,8 +43,10 @@ def apply_overrides(params: Params, overrides: list[str]) -> tuple[Params, dict]
             continue
         *parents, leaf = key.split(".")
         if (parents[:1] or [leaf])[0] not in SECTIONS + ("seed", "kubeflow"):
-            raise UserError(f"--param {key}: not a pipeline parameter; use one of {', '.join(SOURCE_PARAMS)}, "
-                            f"seed, or a params.yaml key under {', '.join(SECTIONS + ('kubeflow',))}")
+            raise UserError(
+                f"--param {key}: not a pipeline parameter; use one of {', '.join(SOURCE_PARAMS)}, "
+                f"seed, or a params.yaml key under {', '.join(SECTIONS + ('kubeflow',))}"
+            )
         node = raw
         for part in parents:
             node = node.setdefault(part, {})
@@ -58,16 +61,20 @@ def pin_revision(repo: str, rev: str) -> str:
     for a moving branch. A commit stays as it is; if the repo cannot be asked, the name is kept."""
     import re
     import subprocess
+
     if re.fullmatch(r"[0-9a-f]{40}", rev):
         return rev
     try:
-        out = subprocess.run(["git", "ls-remote", repo, rev or "HEAD"], capture_output=True, text=True,
-                             timeout=60, check=True).stdout.split()
+        out = subprocess.run(
+            ["git", "ls-remote", repo, rev or "HEAD"], capture_output=True, text=True, timeout=60, check=True
+        ).stdout.split()
     except (OSError, subprocess.SubprocessError):
         out = []
     if not out:
-        print(f"warning: could not resolve {repo}@{rev or 'HEAD'} to a commit; KFP may reuse a cached fetch",
-              file=sys.stderr)
+        print(
+            f"warning: could not resolve {repo}@{rev or 'HEAD'} to a commit; KFP may reuse a cached fetch",
+            file=sys.stderr,
+        )
         return rev
     return out[0]
 
@@ -78,9 +85,16 @@ def token() -> str | None:
     return SERVICE_ACCOUNT_TOKEN.read_text().strip() if SERVICE_ACCOUNT_TOKEN.exists() else None
 
 
-def submit(host: str, params_path: Path, overrides: list[str], namespace: str | None = None,
-           experiment: str | None = None, run_name: str | None = None, image: str | None = None,
-           service_account: str | None = None) -> str:
+def submit(
+    host: str,
+    params_path: Path,
+    overrides: list[str],
+    namespace: str | None = None,
+    experiment: str | None = None,
+    run_name: str | None = None,
+    image: str | None = None,
+    service_account: str | None = None,
+) -> str:
     """Returns the run's URL in the Kubeflow Pipelines UI."""
     import kfp
 
@@ -91,17 +105,24 @@ def submit(host: str, params_path: Path, overrides: list[str], namespace: str | 
         client = kfp.Client(host=host, namespace=namespace or "kubeflow", existing_token=token())
         package = compile_pipeline(Path(tmp) / "pipeline.yaml", params, image)
         result = client.create_run_from_pipeline_package(
-            str(package), arguments=arguments, run_name=run_name, namespace=namespace,
-            experiment_name=experiment or params.mlflow.experiment, service_account=service_account)
+            str(package),
+            arguments=arguments,
+            run_name=run_name,
+            namespace=namespace,
+            experiment_name=experiment or params.mlflow.experiment,
+            service_account=service_account,
+        )
     return f"{host.rstrip('/')}/#/runs/details/{result.run_id}"
 
 
 @contextlib.contextmanager
 def api_errors(host: str):
     """The KFP client's connection and HTTP errors as one line saying what to check."""
-    import urllib3
     import warnings
+
+    import urllib3
     from kfp_server_api.exceptions import ApiException
+
     warnings.filterwarnings("ignore", message="This client only works with Kubeflow Pipeline", category=FutureWarning)
     # its retry warnings would bury the one line (kfp resets the level of "urllib3" itself, not of this child)
     logging.getLogger("urllib3.connectionpool").setLevel(logging.ERROR)
@@ -110,9 +131,11 @@ def api_errors(host: str):
     except urllib3.exceptions.HTTPError as exc:
         reason = getattr(exc, "reason", None) or exc
         cause = str(reason).rsplit(": ", 1)[-1].strip(" \"')") or exc.__class__.__name__
-        raise UserError(f"Kubeflow Pipelines at {host} is not reachable ({cause}); check --host (e.g. "
-                        "https://HOST/pipeline, or http://localhost:8080 after `kubectl port-forward -n kubeflow "
-                        "svc/ml-pipeline-ui 8080:80`)") from None
+        raise UserError(
+            f"Kubeflow Pipelines at {host} is not reachable ({cause}); check --host (e.g. "
+            "https://HOST/pipeline, or http://localhost:8080 after `kubectl port-forward -n kubeflow "
+            "svc/ml-pipeline-ui 8080:80`)"
+        ) from None
     except ApiException as exc:
         what = "check the token ($KFP_TOKEN) and --namespace" if exc.status in (401, 403) else "check --host"
         raise UserError(f"Kubeflow Pipelines at {host} answered HTTP {exc.status} {exc.reason}; {what}") from None
@@ -122,22 +145,42 @@ def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(
         description="Compile the pipeline and submit one run to Kubeflow Pipelines; prints the run's URL.",
         epilog="Authentication: the bearer token comes from $KFP_TOKEN, else from the in-cluster service account "
-               f"({SERVICE_ACCOUNT_TOKEN}), else none (e.g. through kubectl port-forward). The token is never "
-               "a command-line argument, so it stays out of shell history and process lists.")
+        f"({SERVICE_ACCOUNT_TOKEN}), else none (e.g. through kubectl port-forward). The token is never "
+        "a command-line argument, so it stays out of shell history and process lists.",
+    )
     parser.add_argument("--host", required=True, help="KFP API endpoint, e.g. https://HOST/pipeline")
     parser.add_argument("--namespace", help="Kubeflow profile namespace (multi-user installs)")
     parser.add_argument("--experiment", help="KFP experiment (default: mlflow.experiment from params)")
     parser.add_argument("--run-name", help="name of the run in the KFP UI (default: KFP's, from the pipeline and time)")
     parser.add_argument("--image", help="container image for every task (default: kubeflow.image)")
     parser.add_argument("--service-account", help="run the pods as this service account, e.g. pipeline-runner")
-    parser.add_argument("--params", type=Path, default=Path("params.yaml"),
-                        help="the params file whose values become the run's defaults (default: params.yaml)")
-    parser.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
-                        help="override one value, repeatable: a pipeline parameter (data_uri, dvc_repo, dvc_rev, "
-                             "dvc_path, seed) or a params.yaml key such as train.epochs=40, checked against the schema")
+    parser.add_argument(
+        "--params",
+        type=Path,
+        default=Path("params.yaml"),
+        help="the params file whose values become the run's defaults (default: params.yaml)",
+    )
+    parser.add_argument(
+        "--param",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override one value, repeatable: a pipeline parameter (data_uri, dvc_repo, dvc_rev, "
+        "dvc_path, seed) or a params.yaml key such as train.epochs=40, checked against the schema",
+    )
     args = parser.parse_args(argv)
-    print(submit(args.host, args.params, args.param, args.namespace, args.experiment, args.run_name, args.image,
-                 args.service_account))
+    print(
+        submit(
+            args.host,
+            args.params,
+            args.param,
+            args.namespace,
+            args.experiment,
+            args.run_name,
+            args.image,
+            args.service_account,
+        )
+    )
 
 
 if __name__ == "__main__":

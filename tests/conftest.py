@@ -1,4 +1,5 @@
 """Fixtures: a real DVC project in a temp dir with a small real image folder and its own MLflow store."""
+
 from __future__ import annotations
 
 import os
@@ -34,8 +35,11 @@ class Project:
 
     def __init__(self, root: Path):
         self.root = root
-        self.env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
-                    "MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow' / 'mlflow.db'}"}
+        self.env = {
+            **os.environ,
+            "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
+            "MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow' / 'mlflow.db'}",
+        }
 
     def run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
         result = subprocess.run(args, cwd=self.root, env=self.env, capture_output=True, text=True)
@@ -54,6 +58,7 @@ class Project:
 
     def json(self, relative: str):
         import json
+
         return json.loads((self.root / relative).read_text())
 
 
@@ -80,6 +85,7 @@ PENGUINS = "data/penguins/penguins.csv"
 def make_penguins_project(root: Path) -> Project:
     """The shipped table example: examples/penguins/params.yaml over a project holding the raw penguins CSV."""
     from components.sample_data import export_penguins
+
     project = make_project(root, per_class=3)
     shutil.rmtree(root / "data" / "digits")
     export_penguins(root / PENGUINS)
@@ -106,6 +112,7 @@ def clean_cli(capsys, params: dict, out: Path, report: Path) -> tuple[int, list[
     Returns its exit code and its stderr lines (INFO logging left out); a failure must be one line."""
     from components import clean
     from components.errors import run_cli
+
     params_file = out.parent / "params.yaml"
     params_file.parent.mkdir(parents=True, exist_ok=True)
     params_file.write_text(yaml.safe_dump(params))
@@ -130,13 +137,15 @@ def register_again(project: Project, out: str, copies: int = 7, env: dict | None
     """register's own command (from dvc.yaml) on the project's outputs, with params that differ only in what
     the model is keyed by (augment.copies), so it registers a new version and re-scores the champion."""
     import shlex
+
     params = yaml.safe_load((project.root / "params.yaml").read_text())
     params["augment"]["copies"] = params["augment"]["copies"] + copies
     (project.root / "params-again.yaml").write_text(yaml.safe_dump(params))
     cmd = yaml.safe_load((project.root / "dvc.yaml").read_text())["stages"]["register"]["cmd"]
     args = shlex.split(cmd.replace("reports/registration.json", out))[1:] + ["--params", "params-again.yaml"]
-    return subprocess.run([sys.executable, *args], cwd=project.root, env=env or project.env, capture_output=True,
-                          text=True)
+    return subprocess.run(
+        [sys.executable, *args], cwd=project.root, env=env or project.env, capture_output=True, text=True
+    )
 
 
 @pytest.fixture(autouse=True)
@@ -146,6 +155,7 @@ def mlflow_uris_restored():
     later tests reading that store."""
     from mlflow.tracking._model_registry import utils as registry
     from mlflow.tracking._tracking_service import utils as tracking
+
     saved = registry._registry_uri, tracking._tracking_uri
     saved_env = {name: os.environ.get(name) for name in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
     yield

@@ -5,6 +5,7 @@ Every `import` and `from ... import` counts, wherever it is in the file (inside 
 `components/__init__.py`, so a package's __init__.py is in the closure of everything inside it.
 Third-party and standard-library imports are ignored; imports built from strings (importlib) are not seen.
 """
+
 from __future__ import annotations
 
 import ast
@@ -33,20 +34,21 @@ def with_parents(module: str) -> list[str]:
 def imported_modules(root: Path, path: Path) -> set[str]:
     """Dotted names of every module a file imports, relative imports made absolute; `from pkg import x`
     names pkg.x when that is a module of the project, else pkg (x is an attribute of its __init__)."""
-    package = ".".join(path.relative_to(root).with_suffix("").parts[:-1])     # the package this file is in
+    package = ".".join(path.relative_to(root).with_suffix("").parts[:-1])  # the package this file is in
     names: set[str] = set()
     for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
         if isinstance(node, ast.Import):
             names.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom):
-            if node.level:                          # from . import x / from ..kinds import image
-                anchor = package.split(".")[:len(package.split(".")) - node.level + 1]
+            if node.level:  # from . import x / from ..kinds import image
+                anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
                 base = ".".join(anchor + ([node.module] if node.module else []))
             else:
                 base = node.module
             names.add(base)
-            names.update(f"{base}.{alias.name}" for alias in node.names
-                         if module_file(root, f"{base}.{alias.name}") is not None)
+            names.update(
+                f"{base}.{alias.name}" for alias in node.names if module_file(root, f"{base}.{alias.name}") is not None
+            )
     return names
 
 

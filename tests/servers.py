@@ -2,6 +2,7 @@
 
 Each runs in its own process group and is stopped by its PID (an MLflow 3 server forks workers).
 """
+
 from __future__ import annotations
 
 import os
@@ -56,7 +57,11 @@ class MlflowServer:
         with open(self.log, "a") as log:
             self.process = subprocess.Popen(
                 [BIN / "mlflow", "server", "--host", "127.0.0.1", "--port", str(self.port), *self.args],
-                stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+                start_new_session=True,
+            )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -98,8 +103,17 @@ class Postgres:
     def start(self) -> Postgres:
         if not self.data.exists():
             self._run(str(self.bin / "initdb"), "-D", str(self.data), "-U", "postgres", "--auth=trust", "-E", "UTF8")
-        self._run(str(self.bin / "pg_ctl"), "-D", str(self.data), "-l", str(self.dir / "log"), "-w", "start",
-                  "-o", f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1")
+        self._run(
+            str(self.bin / "pg_ctl"),
+            "-D",
+            str(self.data),
+            "-l",
+            str(self.dir / "log"),
+            "-w",
+            "start",
+            "-o",
+            f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1",
+        )
         return self
 
     def stop(self) -> None:
@@ -108,9 +122,29 @@ class Postgres:
     def psql(self, database: str, script: Path, env: dict) -> None:
         """Run an SQL file as the superuser, as the postgres image's entrypoint runs its init scripts."""
         prefix = ["runuser", "-u", self.user, "--"] if self.user else []
-        subprocess.run([*prefix, str(self.bin / "psql"), "-v", "ON_ERROR_STOP=1", "--no-psqlrc", "-h", "127.0.0.1",
-                        "-p", str(self.port), "-U", "postgres", "-d", database, "-f", str(script)],
-                       check=True, capture_output=True, cwd=self.dir, env={**os.environ, **env})
+        subprocess.run(
+            [
+                *prefix,
+                str(self.bin / "psql"),
+                "-v",
+                "ON_ERROR_STOP=1",
+                "--no-psqlrc",
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(self.port),
+                "-U",
+                "postgres",
+                "-d",
+                database,
+                "-f",
+                str(script),
+            ],
+            check=True,
+            capture_output=True,
+            cwd=self.dir,
+            env={**os.environ, **env},
+        )
 
     def create_database(self, name: str) -> str:
         self._run(str(self.bin / "createdb"), "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", name)
@@ -128,6 +162,7 @@ def postgres_bin() -> Path | None:
 def ci_or_skip(reason: str):
     """Where CI promises a tool (.ci/system-deps.sh installs it), its absence fails the test; elsewhere it skips."""
     import pytest
+
     if os.environ.get("CI") == "true":
         pytest.fail(f"{reason} (CI installs it with .ci/system-deps.sh)")
     pytest.skip(reason + "; run `make system-deps` as root")

@@ -1,6 +1,7 @@
 """The champion lock holds under contention: several waiters find the same stale lock at once, with a delay
 injected at the worst point (between seeing it free and taking it), and holders slower than the lock's
 timeout; at most one holds it at any moment, on a real sqlite store and a real MLflow server."""
+
 from __future__ import annotations
 
 import threading
@@ -12,8 +13,8 @@ import pytest
 from components import tracking
 from servers import MlflowServer, create_store
 
-TIMEOUT_S = 1.0          # the lease: renewed every TIMEOUT_S / 3, stale after TIMEOUT_S unrenewed
-HOLD_S = 2.5             # each holder works for longer than the timeout: it must not be broken into
+TIMEOUT_S = 1.0  # the lease: renewed every TIMEOUT_S / 3, stale after TIMEOUT_S unrenewed
+HOLD_S = 2.5  # each holder works for longer than the timeout: it must not be broken into
 WAITERS = 4
 
 
@@ -23,14 +24,16 @@ def contend(monkeypatch, uri: str) -> list[tuple[float, float, str]]:
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     tracking.configure()
     client = mlflow.MlflowClient()
-    client.create_registered_model(tracking.lock_name("m", 1), description="lease 0",
-                                   tags={"holder": "a killed registration", "owner": "killed"})
+    client.create_registered_model(
+        tracking.lock_name("m", 1), description="lease 0", tags={"holder": "a killed registration", "owner": "killed"}
+    )
     create = mlflow.MlflowClient.create_registered_model
 
     def slow_create(self, name, *args, **kwargs):
         if ".champion-lock." in name:
-            time.sleep(0.3)          # the worst point: every waiter has judged the lock free, none has taken it
+            time.sleep(0.3)  # the worst point: every waiter has judged the lock free, none has taken it
         return create(self, name, *args, **kwargs)
+
     monkeypatch.setattr(mlflow.MlflowClient, "create_registered_model", slow_create)
 
     held, errors, start = [], [], threading.Barrier(WAITERS)
@@ -45,6 +48,7 @@ def contend(monkeypatch, uri: str) -> list[tuple[float, float, str]]:
                 held.append((entered, time.monotonic(), f"execution-{i}"))
         except Exception as exc:  # noqa: BLE001 - reported by the test
             errors.append(repr(exc))
+
     threads = [threading.Thread(target=waiter, args=(i,)) for i in range(WAITERS)]
     for thread in threads:
         thread.start()
@@ -69,8 +73,10 @@ def test_at_most_one_holder_on_a_sqlite_store(monkeypatch, tmp_path):
 def test_at_most_one_holder_on_a_real_mlflow_server(monkeypatch, tmp_path):
     backend = f"sqlite:///{tmp_path / 'server.db'}"
     create_store(backend)
-    server = MlflowServer(["--backend-store-uri", backend, "--default-artifact-root", str(tmp_path / "artifacts"),
-                           "--workers", "2"], tmp_path / "server.log").start()
+    server = MlflowServer(
+        ["--backend-store-uri", backend, "--default-artifact-root", str(tmp_path / "artifacts"), "--workers", "2"],
+        tmp_path / "server.log",
+    ).start()
     try:
         assert_one_holder_at_a_time(contend(monkeypatch, server.url))
     finally:
@@ -80,9 +86,11 @@ def test_at_most_one_holder_on_a_real_mlflow_server(monkeypatch, tmp_path):
 def test_a_waiter_gives_up_with_one_line_while_a_live_holder_works(monkeypatch, tmp_path):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     tracking.configure()
-    with (tracking.champion_lock("m", "first", 0.6),
-          pytest.raises(tracking.UserError, match=r"is held by another registration that is still working"),
-          tracking.champion_lock("m", "second", 0.6)):
+    with (
+        tracking.champion_lock("m", "first", 0.6),
+        pytest.raises(tracking.UserError, match=r"is held by another registration that is still working"),
+        tracking.champion_lock("m", "second", 0.6),
+    ):
         pass
 
 
@@ -96,13 +104,25 @@ def test_the_same_model_registered_three_times_at_once_is_one_version(tmp_path):
     import yaml
 
     from conftest import make_project
-    project = make_project(tmp_path / "project", per_class=20, params={"train": {"epochs": 2},
-                                                                       "register": {"min_macro_f1": 0.0}})
+
+    project = make_project(
+        tmp_path / "project", per_class=20, params={"train": {"epochs": 2}, "register": {"min_macro_f1": 0.0}}
+    )
     project.repro("evaluate")
     cmd = yaml.safe_load((project.root / "dvc.yaml").read_text())["stages"]["register"]["cmd"].split()[1:]
-    racing = [subprocess.Popen([sys.executable, *[f"reports/registration-{i}.json" if arg == "reports/registration.json"
-                                                   else arg for arg in cmd]],
-                               cwd=project.root, env=project.env, stderr=subprocess.PIPE, text=True) for i in range(3)]
+    racing = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                *[f"reports/registration-{i}.json" if arg == "reports/registration.json" else arg for arg in cmd],
+            ],
+            cwd=project.root,
+            env=project.env,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(3)
+    ]
     errors = [process.communicate(timeout=300)[1] for process in racing]
     assert [process.returncode for process in racing] == [0, 0, 0], errors
     registrations = [json.loads((project.root / f"reports/registration-{i}.json").read_text()) for i in range(3)]

@@ -1,4 +1,5 @@
 """The stage cores run without Kubeflow: kfp is needed by pipelines/ alone, never by a DVC stage or the served model."""
+
 import subprocess
 import sys
 
@@ -20,6 +21,7 @@ def test_importing_a_stage_core_loads_no_kfp(core):
 
 def test_the_registered_model_does_not_require_kfp():
     from components import serving
+
     pins = serving.pinned_requirements()
     assert not [pin for pin in pins if pin.lower().startswith("kfp")], pins
     assert any(pin.startswith("torch==") for pin in pins) and any(pin.startswith("mlflow==") for pin in pins)

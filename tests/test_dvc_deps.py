@@ -3,6 +3,7 @@
 A stage's project .py deps must equal the import closure of its `python -m components.X` (tests/import_closure.py);
 then a real `dvc status` in a copy of the repo shows an edited shared module as a changed dep of those stages only.
 """
+
 import json
 import os
 import re
@@ -12,9 +13,9 @@ from pathlib import Path
 
 import pytest
 import yaml
+from import_closure import import_closure
 
 from conftest import BIN, REPO
-from import_closure import import_closure
 
 STAGES = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
 
@@ -38,23 +39,27 @@ def closure_of(name: str) -> set[str]:
 def test_a_stage_depends_on_exactly_the_project_code_it_imports(name):
     declared = {entry_path(dep) for dep in STAGES[name].get("deps", []) if entry_path(dep).endswith(".py")}
     imported = closure_of(name)
-    assert declared == imported, (f"dvc.yaml stage {name!r}: add to deps {sorted(imported - declared)}, "
-                                  f"remove from deps {sorted(declared - imported)} (import closure of "
-                                  f"{stage_module(STAGES[name])}, from tests/import_closure.py)")
+    assert declared == imported, (
+        f"dvc.yaml stage {name!r}: add to deps {sorted(imported - declared)}, "
+        f"remove from deps {sorted(declared - imported)} (import closure of "
+        f"{stage_module(STAGES[name])}, from tests/import_closure.py)"
+    )
 
 
 def interpolate(path: str, params: dict) -> str:
     """'${data.path}' -> params['data']['path'], as DVC reads dvc.yaml."""
+
     def lookup(match: re.Match) -> str:
         value = params
         for key in match.group(1).split("."):
             value = value[key]
         return str(value)
+
     return re.sub(r"\$\{([\w.]+)\}", lookup, path)
 
 
 def dvc(root: Path, *args: str) -> str:
-    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}       # the venv's dvc, as conftest's
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}  # the venv's dvc, as conftest's
     result = subprocess.run(["dvc", *args], cwd=root, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, f"dvc {' '.join(args)} failed: {result.stdout[-1500:]}{result.stderr[-1500:]}"
     return result.stdout
@@ -68,14 +73,18 @@ def committed_copy(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("dvc-deps") / "repo"
     tracked = subprocess.run(["git", "ls-files", "-z"], cwd=REPO, capture_output=True, text=True, check=True)
     for relative in filter(None, tracked.stdout.split("\0")):
-        if (REPO / relative).is_file():             # a tracked file deleted in the working tree is skipped
+        if (REPO / relative).is_file():  # a tracked file deleted in the working tree is skipped
             (root / relative).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(REPO / relative, root / relative)
     subprocess.run(["git", "init", "-q"], cwd=root, check=True)
     params = yaml.safe_load((root / "params.yaml").read_text())
-    paths = {interpolate(entry_path(entry), params) for stage in STAGES.values()
-             for section in ("deps", "outs", "plots", "metrics") for entry in stage.get(section, [])}
-    for relative in sorted(paths, key=lambda p: -p.count("/")):     # outputs/split/val.npz before outputs/split
+    paths = {
+        interpolate(entry_path(entry), params)
+        for stage in STAGES.values()
+        for section in ("deps", "outs", "plots", "metrics")
+        for entry in stage.get(section, [])
+    }
+    for relative in sorted(paths, key=lambda p: -p.count("/")):  # outputs/split/val.npz before outputs/split
         if not (root / relative).exists():
             (root / relative).parent.mkdir(parents=True, exist_ok=True)
             (root / relative).write_text("placeholder\n")
@@ -84,8 +93,9 @@ def committed_copy(tmp_path_factory) -> Path:
     return root
 
 
-@pytest.mark.parametrize("module", ["components/io.py", "components/params.py", "components/table_files.py",
-                                   "components/model.py"])
+@pytest.mark.parametrize(
+    "module", ["components/io.py", "components/params.py", "components/table_files.py", "components/model.py"]
+)
 def test_editing_a_shared_module_changes_exactly_the_stages_that_import_it(committed_copy, module):
     original = (committed_copy / module).read_bytes()
     (committed_copy / module).write_bytes(original + b"# an edit, made by tests/test_dvc_deps.py\n")
@@ -94,11 +104,14 @@ def test_editing_a_shared_module_changes_exactly_the_stages_that_import_it(commi
     finally:
         (committed_copy / module).write_bytes(original)
     importers = {name for name in STAGES if module in closure_of(name)}
-    noticed = {name for name, entries in status.items()
-               if any(entry.get("changed deps", {}).get(module) == "modified" for entry in entries
-                      if isinstance(entry, dict))}
+    noticed = {
+        name
+        for name, entries in status.items()
+        if any(entry.get("changed deps", {}).get(module) == "modified" for entry in entries if isinstance(entry, dict))
+    }
     mentioned = {name for name, entries in status.items() if module in json.dumps(entries)}
     assert (noticed, mentioned) == (importers, importers), (
         f"after editing {module}, `dvc status` should show it as a modified dep of {sorted(importers)}; "
         f"stages that miss it: {sorted(importers - noticed)}, stages that should not mention it: "
-        f"{sorted(mentioned - importers)}\n{json.dumps(status, indent=1)[:3000]}")
+        f"{sorted(mentioned - importers)}\n{json.dumps(status, indent=1)[:3000]}"
+    )

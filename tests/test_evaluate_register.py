@@ -1,4 +1,5 @@
 """evaluate's metrics against scikit-learn on a fixed example, and the champion rule as a pure function."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -26,14 +27,16 @@ def test_metrics_on_a_fixed_example():
     assert m["weighted_f1"] == pytest.approx((2 * 0.8 + 3 * 2 / 3 + 3 * 0.8) / 8)
     assert m["n_test"] == 8
     assert confusion_records(Y_TRUE[:2], Y_PRED[4:6], ["a", "b", "c"]) == [
-        {"actual": "a", "predicted": "a"}, {"actual": "a", "predicted": "b"}]
+        {"actual": "a", "predicted": "a"},
+        {"actual": "a", "predicted": "b"},
+    ]
 
 
 def test_class_names_that_clean_up_alike_keep_distinct_metric_names():
     """'<50K' and '>50K' both become '_50K' for MLflow; one must not overwrite the other's F1."""
     assert metric_names(["<50K", ">50K", "50K+"]) == {"<50K": "_50K_0", ">50K": "_50K_1", "50K+": "50K_"}
     assert metric_names(["0", "1"]) == {"0": "0", "1": "1"}, "names that are already safe stay as they are"
-    tricky = metric_names(["a/b", "a_b", "a_b_1"])       # an appended suffix would meet a real class name
+    tricky = metric_names(["a/b", "a_b", "a_b_1"])  # an appended suffix would meet a real class name
     assert len(set(tricky.values())) == 3
 
 

@@ -10,6 +10,7 @@ with every local path it names (wheel folders, file:// indexes, constraints, cer
 Needs root, buildah, podman and debootstrap (`.ci/system-deps.sh` installs them). Without them the
 test is skipped, except under CI=true, where it fails. Run with -s to see each step's time.
 """
+
 from __future__ import annotations
 
 import ast
@@ -28,19 +29,20 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 CACHE = Path(os.environ.get("DIGITS_IMAGE_CACHE", "/var/tmp/digits-mlops-image-cache"))
-SUITE = "bookworm"                                   # its python3 is 3.11, the CPU wheel's cp311
-BASE = f"localhost/digits-mlops-base:{SUITE}"        # debootstrap minbase + python3 + venv
-TORCH_BASE = f"localhost/digits-mlops-base-torch:{SUITE}"   # stands in for pytorch/pytorch:*-runtime
+SUITE = "bookworm"  # its python3 is 3.11, the CPU wheel's cp311
+BASE = f"localhost/digits-mlops-base:{SUITE}"  # debootstrap minbase + python3 + venv
+TORCH_BASE = f"localhost/digits-mlops-base-torch:{SUITE}"  # stands in for pytorch/pytorch:*-runtime
 IMAGE = "localhost/digits-mlops:test"
 UID = 10001
 TOOLS = ("buildah", "podman", "debootstrap")
-PER_CLASS = 8          # enough per class for the default stratified val/test split
+PER_CLASS = 8  # enough per class for the default stratified val/test split
 
 
 def require_tools() -> None:
     missing = [tool for tool in TOOLS if shutil.which(tool) is None]
     problems = ([f"missing {', '.join(missing)} (install with .ci/system-deps.sh)"] if missing else []) + (
-        ["needs root (debootstrap, buildah storage)"] if os.geteuid() != 0 else [])
+        ["needs root (debootstrap, buildah storage)"] if os.geteuid() != 0 else []
+    )
     if problems:
         message = "container image test: " + "; ".join(problems)
         if os.environ.get("CI") == "true":
@@ -91,8 +93,8 @@ def pip_setup(workdir: Path) -> list[str]:
     """-v mounts that give pip in a container this host's pip configuration (files and PIP_* env merged)."""
     listing = sh(sys.executable, "-m", "pip", "config", "list").stdout.decode()
     config: dict[str, str] = {}
-    lines = sorted(listing.splitlines(), key=lambda line: line.startswith(":env:"))   # PIP_* env wins
-    for line in lines:                      # `global.key='value'` from files, `:env:.key='value'`
+    lines = sorted(listing.splitlines(), key=lambda line: line.startswith(":env:"))  # PIP_* env wins
+    for line in lines:  # `global.key='value'` from files, `:env:.key='value'`
         key, _, value = line.partition("=")
         section, _, name = key.rpartition(".")
         config[name if section in (":env:", "global", "install") else key] = ast.literal_eval(value)
@@ -125,26 +127,56 @@ def ensure_base(mounts: list[str], timer: Timer) -> None:
         if not stamp.exists():
             shutil.rmtree(rootfs, ignore_errors=True)
             CACHE.mkdir(parents=True, exist_ok=True)
-            sh("debootstrap", "--variant=minbase", "--include=python3,python3-venv", SUITE, str(rootfs),
-               debian_mirror())
+            sh(
+                "debootstrap",
+                "--variant=minbase",
+                "--include=python3,python3-venv",
+                SUITE,
+                str(rootfs),
+                debian_mirror(),
+            )
             stamp.touch()
             timer.step(f"debootstrap {SUITE} from {debian_mirror()}")
         # as a distribution's base image ships: no apt lists, no package cache
-        sh("bash", "-o", "pipefail", "-c",
-           f"tar -C {rootfs} --exclude='./var/lib/apt/lists/*' --exclude='./var/cache/apt/*' --exclude='./dev/*'"
-           f" --exclude='./proc/*' --exclude='./sys/*' -c . | podman import --change 'CMD [\"/bin/bash\"]' - {BASE}")
+        sh(
+            "bash",
+            "-o",
+            "pipefail",
+            "-c",
+            f"tar -C {rootfs} --exclude='./var/lib/apt/lists/*' --exclude='./var/cache/apt/*' --exclude='./dev/*'"
+            f" --exclude='./proc/*' --exclude='./sys/*' -c . | podman import --change 'CMD [\"/bin/bash\"]' - {BASE}",
+        )
         timer.step(f"podman import {BASE}")
     wheels = sorted(Path("/opt/wheels").glob("torch-*+cpu-cp311-*.whl"))
     torch = str(wheels[-1]) if wheels else "torch>=2.4,<3"
     ctr = sh("buildah", "from", "--pull-never", BASE).stdout.decode().strip()
     try:
-        sh("buildah", "run", "--isolation", "chroot", *mounts, ctr, "--", "sh", "-c",
-           'python3 "$(ls /usr/share/python-wheels/pip-*.whl)/pip" install --no-cache-dir --break-system-packages'
-           f' --root-user-action=ignore --disable-pip-version-check "{torch}"')
+        sh(
+            "buildah",
+            "run",
+            "--isolation",
+            "chroot",
+            *mounts,
+            ctr,
+            "--",
+            "sh",
+            "-c",
+            'python3 "$(ls /usr/share/python-wheels/pip-*.whl)/pip" install --no-cache-dir --break-system-packages'
+            f' --root-user-action=ignore --disable-pip-version-check "{torch}"',
+        )
         # drop the (empty) mount points buildah created, as a real base image would not have them
-        sh("buildah", "run", "--isolation", "chroot", ctr, "--", "sh", "-c",
-           "rm -f /etc/pip.conf; find /opt /etc/xdg -type f -size 0 -delete 2>/dev/null; "
-           "find /opt /etc/xdg -depth -type d -empty -delete 2>/dev/null; rm -rf /root/.cache; true")
+        sh(
+            "buildah",
+            "run",
+            "--isolation",
+            "chroot",
+            ctr,
+            "--",
+            "sh",
+            "-c",
+            "rm -f /etc/pip.conf; find /opt /etc/xdg -type f -size 0 -delete 2>/dev/null; "
+            "find /opt /etc/xdg -depth -type d -empty -delete 2>/dev/null; rm -rf /root/.cache; true",
+        )
         sh("buildah", "commit", "--rm", "-q", ctr, TORCH_BASE)
     except BaseException:
         sh("buildah", "rm", ctr, check=False)
@@ -154,6 +186,7 @@ def ensure_base(mounts: list[str], timer: Timer) -> None:
 
 def pyproject_dependencies() -> set[str]:
     import tomllib
+
     deps = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
     return {re.match(r"\s*([A-Za-z0-9._-]+)", d)[1].lower().replace("_", "-") for d in deps}
 
@@ -167,8 +200,18 @@ def test_image_builds_and_runs_clean_as_non_root(tmp_path):
     # Two passes over one layer cache (which ignores -v): the build stage with pip's configuration
     # mounted, then the whole file without mounts, so the final stage's RUN leaves no empty mount
     # points behind. Tagging the build stage also keeps its cached layers from being pruned as dangling.
-    bud = ["buildah", "bud", "--isolation", "chroot", "--layers", "--pull-never",
-           f"--build-arg=BASE_IMAGE={TORCH_BASE}", *proxy_args(), "-f", str(REPO / "Dockerfile")]
+    bud = [
+        "buildah",
+        "bud",
+        "--isolation",
+        "chroot",
+        "--layers",
+        "--pull-never",
+        f"--build-arg=BASE_IMAGE={TORCH_BASE}",
+        *proxy_args(),
+        "-f",
+        str(REPO / "Dockerfile"),
+    ]
     sh(*bud, *mounts, "--target", "build", "-t", f"{IMAGE}-build", str(REPO))
     timer.step(f"buildah bud --target build -> {IMAGE}-build")
     sh(*bud, "-t", IMAGE, str(REPO))
@@ -176,6 +219,7 @@ def test_image_builds_and_runs_clean_as_non_root(tmp_path):
 
     # real input: a few digit PNGs per class, mounted read-write at /work for the non-root user
     from components.sample_data import digit_images, export_digits
+
     work = tmp_path / "work"
     n_files = export_digits(work / "data", limit_per_class=PER_CLASS)
     (work / "params.yaml").write_text(yaml.safe_dump({"data": {"path": "/work/data", "channels": 1}}))
@@ -187,14 +231,25 @@ def test_image_builds_and_runs_clean_as_non_root(tmp_path):
 
     ctr = sh("buildah", "from", "--pull-never", IMAGE).stdout.decode().strip()
     try:
+
         def run(*cmd: str, user: str | None = None) -> str:
             """Run in the container as the image's own USER unless told otherwise."""
             as_user = ["--user", user] if user else []
-            return sh("buildah", "run", "--isolation", "chroot", *as_user, f"-v={work}:/work", ctr, "--",
-                      *cmd).stdout.decode()
+            return sh(
+                "buildah", "run", "--isolation", "chroot", *as_user, f"-v={work}:/work", ctr, "--", *cmd
+            ).stdout.decode()
 
-        run("python", "-m", "components.clean", "--params", "/work/params.yaml",
-            "--out", "/work/out/clean", "--report", "/work/out/clean.json")
+        run(
+            "python",
+            "-m",
+            "components.clean",
+            "--params",
+            "/work/params.yaml",
+            "--out",
+            "/work/out/clean",
+            "--report",
+            "/work/out/clean.json",
+        )
         timer.step("python -m components.clean in the container")
 
         report = json.loads((work / "out" / "clean.json").read_text())
@@ -202,34 +257,52 @@ def test_image_builds_and_runs_clean_as_non_root(tmp_path):
         assert report["n_kept"] == n_files and report["n_dropped"] == 0, report
         assert report["kept_per_class"] == {str(c): PER_CLASS for c in range(10)}, report
         out = work / "out" / "clean"
-        with np.load(out / "images.npz" if out.is_dir() else out) as arrays:    # --out: a folder, or the .npz
+        with np.load(out / "images.npz" if out.is_dir() else out) as arrays:  # --out: a folder, or the .npz
             assert arrays["images"].shape == (n_files, 8, 8, 1) and arrays["images"].dtype == np.uint8
             assert arrays["labels"].shape == (n_files,)
             assert arrays["classes"].tolist() == [str(c) for c in range(10)]
             expected_images, expected_labels = digit_images(PER_CLASS)
-            order = np.argsort(expected_labels, kind="stable")      # files are read class folder by class folder
+            order = np.argsort(expected_labels, kind="stable")  # files are read class folder by class folder
             np.testing.assert_array_equal(arrays["images"][..., 0], expected_images[order])
             np.testing.assert_array_equal(arrays["labels"], expected_labels[order])
 
         # who and where the components run as: numeric non-root user, writable HOME, the venv's python
-        probe = run("sh", "-c", 'id -u; id -g; echo "$HOME"; pwd; command -v python; command -v python3; '
-                    'test -w "$HOME" && echo home-writable; test -w /app && echo app-writable; '
-                    'echo "$MLFLOW_DISABLE_TELEMETRY $PYTHONUNBUFFERED"').split()
-        assert probe == [str(UID), str(UID), "/home/app", "/app", "/opt/venv/bin/python", "/opt/venv/bin/python3",
-                         "home-writable", "app-writable", "true", "1"], probe
+        probe = run(
+            "sh",
+            "-c",
+            'id -u; id -g; echo "$HOME"; pwd; command -v python; command -v python3; '
+            'test -w "$HOME" && echo home-writable; test -w /app && echo app-writable; '
+            'echo "$MLFLOW_DISABLE_TELEMETRY $PYTHONUNBUFFERED"',
+        ).split()
+        assert probe == [
+            str(UID),
+            str(UID),
+            "/home/app",
+            "/app",
+            "/opt/venv/bin/python",
+            "/opt/venv/bin/python3",
+            "home-writable",
+            "app-writable",
+            "true",
+            "1",
+        ], probe
 
         # torch is the base image's, seen through --system-site-packages, not a second copy in the venv
         torch_file = run("python", "-c", "import torch, components.clean; print(torch.__file__)").strip()
         assert torch_file.startswith("/usr/") and "/opt/venv/" not in torch_file, torch_file
-        if "kfp" in pyproject_dependencies():      # a kfp lightweight component runs kfp.dsl.executor_main
+        if "kfp" in pyproject_dependencies():  # a kfp lightweight component runs kfp.dsl.executor_main
             run("python3", "-c", "import components, kfp, kfp.dsl.executor_main, pipelines.steps")
 
         # nothing of the build left behind: no compilers, no pip caches, no apt lists (checked as root)
-        leftovers = run("sh", "-c", "for t in gcc cc g++ c++ make; do command -v $t; done; "
-                        "find / -xdev \\( -path '*/.cache/pip' -o -path '/root/.cache' -o -path '/tmp/*' "
-                        "-o -path /src -o -path /opt/project -o -path '/var/lib/apt/lists/*' -type f \\) "
-                        "-print 2>/dev/null; true",
-                        user="0:0").split()
+        leftovers = run(
+            "sh",
+            "-c",
+            "for t in gcc cc g++ c++ make; do command -v $t; done; "
+            "find / -xdev \\( -path '*/.cache/pip' -o -path '/root/.cache' -o -path '/tmp/*' "
+            "-o -path /src -o -path /opt/project -o -path '/var/lib/apt/lists/*' -type f \\) "
+            "-print 2>/dev/null; true",
+            user="0:0",
+        ).split()
         assert leftovers == [], leftovers
         timer.step("checks in the container")
     finally:

@@ -7,6 +7,7 @@ separate namespaces, RBAC, network policies, Pod Security, no secret on a comman
 Needs `kubectl` (its built-in kustomize) and the `kubernetes-validate` package, both offline. Missing
 either one skips these tests locally, but fails them when CI=true.
 """
+
 from __future__ import annotations
 
 import base64
@@ -25,8 +26,8 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 K8S = REPO / "k8s"
 OVERLAYS = ("local", "gpu-cluster")
-TRACKING = "digits-mlops"              # MLflow, PostgreSQL and their Secrets
-PIPELINES = "digits-mlops-pipelines"   # pipeline pods (service account pipeline-runner), mlflow-credentials
+TRACKING = "digits-mlops"  # MLflow, PostgreSQL and their Secrets
+PIPELINES = "digits-mlops-pipelines"  # pipeline pods (service account pipeline-runner), mlflow-credentials
 IN_CI = os.environ.get("CI", "").lower() == "true"
 
 # Kubernetes versions whose bundled (offline) schemas every rendered object must validate against:
@@ -84,8 +85,9 @@ def namespace_of(obj: dict) -> str | None:
 
 
 def find(docs: list[dict], kind: str, name: str, namespace: str | None = None) -> dict:
-    matches = [d for d in docs if d["kind"] == kind and d["metadata"]["name"] == name
-               and namespace in (None, namespace_of(d))]
+    matches = [
+        d for d in docs if d["kind"] == kind and d["metadata"]["name"] == name and namespace in (None, namespace_of(d))
+    ]
     assert len(matches) == 1, f"expected exactly one {kind}/{name} (namespace {namespace}), found {len(matches)}"
     return matches[0]
 
@@ -105,16 +107,16 @@ def workloads(docs: list[dict]) -> list[dict]:
 def containers(obj: dict) -> list[tuple[str, dict]]:
     """(`init container NAME` | `container NAME`, spec) for every container of the pod template."""
     spec = pod_spec(obj)
-    return ([(f"init container {c['name']}", c) for c in spec.get("initContainers", [])]
-            + [(f"container {c['name']}", c) for c in spec.get("containers", [])])
+    return [(f"init container {c['name']}", c) for c in spec.get("initContainers", [])] + [
+        (f"container {c['name']}", c) for c in spec.get("containers", [])
+    ]
 
 
 def container(obj: dict, name: str) -> dict:
     return next(c for c in pod_spec(obj)["containers"] if c["name"] == name)
 
 
-_SUFFIXES = {"m": 1e-3, "k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12,
-             "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40}
+_SUFFIXES = {"m": 1e-3, "k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12, "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40}
 
 
 def quantity(value: str | int | float) -> float:
@@ -144,18 +146,38 @@ def secret_items(secret: dict) -> dict[str, str]:
 
 # -- 1. rendering ------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_overlay_renders_the_whole_stack(overlay):
     docs = render(f"overlays/{overlay}")
     placed = {(ident(d), namespace_of(d)) for d in docs}
     expected = {("Namespace/digits-mlops", None), ("Namespace/digits-mlops-pipelines", None)}
-    expected |= {(name, TRACKING) for name in (
-        "Deployment/mlflow", "Service/mlflow", "PersistentVolumeClaim/mlflow-artifacts", "StatefulSet/postgres",
-        "Service/postgres", "ConfigMap/postgres-initdb", "NetworkPolicy/default-deny",
-        "NetworkPolicy/postgres-from-mlflow", "NetworkPolicy/mlflow-from-pipelines", "NetworkPolicy/mlflow-egress")}
-    expected |= {(name, PIPELINES) for name in (
-        "ServiceAccount/pipeline-runner", "Role/pipeline-runner", "RoleBinding/pipeline-runner",
-        "NetworkPolicy/default-deny", "NetworkPolicy/egress-dns", "NetworkPolicy/egress-mlflow")}
+    expected |= {
+        (name, TRACKING)
+        for name in (
+            "Deployment/mlflow",
+            "Service/mlflow",
+            "PersistentVolumeClaim/mlflow-artifacts",
+            "StatefulSet/postgres",
+            "Service/postgres",
+            "ConfigMap/postgres-initdb",
+            "NetworkPolicy/default-deny",
+            "NetworkPolicy/postgres-from-mlflow",
+            "NetworkPolicy/mlflow-from-pipelines",
+            "NetworkPolicy/mlflow-egress",
+        )
+    }
+    expected |= {
+        (name, PIPELINES)
+        for name in (
+            "ServiceAccount/pipeline-runner",
+            "Role/pipeline-runner",
+            "RoleBinding/pipeline-runner",
+            "NetworkPolicy/default-deny",
+            "NetworkPolicy/egress-dns",
+            "NetworkPolicy/egress-mlflow",
+        )
+    }
     assert expected <= placed, f"k8s/overlays/{overlay} lacks {sorted(expected - placed, key=str)}"
     assert len(placed) == len(docs), f"k8s/overlays/{overlay}: duplicate objects"
     for obj in docs:
@@ -169,11 +191,15 @@ def test_overlay_renders_the_whole_stack(overlay):
 def test_secret_templates_render():
     docs = render("secret-templates")
     assert {(ident(d), namespace_of(d)) for d in docs} == {
-        ("Secret/postgres-credentials", TRACKING), ("Secret/mlflow-db", TRACKING), ("Secret/mlflow-server", TRACKING),
-        ("Secret/mlflow-credentials", PIPELINES)}
+        ("Secret/postgres-credentials", TRACKING),
+        ("Secret/mlflow-db", TRACKING),
+        ("Secret/mlflow-server", TRACKING),
+        ("Secret/mlflow-credentials", PIPELINES),
+    }
 
 
 # -- 2. schema --------------------------------------------------------------------------------------
+
 
 @functools.cache
 def _schema_versions() -> tuple[str, ...]:
@@ -186,8 +212,9 @@ def _schema_versions() -> tuple[str, ...]:
 
     shipped = all_versions()  # read from the package's bundled schemas, no network
     usable = [v for v in shipped if Version(v) >= Version(MIN_K8S_VERSION)]
-    assert usable, (f"kubernetes-validate {kubernetes_validate.__version__} ships no schema >= {MIN_K8S_VERSION}: "
-                    f"{shipped}")
+    assert usable, (
+        f"kubernetes-validate {kubernetes_validate.__version__} ships no schema >= {MIN_K8S_VERSION}: {shipped}"
+    )
     return tuple(dict.fromkeys((usable[0], usable[-1])))
 
 
@@ -212,6 +239,7 @@ def test_every_object_validates_against_the_kubernetes_schema(path):
 
 
 # -- 3. security baseline ------------------------------------------------------------------------------
+
 
 def security_violations(obj: dict) -> list[str]:
     spec = pod_spec(obj)
@@ -286,13 +314,17 @@ def test_the_security_check_catches_violations():
     init_sc = lambda s: s["initContainers"][0]["securityContext"]  # noqa: E731
     main = lambda s: s["containers"][0]  # noqa: E731
     cases = {
-        "runAsNonRoot is not true": lambda s: (s["securityContext"].pop("runAsNonRoot"),
-                                               init_sc(s).pop("runAsNonRoot")),
+        "runAsNonRoot is not true": lambda s: (
+            s["securityContext"].pop("runAsNonRoot"),
+            init_sc(s).pop("runAsNonRoot"),
+        ),
         "readOnlyRootFilesystem is not true": lambda s: main(s)["securityContext"].pop("readOnlyRootFilesystem"),
         "allowPrivilegeEscalation is not false": lambda s: init_sc(s).update(allowPrivilegeEscalation=True),
         "capabilities.drop lacks ALL": lambda s: main(s)["securityContext"]["capabilities"].update(drop=["NET_RAW"]),
-        "seccompProfile.type is not RuntimeDefault":
-            lambda s: (s["securityContext"].pop("seccompProfile"), init_sc(s).pop("seccompProfile")),
+        "seccompProfile.type is not RuntimeDefault": lambda s: (
+            s["securityContext"].pop("seccompProfile"),
+            init_sc(s).pop("seccompProfile"),
+        ),
         "no memory limit": lambda s: s["initContainers"][0]["resources"]["limits"].pop("memory"),
         "no cpu request": lambda s: main(s)["resources"]["requests"].pop("cpu"),
     }
@@ -304,6 +336,7 @@ def test_the_security_check_catches_violations():
 
 
 # -- 4. contracts and overlay differences -------------------------------------------------------------
+
 
 def test_mlflow_credentials_secret_contract():
     docs = render("secret-templates")
@@ -370,8 +403,9 @@ def test_mlflow_server_service_and_flags(overlay):
     assert arg_value(args, "--app-name") == "basic-auth"
     assert "--serve-artifacts" in args
     destination = arg_value(args, "--artifacts-destination")
-    assert destination in {m["mountPath"] for m in server["volumeMounts"]}, \
+    assert destination in {m["mountPath"] for m in server["volumeMounts"]}, (
         "artifact destination is not a mounted volume"
+    )
 
     allowed = arg_value(args, "--allowed-hosts").split(",")
     creds = secret_items(find(render("secret-templates"), "Secret", "mlflow-credentials"))
@@ -391,8 +425,13 @@ def test_mlflow_server_service_and_flags(overlay):
     backend = urlsplit(env["MLFLOW_BACKEND_STORE_URI"]["value"])
     # the image has psycopg2 only; SQLAlchemy 2.1 maps postgresql:// to psycopg 3
     assert backend.scheme == "postgresql+psycopg2"
-    assert (backend.username, backend.password, backend.hostname, backend.port, backend.path) == \
-        ("mlflow", None, "postgres", 5432, "/mlflow")
+    assert (backend.username, backend.password, backend.hostname, backend.port, backend.path) == (
+        "mlflow",
+        None,
+        "postgres",
+        5432,
+        "/mlflow",
+    )
     assert env["PGPASSWORD"]["valueFrom"]["secretKeyRef"] == {"name": "mlflow-db", "key": "MLFLOW_DB_PASSWORD"}
     for probe in ("readinessProbe", "livenessProbe"):
         get = server[probe]["httpGet"]
@@ -442,8 +481,11 @@ def _resources(docs: list[dict]) -> dict[tuple[str, str, str], float]:
 
 
 def _storage(docs: list[dict]) -> dict[str, float]:
-    sizes = {f"PVC/{d['metadata']['name']}": quantity(d["spec"]["resources"]["requests"]["storage"])
-             for d in docs if d["kind"] == "PersistentVolumeClaim"}
+    sizes = {
+        f"PVC/{d['metadata']['name']}": quantity(d["spec"]["resources"]["requests"]["storage"])
+        for d in docs
+        if d["kind"] == "PersistentVolumeClaim"
+    }
     for sts in (d for d in docs if d["kind"] == "StatefulSet"):
         for t in sts["spec"].get("volumeClaimTemplates", []):
             sizes[f"{ident(sts)}/{t['metadata']['name']}"] = quantity(t["spec"]["resources"]["requests"]["storage"])
@@ -496,9 +538,12 @@ def test_overlays_differ_as_intended():
     # gpu-cluster keeps the CPU-only tracking stack off GPU nodes; local has no such constraint.
     for name in (("Deployment", "mlflow"), ("StatefulSet", "postgres")):
         terms = pod_spec(find(gpu, *name))["affinity"]["nodeAffinity"][
-            "requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
-        assert all({"key": "nvidia.com/gpu.present", "operator": "NotIn", "values": ["true"]} in t["matchExpressions"]
-                   for t in terms), name
+            "requiredDuringSchedulingIgnoredDuringExecution"
+        ]["nodeSelectorTerms"]
+        assert all(
+            {"key": "nvidia.com/gpu.present", "operator": "NotIn", "values": ["true"]} in t["matchExpressions"]
+            for t in terms
+        ), name
         assert "affinity" not in pod_spec(find(local, *name))
     # local runs the image loaded into kind/minikube; gpu-cluster pulls it from a registry.
     assert container(find(local, "Deployment", "mlflow"), "mlflow")["image"].startswith("digits-mlops/mlflow:dev@")
@@ -516,10 +561,12 @@ PIPELINE_RUNNER_GRANTS = {
     | {("argoproj.io", "workflowtaskresults", verb, "*") for verb in ("create", "patch")},
 }
 DIGEST = re.compile(r"[a-z0-9][a-z0-9._/-]*(:[\w.-]+)?@sha256:[0-9a-f]{64}")
-PLACEHOLDER_DIGEST = "sha256:" + "0" * 64   # our own image: its digest is known only once it is built
+PLACEHOLDER_DIGEST = "sha256:" + "0" * 64  # our own image: its digest is known only once it is built
 OWN_IMAGE = "digits-mlops/mlflow"
-DNS = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}},
-       "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}}}
+DNS = {
+    "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}},
+    "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}},
+}
 
 
 def tcp(port: int) -> dict:
@@ -542,8 +589,12 @@ def rbac_grants(docs: list[dict], namespace: str, service_account: str) -> dict[
         role = find(docs, binding["roleRef"]["kind"], binding["roleRef"]["name"], namespace_of(binding))
         for rule in role["rules"]:
             grants.setdefault(namespace_of(binding), set()).update(
-                (group, resource, verb, name) for group in rule["apiGroups"] for resource in rule["resources"]
-                for verb in rule["verbs"] for name in rule.get("resourceNames") or ["*"])
+                (group, resource, verb, name)
+                for group in rule["apiGroups"]
+                for resource in rule["resources"]
+                for verb in rule["verbs"]
+                for name in rule.get("resourceNames") or ["*"]
+            )
     return grants
 
 
@@ -568,9 +619,11 @@ def test_each_secret_is_read_by_its_owners_only(overlay):
                     readers.setdefault((namespace_of(w), ref["name"]), set()).add(ident(w))
             assert not [s for s in c.get("envFrom", []) if "secretRef" in s], f"{ident(w)}: envFrom a whole Secret"
     # The superuser's password stays with PostgreSQL; the admin password with the MLflow server.
-    assert readers == {(TRACKING, "postgres-credentials"): {"StatefulSet/postgres"},
-                       (TRACKING, "mlflow-db"): {"StatefulSet/postgres", "Deployment/mlflow"},
-                       (TRACKING, "mlflow-server"): {"Deployment/mlflow"}}
+    assert readers == {
+        (TRACKING, "postgres-credentials"): {"StatefulSet/postgres"},
+        (TRACKING, "mlflow-db"): {"StatefulSet/postgres", "Deployment/mlflow"},
+        (TRACKING, "mlflow-server"): {"Deployment/mlflow"},
+    }
 
 
 def ingress_and_egress(docs: list[dict], namespace: str, pod_labels: dict) -> tuple[list[dict], list[dict]]:
@@ -599,8 +652,10 @@ def test_network_policies_allow_only_the_needed_paths(overlay):
     mlflow = {"podSelector": {"matchLabels": {"app.kubernetes.io/name": "mlflow"}}}
     postgres = {"podSelector": {"matchLabels": {"app.kubernetes.io/name": "postgres"}}}
     # PostgreSQL: from the MLflow pods of its own namespace only; it sends nothing.
-    assert ingress_and_egress(docs, TRACKING, labels("StatefulSet", "postgres")) == \
-        ([{"from": [mlflow], "ports": [tcp(5432)]}], [])
+    assert ingress_and_egress(docs, TRACKING, labels("StatefulSet", "postgres")) == (
+        [{"from": [mlflow], "ports": [tcp(5432)]}],
+        [],
+    )
     # MLflow: from the pipeline namespace (by its immutable name label) only; to DNS and PostgreSQL.
     from_pipelines = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": PIPELINES}}}
     ingress, egress = ingress_and_egress(docs, TRACKING, labels("Deployment", "mlflow"))
@@ -614,10 +669,18 @@ def test_network_policies_allow_only_the_needed_paths(overlay):
     assert ingress == []
     assert all(rule.get("ports") for rule in egress), "an egress rule without ports allows every port"
     assert {"to": [DNS], "ports": [{"protocol": "UDP", "port": 53}, tcp(53)]} in egress
-    to_tracking = [rule for rule in egress for peer in rule["to"]
-                   if peer.get("namespaceSelector", {}).get("matchLabels") == {"kubernetes.io/metadata.name": TRACKING}]
-    assert to_tracking == [{"to": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": TRACKING}},
-                                    **mlflow}], "ports": [tcp(5000)]}]
+    to_tracking = [
+        rule
+        for rule in egress
+        for peer in rule["to"]
+        if peer.get("namespaceSelector", {}).get("matchLabels") == {"kubernetes.io/metadata.name": TRACKING}
+    ]
+    assert to_tracking == [
+        {
+            "to": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": TRACKING}}, **mlflow}],
+            "ports": [tcp(5000)],
+        }
+    ]
     assert not [r for r in egress if tcp(5432) in r["ports"]], "pipeline pods never reach PostgreSQL"
     for block in (peer["ipBlock"] for rule in egress for peer in rule["to"] if "ipBlock" in peer):
         if block["cidr"] == "0.0.0.0/0":
@@ -630,17 +693,30 @@ def command_line_leaks(obj: dict) -> list[str]:
     command, args, exec probe or lifecycle hook, or a URL with a password written out."""
     leaks = []
     for label, c in containers(obj):
-        secret_vars = {e["name"] for e in c.get("env", []) if "secretKeyRef" in (e.get("valueFrom") or {})
-                       and e["valueFrom"]["secretKeyRef"]["key"] not in NON_SECRET_VALUES}
+        secret_vars = {
+            e["name"]
+            for e in c.get("env", [])
+            if "secretKeyRef" in (e.get("valueFrom") or {})
+            and e["valueFrom"]["secretKeyRef"]["key"] not in NON_SECRET_VALUES
+        }
         lines = {"command and args": c.get("command", []) + c.get("args", [])}
-        lines |= {probe: c[probe]["exec"]["command"] for probe in ("startupProbe", "readinessProbe", "livenessProbe")
-                  if "exec" in c.get(probe, {})}
-        lines |= {f"lifecycle {hook}": spec["exec"]["command"]
-                  for hook, spec in (c.get("lifecycle") or {}).items() if "exec" in spec}
+        lines |= {
+            probe: c[probe]["exec"]["command"]
+            for probe in ("startupProbe", "readinessProbe", "livenessProbe")
+            if "exec" in c.get(probe, {})
+        }
+        lines |= {
+            f"lifecycle {hook}": spec["exec"]["command"]
+            for hook, spec in (c.get("lifecycle") or {}).items()
+            if "exec" in spec
+        }
         for where, argv in lines.items():
             text = " ".join(argv)
-            leaks += [f"{ident(obj)} {label} {where}: ${name}" for name in sorted(secret_vars)
-                      if re.search(rf"\$\({name}\)|\$\{{?{name}\b", text)]
+            leaks += [
+                f"{ident(obj)} {label} {where}: ${name}"
+                for name in sorted(secret_vars)
+                if re.search(rf"\$\({name}\)|\$\{{?{name}\b", text)
+            ]
             if re.search(r"://[^/\s:@]+:[^/\s@]+@", text):
                 leaks.append(f"{ident(obj)} {label} {where}: a URL with a password")
     return leaks
@@ -672,8 +748,11 @@ def test_the_command_line_check_catches_leaks():
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_every_image_is_pinned_by_digest(overlay):
-    images = {f"{ident(w)} {label}": c["image"]
-              for w in workloads(render(f"overlays/{overlay}")) for label, c in containers(w)}
+    images = {
+        f"{ident(w)} {label}": c["image"]
+        for w in workloads(render(f"overlays/{overlay}"))
+        for label, c in containers(w)
+    }
     unpinned = [f"{where}: {image}" for where, image in images.items() if not DIGEST.fullmatch(image)]
     assert not unpinned, "not pinned by digest:\n" + "\n".join(unpinned)
     # Only our own image, whose digest exists once it is built, may carry the placeholder.
@@ -684,12 +763,14 @@ def test_every_image_is_pinned_by_digest(overlay):
 
 
 def test_both_overlays_run_the_same_postgres_digest():
-    pinned = {container(find(render(f"overlays/{o}"), "StatefulSet", "postgres"), "postgres")["image"]
-              for o in OVERLAYS}
+    pinned = {
+        container(find(render(f"overlays/{o}"), "StatefulSet", "postgres"), "postgres")["image"] for o in OVERLAYS
+    }
     assert len(pinned) == 1, pinned
 
 
 # -- the image -------------------------------------------------------------------------------------
+
 
 def test_mlflow_dockerfile():
     text = (REPO / "mlflow" / "Dockerfile").read_text()

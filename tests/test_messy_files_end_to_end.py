@@ -1,6 +1,7 @@
 """Real-world files through real `dvc repro`, then `components.predict` on new files of the same kind:
 a European Excel CSV (BOM, ';', decimal commas, '.' thousands, a class named NA, stray spaces, '-' for
 missing) and a folder of transparent PNG icons with the clutter operating systems leave beside them."""
+
 import codecs
 import hashlib
 import shutil
@@ -26,13 +27,15 @@ def european_rows(n: int, seed: int) -> pd.DataFrame:
     rng = np.random.default_rng(seed)
     region = np.array(REGIONS)[np.arange(n) % 3]
     shift = np.arange(n) % 3
-    return pd.DataFrame({
-        "region": region,
-        "size": np.round(1.5 + 2.0 * shift + rng.normal(0, 0.4, n), 2),
-        "population": (20_000 + 15_000 * shift + rng.integers(0, 4000, n)).astype(int),
-        "temp": np.round(rng.normal(15, 5, n), 1),
-        "colour": rng.choice(["rot", "blau"], n),
-    })
+    return pd.DataFrame(
+        {
+            "region": region,
+            "size": np.round(1.5 + 2.0 * shift + rng.normal(0, 0.4, n), 2),
+            "population": (20_000 + 15_000 * shift + rng.integers(0, 4000, n)).astype(int),
+            "temp": np.round(rng.normal(15, 5, n), 1),
+            "colour": rng.choice(["rot", "blau"], n),
+        }
+    )
 
 
 def european_csv(rows: pd.DataFrame, notes: bool = False) -> bytes:
@@ -43,8 +46,13 @@ def european_csv(rows: pd.DataFrame, notes: bool = False) -> bytes:
         region = f" {row.region}" if i % 5 == 0 else f"{row.region} " if i % 5 == 1 else row.region
         temp = "-" if i % 9 == 0 else f"{row.temp}".replace(".", ",")
         population = f"{row.population:,}".replace(",", ".") if isinstance(row.population, int) else row.population
-        fields = [region, f"{row.size}".replace(".", ","), population, temp,
-                  f" {row.colour}" if i % 4 == 0 else row.colour]
+        fields = [
+            region,
+            f"{row.size}".replace(".", ","),
+            population,
+            temp,
+            f" {row.colour}" if i % 4 == 0 else row.colour,
+        ]
         if notes:
             fields.append(f'"checked by {i % 3};\nsecond line"' if i % 2 else "ok")
         lines.append(";".join(fields))
@@ -53,11 +61,16 @@ def european_csv(rows: pd.DataFrame, notes: bool = False) -> bytes:
 
 @pytest.fixture(scope="module")
 def regions(tmp_path_factory):
-    project = make_project(tmp_path_factory.mktemp("regions") / "project", per_class=3, params={
-        "data": {"kind": "tabular", "path": "data/regions.csv", "target": "region"},
-        "train": {"epochs": 40, "patience": 8, "hidden": [32, 32], "gpus": 0},
-        "register": {"model_name": "regions-classifier", "min_macro_f1": 0.6},
-        "mlflow": {"experiment": "regions"}})
+    project = make_project(
+        tmp_path_factory.mktemp("regions") / "project",
+        per_class=3,
+        params={
+            "data": {"kind": "tabular", "path": "data/regions.csv", "target": "region"},
+            "train": {"epochs": 40, "patience": 8, "hidden": [32, 32], "gpus": 0},
+            "register": {"model_name": "regions-classifier", "min_macro_f1": 0.6},
+            "mlflow": {"experiment": "regions"},
+        },
+    )
     shutil.rmtree(project.root / "data" / "digits")
     raw = project.root / "data" / "regions.csv"
     project.rows = european_rows(240, seed=0)
@@ -91,8 +104,18 @@ def test_a_european_excel_csv_trains_three_classes_named_as_written(regions):
 
 
 def predict(project, source, out):
-    return project.run(sys.executable, "-m", "components.predict", "--model", "models:/regions-classifier@champion",
-                       "--input", str(source), "--output", str(out), check=False)
+    return project.run(
+        sys.executable,
+        "-m",
+        "components.predict",
+        "--model",
+        "models:/regions-classifier@champion",
+        "--input",
+        str(source),
+        "--output",
+        str(out),
+        check=False,
+    )
 
 
 def test_predict_reads_new_files_as_training_did_and_spells_labels_the_same(regions, tmp_path):
@@ -116,29 +139,34 @@ def test_predict_errors_say_missing_and_name_the_file_line(regions, tmp_path):
     missing.write_bytes(european_csv(rows).replace(b";colour", b";color"))
     result = predict(regions, missing, tmp_path / "x.csv")
     assert result.returncode == 1 and len(result.stderr.strip().splitlines()) == 1
-    assert f"{missing}: column 'colour' is missing; the model needs columns size, population, temp, colour" \
+    assert (
+        f"{missing}: column 'colour' is missing; the model needs columns size, population, temp, colour"
         in result.stderr
+    )
     capital = tmp_path / "capital.csv"
     capital.write_bytes(european_csv(rows).replace(b";colour", b";Colour"))
-    assert "column 'colour' is missing (the file has 'Colour': names are case-sensitive)" in \
-        predict(regions, capital, tmp_path / "x.csv").stderr
+    assert (
+        "column 'colour' is missing (the file has 'Colour': names are case-sensitive)"
+        in predict(regions, capital, tmp_path / "x.csv").stderr
+    )
 
     bad = tmp_path / "bad.csv"
     rows = rows.astype({"population": object})
     rows.iloc[20, rows.columns.get_loc("population")] = "about 20k"
     bad.write_bytes(european_csv(rows, notes=True))
-    physical = bad.read_text(encoding="utf-8-sig").splitlines()          # as grep -n and editors count them
+    physical = bad.read_text(encoding="utf-8-sig").splitlines()  # as grep -n and editors count them
     [bad_line] = [n for n, line in enumerate(physical, 1) if "about 20k" in line]
     assert bad_line > 22, "notes spanning lines put the physical line after the row number"
     result = predict(regions, bad, tmp_path / "x.csv")
     assert result.returncode == 1 and len(result.stderr.strip().splitlines()) == 1
-    assert f"{bad} line {bad_line}: column 'population' holds 'about 20k', not a number" in result.stderr, \
+    assert f"{bad} line {bad_line}: column 'population' holds 'about 20k', not a number" in result.stderr, (
         "the physical line, as grep -n shows it, after notes that span two lines"
+    )
     assert not (tmp_path / "x.csv").exists()
 
     huge = tmp_path / "huge.csv"
     rows = regions.rows.head(30).astype({"temp": object})
-    rows.iloc[7, rows.columns.get_loc("temp")] = "1e400"      # beyond float64: infinity once parsed
+    rows.iloc[7, rows.columns.get_loc("temp")] = "1e400"  # beyond float64: infinity once parsed
     huge.write_bytes(european_csv(rows))
     [huge_line] = [n for n, line in enumerate(huge.read_bytes().splitlines(), 1) if b"1e400" in line]
     result = predict(regions, huge, tmp_path / "x.csv")
@@ -151,20 +179,49 @@ def test_predict_errors_say_missing_and_name_the_file_line(regions, tmp_path):
 def test_predict_reads_a_file_written_otherwise_with_csv_overrides(regions, tmp_path):
     """The model reads files as its training file (';' and decimal commas); a US export needs --csv."""
     us = tmp_path / "us.csv"
-    regions.rows.head(30).to_csv(us, index=False)          # ',' separator, '.' decimals
+    regions.rows.head(30).to_csv(us, index=False)  # ',' separator, '.' decimals
     result = predict(regions, us, tmp_path / "out.csv")
-    assert result.returncode == 1 and "us.csv: read as one column 'region,size,population,temp,colour' with the " \
-        "separator ';' the model's training file used; pass --csv sep=... with this file's separator" in result.stderr
-    result = regions.run(sys.executable, "-m", "components.predict", "--model", "models:/regions-classifier@champion",
-                         "--input", str(us), "--output", str(tmp_path / "out.csv"), "--csv", "sep=,",
-                         "--csv", "decimal=.", check=False)
+    assert (
+        result.returncode == 1
+        and "us.csv: read as one column 'region,size,population,temp,colour' with the "
+        "separator ';' the model's training file used; pass --csv sep=... with this file's separator"
+        in result.stderr
+    )
+    result = regions.run(
+        sys.executable,
+        "-m",
+        "components.predict",
+        "--model",
+        "models:/regions-classifier@champion",
+        "--input",
+        str(us),
+        "--output",
+        str(tmp_path / "out.csv"),
+        "--csv",
+        "sep=,",
+        "--csv",
+        "decimal=.",
+        check=False,
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     european = tmp_path / "eu.csv"
     european.write_bytes(european_csv(regions.rows.head(30)))
     assert predict(regions, european, tmp_path / "eu_out.csv").returncode == 0
     assert pd.read_csv(tmp_path / "out.csv")["label"].tolist() == pd.read_csv(tmp_path / "eu_out.csv")["label"].tolist()
-    result = regions.run(sys.executable, "-m", "components.predict", "--model", "models:/regions-classifier@champion",
-                         "--input", str(us), "--output", str(tmp_path / "x.csv"), "--csv", "seperator=,", check=False)
+    result = regions.run(
+        sys.executable,
+        "-m",
+        "components.predict",
+        "--model",
+        "models:/regions-classifier@champion",
+        "--input",
+        str(us),
+        "--output",
+        str(tmp_path / "x.csv"),
+        "--csv",
+        "seperator=,",
+        check=False,
+    )
     assert result.returncode == 1 and "--csv: data.csv.seperator: unknown key (known keys here: sep," in result.stderr
 
 
@@ -185,20 +242,29 @@ def icon_folder(root, per_class: int = 40):
 
 
 def test_transparent_icons_with_clutter_and_a_bomb_train_and_predict(tmp_path):
-    project = make_project(tmp_path / "project", per_class=1, params={
-        "data": {"path": "data/icons", "channels": 1},
-        "train": {"epochs": 15, "patience": 5, "width": 16},
-        "register": {"model_name": "icons", "min_macro_f1": 0.7}, "mlflow": {"experiment": "icons"}})
+    project = make_project(
+        tmp_path / "project",
+        per_class=1,
+        params={
+            "data": {"path": "data/icons", "channels": 1},
+            "train": {"epochs": 15, "patience": 5, "width": 16},
+            "register": {"model_name": "icons", "min_macro_f1": 0.7},
+            "mlflow": {"experiment": "icons"},
+        },
+    )
     shutil.rmtree(project.root / "data" / "digits")
     root = project.root / "data" / "icons"
     icon_folder(root)
-    Image.new("1", (13_500, 13_500)).save(root / "digit_2" / "scan.png", optimize=True)     # 182 megapixels
+    Image.new("1", (13_500, 13_500)).save(root / "digit_2" / "scan.png", optimize=True)  # 182 megapixels
     project.run("dvc", "add", "-q", "data")
     assert project.repro()[-1] == "register"
     report = project.json("reports/clean.json")
     assert report["n_kept"] == 120 and report["dropped_by_reason"] == {"too_many_pixels": 1}
     assert sorted(s["id"].split("icons/")[1] for s in report["skipped"]) == [
-        ".DS_Store", "__MACOSX/digit_0/._0000.png", "digit_1/Thumbs.db"]
+        ".DS_Store",
+        "__MACOSX/digit_0/._0000.png",
+        "digit_1/Thumbs.db",
+    ]
     assert project.json("reports/metrics.json")["macro_f1"] >= 0.8, "decoded black on black, nothing is learnt"
 
     new = tmp_path / "new"
@@ -206,21 +272,51 @@ def test_transparent_icons_with_clutter_and_a_bomb_train_and_predict(tmp_path):
     (new / "batch" / "scan.png").unlink(missing_ok=True)
     (new / ".DS_Store").write_bytes(b"\x00")
     (new / "batch" / "._0100.png").write_bytes(b"\x00\x05\x16\x07AppleDouble")
-    result = project.run(sys.executable, "-m", "components.predict", "--model", "models:/icons@champion",
-                         "--input", str(new), "--output", str(tmp_path / "p.csv"))
+    result = project.run(
+        sys.executable,
+        "-m",
+        "components.predict",
+        "--model",
+        "models:/icons@champion",
+        "--input",
+        str(new),
+        "--output",
+        str(tmp_path / "p.csv"),
+    )
     predicted = pd.read_csv(tmp_path / "p.csv")
     assert len(predicted) == 40 and not predicted["id"].str.contains("/\\.").any(), result.stderr[-1000:]
     assert (predicted["label"] == "digit_1").mean() >= 0.8
 
     # the training's pixel limit travels with the model: a bomb in a batch is named, never decoded
     shutil.copy(root / "digit_2" / "scan.png", new / "batch" / "zz_scan.png")
-    result = project.run(sys.executable, "-m", "components.predict", "--model", "models:/icons@champion",
-                         "--input", str(new), "--output", str(tmp_path / "q.csv"), check=False)
+    result = project.run(
+        sys.executable,
+        "-m",
+        "components.predict",
+        "--model",
+        "models:/icons@champion",
+        "--input",
+        str(new),
+        "--output",
+        str(tmp_path / "q.csv"),
+        check=False,
+    )
     assert result.returncode == 1 and result.stderr.strip().splitlines()[-1] == (
         f"error: {new / 'batch' / 'zz_scan.png'}: image is 13500x13500 = 182 megapixels, more than "
-        "clean.max_image_pixels (89478485); fix or remove it")
+        "clean.max_image_pixels (89478485); fix or remove it"
+    )
     (new / "batch" / "zz_scan.png").unlink()
     Image.new("L", (40, 40), 255).save(new / "batch" / "zz_big.png")
-    result = project.run(sys.executable, "-m", "components.predict", "--model", "models:/icons@champion",
-                         "--input", str(new), "--output", str(tmp_path / "q.csv"), check=False)
+    result = project.run(
+        sys.executable,
+        "-m",
+        "components.predict",
+        "--model",
+        "models:/icons@champion",
+        "--input",
+        str(new),
+        "--output",
+        str(tmp_path / "q.csv"),
+        check=False,
+    )
     assert result.returncode == 1 and f"{new / 'batch' / 'zz_big.png'}: image is 40x40, but " in result.stderr

@@ -1,5 +1,6 @@
 """Values pasted into MLflow search filters are quoted (components/tracking.filter_value): a model name
 with a quote in it once crashed register at its last step ("Invalid clause(s) in filter string")."""
+
 import pytest
 from mlflow import MlflowClient
 from mlflow.utils.search_utils import SearchModelVersionUtils

@@ -1,5 +1,6 @@
 """MLflow as people use it, all real: `dvc repro` logging to a real `mlflow server`, its UI in headless Chromium,
 and a registry that survives faults (a server stopped mid-registration, a killed registration)."""
+
 from __future__ import annotations
 
 import re
@@ -18,8 +19,16 @@ from servers import QUICK_RETRIES, MlflowServer, ci_or_skip, create_store, wait_
 
 CHROMIUM = Path("/usr/bin/chromium")
 # Headless flags that keep Chromium off the (closed) network: no background or component-update traffic.
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 
 def sqlite_server(root: Path, port: int | None = None) -> MlflowServer:
@@ -27,9 +36,19 @@ def sqlite_server(root: Path, port: int | None = None) -> MlflowServer:
     db = root / "server.db"
     if not db.exists():
         create_store(f"sqlite:///{db}")
-    return MlflowServer(["--backend-store-uri", f"sqlite:///{db}", "--artifacts-destination",
-                         str(root / "server-artifacts"), "--workers", "1"], root / "server.log", port=port,
-                        env={"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"})
+    return MlflowServer(
+        [
+            "--backend-store-uri",
+            f"sqlite:///{db}",
+            "--artifacts-destination",
+            str(root / "server-artifacts"),
+            "--workers",
+            "1",
+        ],
+        root / "server.log",
+        port=port,
+        env={"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
+    )
 
 
 def runs_of(client: mlflow.MlflowClient, experiment: str = "digits") -> list:
@@ -71,7 +90,7 @@ def test_the_mlflow_ui_shows_the_run_its_pictures_and_the_champion(served, tmp_p
         page.set_default_timeout(30_000)
 
         page.goto(f"{server.url}/#/experiments")
-        page.get_by_text("Model training", exact=True).click()          # the UI opens on GenAI views
+        page.get_by_text("Model training", exact=True).click()  # the UI opens on GenAI views
         page.get_by_role("link", name="digits", exact=True).click()
         run_link = page.get_by_role("link", name=run.info.run_name, exact=True)
         expect(run_link).to_be_visible()
@@ -95,11 +114,11 @@ def test_the_mlflow_ui_shows_the_run_its_pictures_and_the_champion(served, tmp_p
         page.goto(f"{server.url}/#/models")
         row = page.get_by_role("row").filter(has_text="digits-classifier")
         expect(row).to_be_visible()
-        notice = page.get_by_role("dialog")                             # "new Model Registry UI" pops up once
+        notice = page.get_by_role("dialog")  # "new Model Registry UI" pops up once
         if notice.is_visible():
             notice.get_by_role("button", name="Try it now").click()
             expect(notice).to_be_hidden()
-            expect(page.locator("[class*='modal-mask']")).to_be_hidden()    # its grey overlay fades out last
+            expect(page.locator("[class*='modal-mask']")).to_be_hidden()  # its grey overlay fades out last
         expect(row).to_contain_text(re.compile(r"champion\s*:\s*Version 1"))
         page.screenshot(path=tmp_path / "4-models.png")
 
@@ -122,23 +141,30 @@ def test_a_server_stopped_mid_registration_costs_no_training(tmp_path):
     try:
         project.env["MLFLOW_TRACKING_URI"] = server.url
         client = mlflow.MlflowClient(server.url)
-        repro = subprocess.Popen(["dvc", "repro"], cwd=project.root, env=project.env, text=True,
-                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        repro = subprocess.Popen(
+            ["dvc", "repro"],
+            cwd=project.root,
+            env=project.env,
+            text=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
         started = wait_for(lambda: runs_of(client), timeout=600, what="register to create the run")
     finally:
-        server.stop()                                               # mid-registration
+        server.stop()  # mid-registration
     out, err = repro.communicate(timeout=300)
 
     assert repro.returncode != 0, out
     errors = [line for line in err.splitlines() if line.startswith("error")]
-    assert errors == [errors[0]] and errors[0].startswith(f"error: MLflow tracking server {server.url} is not "
-                                                          "reachable (gave up after 2 retries"), err
+    assert errors == [errors[0]] and errors[0].startswith(
+        f"error: MLflow tracking server {server.url} is not reachable (gave up after 2 retries"
+    ), err
     assert "rerun `dvc repro` (only register runs)" in errors[0] and "Traceback" not in err
     model = (project.root / "outputs/model.pt").read_bytes()
     assert (project.root / "reports/metrics.json").exists()
     assert not (project.root / "reports/registration.json").exists()
 
-    restarted = sqlite_server(tmp_path, port=server.port).start()   # same store, same address
+    restarted = sqlite_server(tmp_path, port=server.port).start()  # same store, same address
     try:
         assert project.repro() == ["register"], "no retraining"
         registration = project.json("reports/registration.json")
@@ -147,8 +173,9 @@ def test_a_server_stopped_mid_registration_costs_no_training(tmp_path):
         restarted.stop()
     assert (project.root / "outputs/model.pt").read_bytes() == model
     assert registration["version"] == "1" and registration["promoted"] is True
-    assert [r.info.run_id for r in runs] == [started[0].info.run_id] == [registered_run], \
+    assert [r.info.run_id for r in runs] == [started[0].info.run_id] == [registered_run], (
         "the interrupted run is finished, not duplicated"
+    )
     assert runs[0].info.status == "FINISHED"
     assert runs[0].data.metrics["test_macro_f1"] == pytest.approx(project.json("reports/metrics.json")["macro_f1"])
     assert runs[0].data.tags["registered_version"] == "1"
@@ -158,8 +185,9 @@ def test_a_killed_registration_is_marked_failed_and_the_rerun_finishes_it(projec
     """SIGTERM (a pod deleted, a Ctrl-C) during register: the run says FAILED, not RUNNING."""
     project.repro("evaluate")
     command = shlex.split(yaml.safe_load((project.root / "dvc.yaml").read_text())["stages"]["register"]["cmd"])
-    register = subprocess.Popen(command, cwd=project.root, env=project.env, text=True,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    register = subprocess.Popen(
+        command, cwd=project.root, env=project.env, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
     client = mlflow.MlflowClient(project.env["MLFLOW_TRACKING_URI"])
     # once the run is open and logging (its params are in), not between creating and opening it
     started = wait_for(lambda: [r for r in runs_of(client) if r.data.params], timeout=120, what="register logging")
@@ -175,5 +203,7 @@ def test_a_killed_registration_is_marked_failed_and_the_rerun_finishes_it(projec
     assert client.get_run(started[0].info.run_id).info.status == "FINISHED"
     versions = client.search_model_versions("name = 'digits-classifier'")
     assert [str(v.version) for v in versions] == ["1"] and registration["promoted"] is True
-    assert len(client.get_metric_history(started[0].info.run_id, "train_loss")) == \
-        project.json("outputs/train_info.json")["epochs_run"], "a resumed run does not log its curves twice"
+    assert (
+        len(client.get_metric_history(started[0].info.run_id, "train_loss"))
+        == project.json("outputs/train_info.json")["epochs_run"]
+    ), "a resumed run does not log its curves twice"

@@ -1,6 +1,7 @@
 """No code runs from an artifact: crafted pickles (each writes a marker file when unpickled) put where the
 project reads weights and preprocessing - its own outputs, and a registered model moved to @champion -
 are refused with one line, and the marker never appears."""
+
 from __future__ import annotations
 
 import json
@@ -54,20 +55,37 @@ def test_crafted_preprocessing_and_weights_in_the_outputs_are_refused(penguins, 
     work = tmp_path / "outputs"
     shutil.copytree(penguins.root / "outputs", work)
     (work / "preprocess" / "transformer.skops").unlink()
-    crafted(work / "preprocess" / "transformer.skops", marker)       # a pickle under the expected name
-    crafted(work / "preprocess" / "transformer.joblib", marker)      # and the name older versions loaded
-    augment = subprocess.run([sys.executable, "-m", "components.augment", "--params", "params.yaml",
-                              "--split", str(work / "split"), "--preprocess", str(work / "preprocess"),
-                              "--out", str(tmp_path / "augmented.npz")],
-                             cwd=penguins.root, env=penguins.env, capture_output=True, text=True)
+    crafted(work / "preprocess" / "transformer.skops", marker)  # a pickle under the expected name
+    crafted(work / "preprocess" / "transformer.joblib", marker)  # and the name older versions loaded
+    augment = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "components.augment",
+            "--params",
+            "params.yaml",
+            "--split",
+            str(work / "split"),
+            "--preprocess",
+            str(work / "preprocess"),
+            "--out",
+            str(tmp_path / "augmented.npz"),
+        ],
+        cwd=penguins.root,
+        env=penguins.env,
+        capture_output=True,
+        text=True,
+    )
     assert "transformer.skops: not a readable skops file" in one_line_failure(augment)
 
     crafted(work / "model.pt", marker)
     evaluate_cmd = yaml.safe_load((penguins.root / "dvc.yaml").read_text())["stages"]["evaluate"]["cmd"]
-    args = shlex.split(evaluate_cmd.replace("outputs/model.pt", str(work / "model.pt"))
-                       .replace("reports/", f"{tmp_path}/reports/"))[1:]
-    evaluate = subprocess.run([sys.executable, *args], cwd=penguins.root, env=penguins.env, capture_output=True,
-                              text=True)
+    args = shlex.split(
+        evaluate_cmd.replace("outputs/model.pt", str(work / "model.pt")).replace("reports/", f"{tmp_path}/reports/")
+    )[1:]
+    evaluate = subprocess.run(
+        [sys.executable, *args], cwd=penguins.root, env=penguins.env, capture_output=True, text=True
+    )
     assert "not a saved model of plain weights" in one_line_failure(evaluate)
     assert not marker.exists(), "no code from an artifact ran"
 
@@ -80,6 +98,7 @@ def test_a_skops_file_with_a_type_outside_the_allow_list_is_refused(penguins, tm
 
     from components.errors import UserError
     from components.normalise import load_preprocess
+
     folder = tmp_path / "preprocess"
     shutil.copytree(penguins.root / "outputs" / "preprocess", folder)
     skops.io.dump(FunctionTransformer(os.system), folder / "transformer.skops")
@@ -89,9 +108,9 @@ def test_a_skops_file_with_a_type_outside_the_allow_list_is_refused(penguins, tm
 
 def test_the_table_preprocessing_is_saved_as_data(penguins):
     from components.normalise import load_preprocess
+
     folder = penguins.root / "outputs" / "preprocess"
-    assert sorted(p.name for p in folder.iterdir()) == ["columns.json", "meta.json", "schema.yaml",
-                                                        "transformer.skops"]
+    assert sorted(p.name for p in folder.iterdir()) == ["columns.json", "meta.json", "schema.yaml", "transformer.skops"]
     meta, preprocessor = load_preprocess(folder)
     assert meta["kind"] == "tabular" and "categorical__island_Biscoe" in preprocessor.feature_names()
 
@@ -111,10 +130,13 @@ def crafted_model_version(project: Project, marker: Path, weights: Path, preproc
     mlflow.set_tracking_uri(project.env["MLFLOW_TRACKING_URI"])
     mlflow.set_registry_uri(project.env["MLFLOW_TRACKING_URI"])
     with mlflow.start_run():
-        info = mlflow.pyfunc.log_model(name="model", python_model=Crafted(),
-                                       registered_model_name="digits-classifier",
-                                       artifacts={"model": str(weights), "preprocess": str(preprocess)},
-                                       pip_requirements=["mlflow"])      # inferring them would load (run) it
+        info = mlflow.pyfunc.log_model(
+            name="model",
+            python_model=Crafted(),
+            registered_model_name="digits-classifier",
+            artifacts={"model": str(weights), "preprocess": str(preprocess)},
+            pip_requirements=["mlflow"],
+        )  # inferring them would load (run) it
     assert not marker.exists(), "logging it ran nothing"
     version = str(info.registered_model_version)
     mlflow.MlflowClient().set_registered_model_alias("digits-classifier", "champion", version)
@@ -123,27 +145,42 @@ def crafted_model_version(project: Project, marker: Path, weights: Path, preproc
 
 @pytest.mark.parametrize("attack", ["pickled weights", "pickled preprocessing"])
 def test_a_crafted_champion_runs_no_code_in_predict_or_register(tmp_path, attack):
-    project = make_project(tmp_path / "project", per_class=20,
-                           params={"train": {"epochs": 2}, "register": {"min_macro_f1": 0.0}})
+    project = make_project(
+        tmp_path / "project", per_class=20, params={"train": {"epochs": 2}, "register": {"min_macro_f1": 0.0}}
+    )
     project.repro()
     marker = tmp_path / "marker"
     weights, preprocess = project.root / "outputs" / "model.pt", tmp_path / "preprocess"
     shutil.copytree(project.root / "outputs" / "preprocess", preprocess)
     if attack == "pickled weights":
         weights = crafted(tmp_path / "weights" / "model.pt", marker)
-    else:           # a table model's preprocessing, in the old pickled form and as a pickle named .skops
+    else:  # a table model's preprocessing, in the old pickled form and as a pickle named .skops
         meta = json.loads((preprocess / "meta.json").read_text()) | {"kind": "tabular"}
         (preprocess / "meta.json").write_text(json.dumps(meta))
-        (preprocess / "columns.json").write_text('{"numeric": [], "categorical": [], "scaling": "standard", '
-                                                 '"clip_factor": null}')
+        (preprocess / "columns.json").write_text(
+            '{"numeric": [], "categorical": [], "scaling": "standard", "clip_factor": null}'
+        )
         crafted(preprocess / "transformer.skops", marker)
         crafted(preprocess / "transformer.joblib", marker)
     version = crafted_model_version(project, marker, weights, preprocess)
 
-    predict = subprocess.run([sys.executable, "-m", "components.predict",
-                              "--model", "models:/digits-classifier@champion",
-                              "--input", "data/digits", "--output", str(tmp_path / "predictions.csv")],
-                             cwd=project.root, env=project.env, capture_output=True, text=True)
+    predict = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "components.predict",
+            "--model",
+            "models:/digits-classifier@champion",
+            "--input",
+            "data/digits",
+            "--output",
+            str(tmp_path / "predictions.csv"),
+        ],
+        cwd=project.root,
+        env=project.env,
+        capture_output=True,
+        text=True,
+    )
     line = one_line_failure(predict)
     assert line.startswith("error: models:/digits-classifier@champion: ")
     assert ("not a saved model of plain weights" if attack == "pickled weights" else "transformer.skops") in line
@@ -165,6 +202,7 @@ def test_a_crafted_training_checkpoint_is_ignored_not_run(tmp_path):
     import torch
 
     from components.train import resume_from
+
     marker = tmp_path / "marker"
     checkpoint = crafted(tmp_path / "checkpoints" / "epoch.pt", marker)
     net = torch.nn.Linear(2, 2)

@@ -1,4 +1,5 @@
 """params.yaml is read through one typed schema; outputs appear whole or not at all; data.dvc matches data/."""
+
 from __future__ import annotations
 
 import subprocess
@@ -18,19 +19,22 @@ def test_shipped_params_validate_and_match_the_schema_defaults():
     assert params == Params(), "params.yaml and the schema defaults should say the same"
 
 
-@pytest.mark.parametrize("text, message", [
-    ("train: {epochs: many}\n", "train.epochs: Input should be a valid integer"),
-    ("train: {epocs: 3}\n", "train.epocs: unknown key (did you mean 'train.epochs'?); fix or remove it"),
-    ("trian: {epochs: 3}\n", "trian: unknown key (did you mean 'train'?)"),
-    ("data: {csv: {seperator: ';'}}\n", "data.csv.seperator: unknown key (known keys here: sep, decimal,"),
-    ("data: {csv: {sep: ';;'}}\n", "data.csv: data.csv.sep must be one character, got ';;'"),
-    ("data: {csv: {encoding: utf9}}\n", "data.csv.encoding 'utf9' is not a text encoding Python knows"),
-    ("data: {csv: {encoding: rot13}}\n", "data.csv.encoding 'rot13' is not a text encoding Python knows"),
-    ("data:\n  background: #ff0000\n", "data.background is empty; write a colour name, or quote a hex colour"),
-    ("data: {background: blu}\n", "data.background 'blu' is not a colour"),
-    ("split: {val_fraction: 0.5, test_fraction: 0.45}\n", "split: val_fraction + test_fraction"),
-    ("train: [unclosed\n", "not valid YAML"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("train: {epochs: many}\n", "train.epochs: Input should be a valid integer"),
+        ("train: {epocs: 3}\n", "train.epocs: unknown key (did you mean 'train.epochs'?); fix or remove it"),
+        ("trian: {epochs: 3}\n", "trian: unknown key (did you mean 'train'?)"),
+        ("data: {csv: {seperator: ';'}}\n", "data.csv.seperator: unknown key (known keys here: sep, decimal,"),
+        ("data: {csv: {sep: ';;'}}\n", "data.csv: data.csv.sep must be one character, got ';;'"),
+        ("data: {csv: {encoding: utf9}}\n", "data.csv.encoding 'utf9' is not a text encoding Python knows"),
+        ("data: {csv: {encoding: rot13}}\n", "data.csv.encoding 'rot13' is not a text encoding Python knows"),
+        ("data:\n  background: #ff0000\n", "data.background is empty; write a colour name, or quote a hex colour"),
+        ("data: {background: blu}\n", "data.background 'blu' is not a colour"),
+        ("split: {val_fraction: 0.5, test_fraction: 0.45}\n", "split: val_fraction + test_fraction"),
+        ("train: [unclosed\n", "not valid YAML"),
+    ],
+)
 def test_bad_params_give_one_line_naming_the_key(tmp_path, text, message):
     path = tmp_path / "params.yaml"
     path.write_text(text)
@@ -41,21 +45,47 @@ def test_bad_params_give_one_line_naming_the_key(tmp_path, text, message):
 
 # Every numeric (and numeric list) key with a value out of its bound: the one-line message names the key.
 OUT_OF_BOUNDS = [
-    ("seed", -1), ("seed", 2**32),
-    ("data.image_size", [0, 0]), ("data.image_size", [28, 100_000]),
-    ("clean.max_image_pixels", 0), ("clean.iqr_factor", 0), ("clean.zscore", 0.5),
-    ("split.val_fraction", 0), ("split.test_fraction", 1),
-    ("augment.copies", -1), ("augment.copies", 1000), ("augment.rotation_degrees", 365),
-    ("augment.scale", [0, 0]), ("augment.scale", [1.2, 0.8]), ("augment.scale", [0.9, 100]),
-    ("augment.translate", 0.9), ("augment.jitter", -0.1), ("augment.jitter", 50),
-    ("train.epochs", 0), ("train.batch_size", 0), ("train.lr", 0), ("train.lr", 30), ("train.patience", 0),
-    ("train.width", 0), ("train.hidden", [64, 0]), ("train.gpus", -1),
-    ("register.min_macro_f1", 1.5), ("register.confidence", 1), ("register.bootstrap_resamples", 10),
-    ("register.lock_timeout_s", 0), ("register.model_name", ""), ("register.model_name", "team's model"),
-    ("register.model_name", "a/b"), ("register.model_name", "x" * 101),
-    ("mlflow.http_retries", -1), ("mlflow.http_backoff_s", 10**6), ("mlflow.http_timeout_s", 0),
-    ("kubeflow.train_retries", -1), ("kubeflow.resources.cpu_request", "0"),
-    ("kubeflow.resources.cpu_limit", "lots"), ("kubeflow.resources.memory_request", "-1Gi"),
+    ("seed", -1),
+    ("seed", 2**32),
+    ("data.image_size", [0, 0]),
+    ("data.image_size", [28, 100_000]),
+    ("clean.max_image_pixels", 0),
+    ("clean.iqr_factor", 0),
+    ("clean.zscore", 0.5),
+    ("split.val_fraction", 0),
+    ("split.test_fraction", 1),
+    ("augment.copies", -1),
+    ("augment.copies", 1000),
+    ("augment.rotation_degrees", 365),
+    ("augment.scale", [0, 0]),
+    ("augment.scale", [1.2, 0.8]),
+    ("augment.scale", [0.9, 100]),
+    ("augment.translate", 0.9),
+    ("augment.jitter", -0.1),
+    ("augment.jitter", 50),
+    ("train.epochs", 0),
+    ("train.batch_size", 0),
+    ("train.lr", 0),
+    ("train.lr", 30),
+    ("train.patience", 0),
+    ("train.width", 0),
+    ("train.hidden", [64, 0]),
+    ("train.gpus", -1),
+    ("register.min_macro_f1", 1.5),
+    ("register.confidence", 1),
+    ("register.bootstrap_resamples", 10),
+    ("register.lock_timeout_s", 0),
+    ("register.model_name", ""),
+    ("register.model_name", "team's model"),
+    ("register.model_name", "a/b"),
+    ("register.model_name", "x" * 101),
+    ("mlflow.http_retries", -1),
+    ("mlflow.http_backoff_s", 10**6),
+    ("mlflow.http_timeout_s", 0),
+    ("kubeflow.train_retries", -1),
+    ("kubeflow.resources.cpu_request", "0"),
+    ("kubeflow.resources.cpu_limit", "lots"),
+    ("kubeflow.resources.memory_request", "-1Gi"),
     ("kubeflow.train_resources.memory_limit", "4GB"),
 ]
 
@@ -63,6 +93,7 @@ OUT_OF_BOUNDS = [
 @pytest.mark.parametrize("key, value", OUT_OF_BOUNDS, ids=[f"{k}={str(v)[:12]}" for k, v in OUT_OF_BOUNDS])
 def test_every_numeric_param_is_bounded_and_the_message_names_it(tmp_path, key, value):
     import yaml
+
     raw: dict = {}
     *sections, name = key.split(".")
     node = raw
@@ -79,6 +110,7 @@ def test_every_numeric_param_is_bounded_and_the_message_names_it(tmp_path, key, 
 
 def test_a_request_over_its_limit_names_the_resources():
     from components.params import validate_params
+
     with pytest.raises(UserError, match="kubeflow.resources: cpu_request '4' is more than cpu_limit '2'"):
         validate_params({"kubeflow": {"resources": {"cpu_request": "4"}}}, "params.yaml")
 
@@ -91,6 +123,7 @@ def test_the_shipped_and_example_params_still_validate():
 def test_a_huge_bad_value_is_quoted_short():
     from components.errors import shorten
     from components.params import validate_params
+
     assert shorten("x" * 10**6).endswith("...' (1,000,000 characters)") and len(shorten("x" * 10**6)) < 120
     assert shorten("NA") == "'NA'" and shorten(3.5) == "3.5"
     with pytest.raises(UserError) as info:
@@ -111,8 +144,9 @@ def test_failed_write_leaves_nothing_behind(tmp_path):
 def test_sample_data_matches_data_dvc_exactly():
     """`make` pulls data/ from the in-repo DVC remote; DVC must see it as exactly what data.dvc records."""
     assert (REPO / "data" / "digits").is_dir(), "run `make data` (part of `make test`) first"
-    result = subprocess.run([str(BIN / "dvc"), "status", "--json", "data.dvc"], cwd=REPO, capture_output=True,
-                            text=True, check=True)
+    result = subprocess.run(
+        [str(BIN / "dvc"), "status", "--json", "data.dvc"], cwd=REPO, capture_output=True, text=True, check=True
+    )
     assert result.stdout.strip() == "{}"
     assert sum(1 for p in (REPO / "data" / "digits").rglob("*.png")) == 1797
-    assert (REPO / "data" / "penguins" / "penguins.csv").read_text().count("\n") == 345    # header + 344 rows
+    assert (REPO / "data" / "penguins" / "penguins.csv").read_text().count("\n") == 345  # header + 344 rows

@@ -1,4 +1,5 @@
 """The whole DVC pipeline, for real: `dvc repro` on a small real image folder in a temp project."""
+
 from __future__ import annotations
 
 import json
@@ -18,8 +19,16 @@ from components.io import load_arrays
 from conftest import REPO
 
 STAGES = ["clean", "normalise", "augment", "train", "evaluate", "register"]
-METRIC_KEYS = {"accuracy", "macro_precision", "macro_recall", "macro_f1", "weighted_precision", "weighted_recall",
-               "weighted_f1", "n_test"}
+METRIC_KEYS = {
+    "accuracy",
+    "macro_precision",
+    "macro_recall",
+    "macro_f1",
+    "weighted_precision",
+    "weighted_recall",
+    "weighted_f1",
+    "n_test",
+}
 
 
 def test_first_repro_runs_every_stage_in_pipeline_order(trained):
@@ -53,11 +62,12 @@ def test_metrics_json_equals_scikit_learn_on_the_test_predictions(trained):
     precision, recall, f1, support = precision_recall_fscore_support(y_true, y_pred, labels=classes, zero_division=0)
     assert metrics["macro_precision"] == pytest.approx(precision.mean())
     assert metrics["macro_recall"] == pytest.approx(recall.mean())
-    per_class = trained.json("reports/plots/per_class.json")       # a bar chart in dvc plots, not 40 metrics
+    per_class = trained.json("reports/plots/per_class.json")  # a bar chart in dvc plots, not 40 metrics
     assert [row["class"] for row in per_class] == classes
     for i, row in enumerate(per_class):
         assert row == pytest.approx(
-            {"class": classes[i], "precision": precision[i], "recall": recall[i], "f1": f1[i], "support": support[i]})
+            {"class": classes[i], "precision": precision[i], "recall": recall[i], "f1": f1[i], "support": support[i]}
+        )
     assert metrics["macro_f1"] >= 0.9, "the small config should still learn digits"
     # the dvc plots confusion data is the same predictions, one record per test image
     records = trained.json("reports/plots/confusion_matrix.json")
@@ -66,21 +76,26 @@ def test_metrics_json_equals_scikit_learn_on_the_test_predictions(trained):
         assert (trained.root / "reports/plots" / picture).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # ...and the same pictures are in the MLflow run, beside the test metrics
     import mlflow
+
     client = mlflow.MlflowClient(tracking_uri=trained.env["MLFLOW_TRACKING_URI"])
     run_id = client.get_model_version("digits-classifier", trained.json("reports/registration.json")["version"]).run_id
     assert {a.path for a in client.list_artifacts(run_id, "plots")} >= {
-        "plots/confusion_matrix.png", "plots/precision_recall.png", "plots/confusion_matrix.json"}
+        "plots/confusion_matrix.png",
+        "plots/precision_recall.png",
+        "plots/confusion_matrix.json",
+    }
     assert client.get_run(run_id).data.metrics["test_macro_f1"] == pytest.approx(metrics["macro_f1"])
 
 
 def test_the_mlflow_run_holds_everything_a_person_browses_for(trained):
     import mlflow
+
     mlflow.set_tracking_uri(trained.env["MLFLOW_TRACKING_URI"])
     client = mlflow.MlflowClient()
     registration = trained.json("reports/registration.json")
     run = client.get_run(client.get_model_version("digits-classifier", registration["version"]).run_id)
     assert run.info.status == "FINISHED"
-    timing = trained.json("outputs/timing/train.json")       # clock times: beside DVC's outputs, not among them
+    timing = trained.json("outputs/timing/train.json")  # clock times: beside DVC's outputs, not among them
     assert run.info.start_time == timing["started_ms"], "dated from training"
     assert run.info.run_name == "dvc-" + run.data.tags["params_hash"][:8], "no git here: engine + params digest"
     assert client.get_experiment(run.info.experiment_id).name == "digits"
@@ -100,8 +115,15 @@ def test_the_mlflow_run_holds_everything_a_person_browses_for(trained):
     assert "time_ms" not in history, "a tracked file holds no clock time"
     # final test metrics: the same numbers as metrics.json, per-class F1 included
     metrics = trained.json("reports/metrics.json")
-    for key in ("accuracy", "macro_precision", "macro_recall", "macro_f1", "weighted_precision", "weighted_recall",
-                "weighted_f1"):
+    for key in (
+        "accuracy",
+        "macro_precision",
+        "macro_recall",
+        "macro_f1",
+        "weighted_precision",
+        "weighted_recall",
+        "weighted_f1",
+    ):
         assert run.data.metrics[f"test_{key}"] == pytest.approx(metrics[key]), key
     for row in trained.json("reports/plots/per_class.json"):
         assert run.data.metrics[f"test_f1_class_{row['class']}"] == pytest.approx(row["f1"])
@@ -109,10 +131,11 @@ def test_the_mlflow_run_holds_everything_a_person_browses_for(trained):
     tags = run.data.tags
     assert tags["engine"] == "dvc" and tags["device"] == "cpu"
     assert tags["dvc_data_md5"] == yaml.safe_load((trained.root / "data.dvc").read_text())["outs"][0]["md5"]
-    assert tags["git_commit"] == "unknown" and tags["git_dirty"] == "false"      # the temp project is not in git
+    assert tags["git_commit"] == "unknown" and tags["git_dirty"] == "false"  # the temp project is not in git
     # what the model is: its weights, the split it saw, its params; the same on the version
     from components.io import files_digest
     from components.model import weights_hash
+
     assert tags["weights_hash"] == weights_hash(trained.root / "outputs/model.pt") == registration["weights_hash"]
     splits = [trained.root / f"outputs/split/{part}.npz" for part in ("train", "val", "test")]
     assert tags["data_hash"] == files_digest(splits).hexdigest()
@@ -120,10 +143,18 @@ def test_the_mlflow_run_holds_everything_a_person_browses_for(trained):
     assert logged["train"] == params["train"] and logged["register"]["min_macro_f1"] == 0.9
     # artifacts: pictures, the confusion matrix as JSON, the clean report
     artifacts = {a.path for folder in ("plots", "reports") for a in client.list_artifacts(run.info.run_id, folder)}
-    assert artifacts >= {"plots/confusion_matrix.png", "plots/precision_recall.png", "plots/confusion_matrix.json",
-                         "plots/confusion_matrix_table.json", "plots/training.csv", "reports/clean.json",
-                         "plots/per_class.json", "reports/split.json", "reports/metrics.json",
-                         "reports/registration.json"}
+    assert artifacts >= {
+        "plots/confusion_matrix.png",
+        "plots/precision_recall.png",
+        "plots/confusion_matrix.json",
+        "plots/confusion_matrix_table.json",
+        "plots/training.csv",
+        "reports/clean.json",
+        "plots/per_class.json",
+        "reports/split.json",
+        "reports/metrics.json",
+        "reports/registration.json",
+    }
     table = mlflow.artifacts.load_dict(f"runs:/{run.info.run_id}/plots/confusion_matrix_table.json")
     matrix = np.array(table["rows_actual_columns_predicted"])
     assert matrix.sum() == metrics["n_test"] and np.trace(matrix) / matrix.sum() == pytest.approx(metrics["accuracy"])
@@ -131,8 +162,9 @@ def test_the_mlflow_run_holds_everything_a_person_browses_for(trained):
     assert logged_clean == trained.json("reports/clean.json")
     # the model: signature, input example and pinned requirements; the version links back to this run
     version = client.get_model_version("digits-classifier", registration["version"])
-    assert {k: version.tags[k] for k in ("weights_hash", "data_hash", "params_hash", "model_key")} == \
-        {k: tags[k] for k in ("weights_hash", "data_hash", "params_hash", "model_key")}
+    assert {k: version.tags[k] for k in ("weights_hash", "data_hash", "params_hash", "model_key")} == {
+        k: tags[k] for k in ("weights_hash", "data_hash", "params_hash", "model_key")
+    }
     info = mlflow.models.get_model_info(f"models:/digits-classifier/{registration['version']}")
     assert info.signature.inputs.to_dict()[0]["tensor-spec"]["shape"] == (-1, 8, 8, 1)
     assert info.saved_input_example_info is not None
@@ -165,12 +197,12 @@ def test_augmentation_touches_only_the_train_split(trained):
     clean = load_arrays(trained.root / "outputs/clean/images.npz")
     by_path = dict(zip(clean["ids"].tolist(), clean["images"], strict=True))
     split = {name: load_arrays(trained.root / f"outputs/split/{name}.npz") for name in ("train", "val", "test")}
-    for name in ("val", "test"):        # val/test are exactly the cleaned images
+    for name in ("val", "test"):  # val/test are exactly the cleaned images
         expected = np.stack([by_path[p] for p in split[name]["ids"].tolist()])
         np.testing.assert_array_equal(split[name]["raw"], expected)
     augmented = load_arrays(trained.root / "outputs/augmented/train.npz")
     n = len(split["train"]["y"])
-    assert len(augmented["y"]) == 2 * n                       # originals + copies: 1
+    assert len(augmented["y"]) == 2 * n  # originals + copies: 1
     np.testing.assert_array_equal(augmented["x"][:n], split["train"]["x"])
     np.testing.assert_array_equal(augmented["y"][n:], split["train"]["y"])
     changed = np.abs(augmented["x"][n:] - augmented["x"][:n]).mean(axis=(1, 2, 3))
@@ -188,9 +220,16 @@ def test_registered_champion_predicts_raw_pixels_in_a_fresh_process(trained):
         out = model.predict(raw)
         out.to_csv(sys.stdout, index=False)
     """)
-    result = subprocess.run([sys.executable, "-c", script], cwd=trained.root / "outputs" / "..",
-                            env=trained.env, capture_output=True, text=True, check=True)
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=trained.root / "outputs" / "..",
+        env=trained.env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     from io import StringIO
+
     served = pd.read_csv(StringIO(result.stdout), dtype={"label": str})
     expected = pd.read_csv(trained.root / "reports/predictions.csv", dtype=str)
     assert served["label"].tolist() == expected["predicted"].tolist()
@@ -259,7 +298,7 @@ def test_dvc_plots_render_offline_with_the_inlined_template(trained):
     out = trained.root / "plots-html"
     trained.run("dvc", "plots", "show", "--html-template", str(REPO / "build/plots-template.html"), "-o", str(out))
     page = (out / "index.html").read_text()
-    assert "cdn.jsdelivr" not in page and "<script src=\"http" not in page
+    assert "cdn.jsdelivr" not in page and '<script src="http' not in page
     assert "vegaEmbed('#reports_plots_confusion_matrix_json'" in page
     assert "vegaEmbed('#reports_plots_training_csv'" in page
     assert '"actual"' in page and '"val_macro_f1"' in page

@@ -3,6 +3,7 @@
 No Kubeflow API server can exist here: the submit test talks to a small local HTTP server that
 stands in for it and records what the real kfp.Client uploads.
 """
+
 import hashlib
 import json
 import os
@@ -25,9 +26,13 @@ STEPS = ["fetch-step", "clean-step", "normalise-step", "augment-step", "train-st
 @pytest.fixture(scope="module")
 def compiled(tmp_path_factory) -> tuple[dict, dict]:
     out = tmp_path_factory.mktemp("compiled") / "pipeline.yaml"
-    subprocess.run([sys.executable, "-m", "pipelines.compile", "--output", str(out), "--image", "registry.test/dm:1"],
-                   cwd=REPO, check=True, capture_output=True)
-    spec, platform = yaml.safe_load_all(out.read_text())      # pipeline spec, then kubernetes platform spec
+    subprocess.run(
+        [sys.executable, "-m", "pipelines.compile", "--output", str(out), "--image", "registry.test/dm:1"],
+        cwd=REPO,
+        check=True,
+        capture_output=True,
+    )
+    spec, platform = yaml.safe_load_all(out.read_text())  # pipeline spec, then kubernetes platform spec
     return spec, platform
 
 
@@ -52,20 +57,26 @@ def test_compiled_spec_requests_gpu_for_train_and_limits_every_task(compiled):
     tasks = spec["root"]["dag"]["tasks"]
     assert tasks["register-step"].get("cachingOptions", {}).get("enableCache", False) is False
     assert tasks["train-step"]["retryPolicy"]["maxRetryCount"] == params.kubeflow.train_retries
-    assert tasks["train-step"]["inputs"]["parameters"]["checkpoint_dir"]["runtimeValue"]["constant"] == "", \
+    assert tasks["train-step"]["inputs"]["parameters"]["checkpoint_dir"]["runtimeValue"]["constant"] == "", (
         "no checkpoint volume unless kubeflow.checkpoint_pvc names one"
+    )
     # fetch's data root is fixed at compile time, not a run parameter anyone starting a run could widen.
-    assert tasks["fetch-step"]["inputs"]["parameters"]["data_root"]["runtimeValue"]["constant"] == \
-        params.kubeflow.data_root
+    assert (
+        tasks["fetch-step"]["inputs"]["parameters"]["data_root"]["runtimeValue"]["constant"]
+        == params.kubeflow.data_root
+    )
     for step in ("fetch-step", "clean-step", "normalise-step", "augment-step"):
         assert tasks[step]["cachingOptions"]["enableCache"] is True, step
 
     k8s = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
-    envs = {e["envVar"]: (s["secretName"], s.get("optional", False))
-            for s in k8s["exec-register-step"]["secretAsEnv"] for e in s["keyToEnv"]}
+    envs = {
+        e["envVar"]: (s["secretName"], s.get("optional", False))
+        for s in k8s["exec-register-step"]["secretAsEnv"]
+        for e in s["keyToEnv"]
+    }
     assert envs["MLFLOW_TRACKING_URI"] == ("mlflow-credentials", False)
     assert envs["MLFLOW_TRACKING_PASSWORD"] == ("mlflow-credentials", True)
-    for step in ("train-step", "evaluate-step"):     # only register talks to MLflow: no credentials elsewhere
+    for step in ("train-step", "evaluate-step"):  # only register talks to MLflow: no credentials elsewhere
         assert "secretAsEnv" not in k8s.get(f"exec-{step}", {}), step
     assert k8s["exec-train-step"]["tolerations"][0]["key"] == "nvidia.com/gpu"
     assert "exec-clean-step" not in k8s, "data tasks get no secrets and no GPU scheduling"
@@ -86,10 +97,13 @@ def test_pipeline_parameters_default_from_params_yaml_and_carry_no_credentials(c
 
 def test_fetch_reads_the_data_through_dvc_api_at_a_git_revision(tmp_path):
     """The cluster path: data from a DVC repo at a revision (here this repo at HEAD and its sample remote)."""
-    assert fetch(tmp_path / "raw", dvc_repo=str(REPO), dvc_rev="HEAD", dvc_path="data/digits",
-                 data_root=str(REPO)) == 1797
+    assert (
+        fetch(tmp_path / "raw", dvc_repo=str(REPO), dvc_rev="HEAD", dvc_path="data/digits", data_root=str(REPO)) == 1797
+    )
+
     def digest(root: Path) -> dict:
         return {str(p.relative_to(root)): hashlib.md5(p.read_bytes()).hexdigest() for p in root.rglob("*.png")}
+
     assert digest(tmp_path / "raw") == digest(REPO / "data" / "digits")
 
 
@@ -112,9 +126,22 @@ def test_kfp_local_run_matches_the_dvc_run_on_the_same_params(tmp_path):
     env = dict(project.env, MLFLOW_TRACKING_URI=f"sqlite:///{tmp_path / 'kfp-mlflow' / 'mlflow.db'}")
     out = tmp_path / "kfp-out"
     result = subprocess.run(
-        [sys.executable, "-m", "pipelines.run_local", "--params", str(project.root / "params.yaml"),
-         "--data-uri", str(project.root / "data" / "digits"), "--output-dir", str(out)],
-        cwd=REPO, env=env, capture_output=True, text=True)
+        [
+            sys.executable,
+            "-m",
+            "pipelines.run_local",
+            "--params",
+            str(project.root / "params.yaml"),
+            "--data-uri",
+            str(project.root / "data" / "digits"),
+            "--output-dir",
+            str(out),
+        ],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     kfp_metrics = json.loads((out / "metrics.json").read_text())
     assert kfp_metrics == dvc_metrics
@@ -124,10 +151,15 @@ def test_kfp_local_run_matches_the_dvc_run_on_the_same_params(tmp_path):
     for registration in registrations:
         assert registration["version"] == "1" and registration["promoted"] is True
     from components.model import weights_hash
-    assert registrations[0]["weights_hash"] == registrations[1]["weights_hash"] == \
-        weights_hash(project.root / "outputs/model.pt")
+
+    assert (
+        registrations[0]["weights_hash"]
+        == registrations[1]["weights_hash"]
+        == weights_hash(project.root / "outputs/model.pt")
+    )
     # The kfp run registered into its own store, tagged as the kubeflow engine.
     import mlflow
+
     client = mlflow.MlflowClient(tracking_uri=env["MLFLOW_TRACKING_URI"], registry_uri=env["MLFLOW_TRACKING_URI"])
     version = client.get_model_version_by_alias("digits-classifier", "champion")
     assert version.tags["engine"] == "kubeflow"
@@ -136,6 +168,7 @@ def test_kfp_local_run_matches_the_dvc_run_on_the_same_params(tmp_path):
 
 class RecordingKfpApi(BaseHTTPRequestHandler):
     """Stands in for the Kubeflow Pipelines v2beta1 REST API and records every request."""
+
     requests: list = []
 
     def _reply(self, body: dict) -> None:
@@ -168,20 +201,49 @@ def test_submit_uploads_spec_and_params_to_a_stand_in_kfp_api_server():
     host = f"http://127.0.0.1:{server.server_port}"
     try:
         result = subprocess.run(
-            [sys.executable, "-m", "pipelines.submit", "--host", host, "--namespace", "team-a", "--experiment", "exp",
-             "--run-name", "nightly", "--image", "registry.test/dm:2", "--param", "train.epochs=40",
-             "--param", "train.gpus=2", "--param", "kubeflow.train_resources.memory_limit=32Gi",
-             "--param", "kubeflow.checkpoint_pvc=train-checkpoints",
-             "--param", "dvc_repo=https://git.example/repo.git", "--param", "dvc_rev=v1.2"],
-            cwd=REPO, env={**os.environ, "KFP_TOKEN": "t0ken"}, capture_output=True, text=True,
-            timeout=120)
+            [
+                sys.executable,
+                "-m",
+                "pipelines.submit",
+                "--host",
+                host,
+                "--namespace",
+                "team-a",
+                "--experiment",
+                "exp",
+                "--run-name",
+                "nightly",
+                "--image",
+                "registry.test/dm:2",
+                "--param",
+                "train.epochs=40",
+                "--param",
+                "train.gpus=2",
+                "--param",
+                "kubeflow.train_resources.memory_limit=32Gi",
+                "--param",
+                "kubeflow.checkpoint_pvc=train-checkpoints",
+                "--param",
+                "dvc_repo=https://git.example/repo.git",
+                "--param",
+                "dvc_rev=v1.2",
+            ],
+            cwd=REPO,
+            env={**os.environ, "KFP_TOKEN": "t0ken"},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
     finally:
         server.shutdown()
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.strip().splitlines()[-1] == f"{host}/#/runs/details/run-42"
 
-    posts = {path.split("?")[0]: (body, headers) for method, path, body, headers in RecordingKfpApi.requests
-             if method == "POST"}
+    posts = {
+        path.split("?")[0]: (body, headers)
+        for method, path, body, headers in RecordingKfpApi.requests
+        if method == "POST"
+    }
     experiment, _ = posts["/apis/v2beta1/experiments"]
     assert experiment["display_name"] == "exp" and experiment["namespace"] == "team-a"
     run, headers = posts["/apis/v2beta1/runs"]
@@ -207,6 +269,7 @@ def test_submit_uploads_spec_and_params_to_a_stand_in_kfp_api_server():
 
 def test_a_branch_is_pinned_to_its_commit_so_kfp_caching_cannot_serve_stale_data():
     from pipelines.submit import pin_revision
+
     head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip()
     assert pin_revision(str(REPO), "HEAD") == head
     assert pin_revision(str(REPO), head) == head
@@ -216,39 +279,64 @@ def test_clean_step_reads_a_fetched_table_whatever_its_file_name(tmp_path):
     from types import SimpleNamespace
 
     from pipelines.steps import clean_step
+
     fetch(tmp_path / "raw", uri=str(REPO / "data" / "penguins" / "penguins.csv"), data_root=str(REPO))
     (tmp_path / "raw" / "penguins.csv").rename(tmp_path / "raw" / "new_penguins.csv")
     p = load_params(REPO / "examples" / "penguins" / "params.yaml").model_dump(mode="json", exclude_none=True)
-    clean_step(SimpleNamespace(path=str(tmp_path / "raw")), p["data"], p["clean"], p["split"],
-               SimpleNamespace(path=str(tmp_path / "clean")), SimpleNamespace(path=str(tmp_path / "clean.json")))
+    clean_step(
+        SimpleNamespace(path=str(tmp_path / "raw")),
+        p["data"],
+        p["clean"],
+        p["split"],
+        SimpleNamespace(path=str(tmp_path / "clean")),
+        SimpleNamespace(path=str(tmp_path / "clean.json")),
+    )
     assert json.loads((tmp_path / "clean.json").read_text())["n_kept"] == 342
 
 
 def test_submit_rejects_an_unknown_param_before_contacting_the_server():
-    result = subprocess.run([sys.executable, "-m", "pipelines.submit", "--host", "http://127.0.0.1:9",
-                             "--param", "train.epocs=3"], cwd=REPO, capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, "-m", "pipelines.submit", "--host", "http://127.0.0.1:9", "--param", "train.epocs=3"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 1
-    assert result.stderr.strip() == "error: --param: train.epocs: unknown key (did you mean 'train.epochs'?); " \
-                                    "fix or remove it"
+    assert (
+        result.stderr.strip() == "error: --param: train.epocs: unknown key (did you mean 'train.epochs'?); "
+        "fix or remove it"
+    )
 
 
 def test_submit_to_an_unreachable_host_is_one_line_saying_what_to_check():
     from servers import free_port
-    host = f"http://127.0.0.1:{free_port()}"          # nothing listens there
-    result = subprocess.run([sys.executable, "-m", "pipelines.submit", "--host", host], cwd=REPO, capture_output=True,
-                            text=True, timeout=120)
+
+    host = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    result = subprocess.run(
+        [sys.executable, "-m", "pipelines.submit", "--host", host],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 1
     assert result.stderr.strip().splitlines() == [
         f"error: Kubeflow Pipelines at {host} is not reachable ([Errno 111] Connection refused); check --host (e.g. "
         "https://HOST/pipeline, or http://localhost:8080 after `kubectl port-forward -n kubeflow "
-        "svc/ml-pipeline-ui 8080:80`)"]
+        "svc/ml-pipeline-ui 8080:80`)"
+    ]
 
 
 def test_submit_help_explains_every_option_and_the_token():
-    result = subprocess.run([sys.executable, "-m", "pipelines.submit", "--help"], cwd=REPO, capture_output=True,
-                            text=True, check=True)
+    result = subprocess.run(
+        [sys.executable, "-m", "pipelines.submit", "--help"], cwd=REPO, capture_output=True, text=True, check=True
+    )
     text = " ".join(result.stdout.split())
-    for option in ("--param KEY=VALUE override one value", "--params PARAMS the params file",
-                   "--run-name RUN_NAME name of the run", "$KFP_TOKEN"):
+    for option in (
+        "--param KEY=VALUE override one value",
+        "--params PARAMS the params file",
+        "--run-name RUN_NAME name of the run",
+        "$KFP_TOKEN",
+    ):
         assert option in text, option
     assert "never a command- line argument" in text or "never a command-line argument" in text

@@ -2,6 +2,7 @@
 clean `git status`; a params change and its undoing restore from DVC's run-cache and reuse the registered
 version; `dvc exp run` names its MLflow run; `pipelines.reproduce` reruns a registered version; `make clean`
 removes exactly what the pipeline generates. The clones share this test session's virtual environment."""
+
 from __future__ import annotations
 
 import os
@@ -22,15 +23,23 @@ MODEL = "digits-classifier"
 
 def fresh_clone(dest: Path) -> Path:
     """This working tree as a new user's clone gets it: every file git tracks or would track, committed."""
-    listed = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"], cwd=REPO,
-                            capture_output=True, text=True, check=True).stdout.split("\0")
+    listed = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split("\0")
     for name in filter(None, listed):
         source = REPO / name
         if source.is_file():
             (dest / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(source, dest / name)
-    for args in (["init", "-q"], ["add", "-A"], ["-c", "user.name=t", "-c", "user.email=t@example.com",
-                                                  "commit", "-qm", "clone"]):
+    for args in (
+        ["init", "-q"],
+        ["add", "-A"],
+        ["-c", "user.name=t", "-c", "user.email=t@example.com", "commit", "-qm", "clone"],
+    ):
         subprocess.run(["git", *args], cwd=dest, check=True, capture_output=True)
     return dest
 
@@ -44,8 +53,9 @@ def env() -> dict:
 def sh(cwd: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
     result = subprocess.run(args, cwd=cwd, env=env(), capture_output=True, text=True)
     if check and result.returncode != 0:
-        raise AssertionError(f"{' '.join(args)} failed ({result.returncode}):\n{result.stdout[-3000:]}\n"
-                             f"{result.stderr[-3000:]}")
+        raise AssertionError(
+            f"{' '.join(args)} failed ({result.returncode}):\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+        )
     return result
 
 
@@ -73,6 +83,7 @@ def tracked_outputs(clone: Path) -> dict[str, bytes]:
 
 def mlflow_client(clone: Path):
     import mlflow
+
     uri = f"sqlite:///{clone / 'mlflow' / 'mlflow.db'}"
     return mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
 
@@ -91,8 +102,14 @@ def test_two_fresh_clones_give_the_same_bytes_and_a_clean_git_status(clones):
     first, second = clones
     assert git_status(first) == git_status(second) == "", "make run changed nothing git tracks"
     outputs = [tracked_outputs(clone) for clone in clones]
-    assert {"outputs/model.pt", "outputs/train_info.json", "reports/metrics.json", "reports/registration.json",
-            "reports/plots/training.csv", "outputs/augmented/train.npz"} <= set(outputs[0])
+    assert {
+        "outputs/model.pt",
+        "outputs/train_info.json",
+        "reports/metrics.json",
+        "reports/registration.json",
+        "reports/plots/training.csv",
+        "outputs/augmented/train.npz",
+    } <= set(outputs[0])
     assert sorted(outputs[0]) == sorted(outputs[1])
     assert [name for name in outputs[0] if outputs[0][name] != outputs[1][name]] == []
     # the lineage of the run is true: committed sources, though DVC rewrote its own files before register
@@ -141,6 +158,7 @@ def test_reproduce_reruns_a_registered_version_from_its_commit(clones):
     assert git_status(first) == ""
     # a version whose record does not match what its commit gives is reported, difference by difference
     from pipelines.reproduce import compare
+
     record = {"tags": {"weights_hash": "0" * 64}, "metrics": {"macro_f1": 0.5, "n_test": 360.0}}
     differences = compare(record, first, tolerance=1e-9)
     assert differences[0].startswith("weights_hash: registered 0000000000000000..., rerun ")
@@ -148,10 +166,14 @@ def test_reproduce_reruns_a_registered_version_from_its_commit(clones):
     assert len(differences) == 2, "n_test matches"
     bad = sh(first, "python", "-m", "pipelines.reproduce", "digits-classifier/1", check=False)
     assert bad.returncode == 1 and bad.stderr.strip().splitlines()[-1].startswith(
-        "error: digits-classifier/1: not a model version URI")
+        "error: digits-classifier/1: not a model version URI"
+    )
     elsewhere = sh(first / "components", "python", "-m", "pipelines.reproduce", f"models:/{MODEL}/1", check=False)
-    assert elsewhere.returncode == 1 and "no dvc.yaml here; run python -m pipelines.reproduce from the project root" \
+    assert (
+        elsewhere.returncode == 1
+        and "no dvc.yaml here; run python -m pipelines.reproduce from the project root"
         in elsewhere.stderr.strip().splitlines()[-1]
+    )
     assert not (first / "components" / "mlflow").exists(), "no stray MLflow store"
 
 
@@ -184,14 +206,29 @@ def test_make_clean_removes_what_the_pipeline_made_and_nothing_git_tracks(clones
 
 def test_git_dirty_means_a_change_by_the_user_not_by_dvc(tmp_path, monkeypatch):
     from components.tracking import git_commit
-    (tmp_path / "dvc.yaml").write_text(yaml.safe_dump({"stages": {"evaluate": {
-        "cmd": "true", "outs": ["reports/predictions.csv"], "metrics": [{"reports/metrics.json": {"cache": False}}],
-        "plots": [{"reports/plots/per_class.json": {"cache": False}}]}}}))
+
+    (tmp_path / "dvc.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "stages": {
+                    "evaluate": {
+                        "cmd": "true",
+                        "outs": ["reports/predictions.csv"],
+                        "metrics": [{"reports/metrics.json": {"cache": False}}],
+                        "plots": [{"reports/plots/per_class.json": {"cache": False}}],
+                    }
+                }
+            }
+        )
+    )
     for name in ("params.yaml", "dvc.lock", "reports/metrics.json", "reports/plots/per_class.json", "src.py"):
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_text("a\n")
-    for args in (["init", "-q"], ["add", "-A"], ["-c", "user.name=t", "-c", "user.email=t@example.com",
-                                                  "commit", "-qm", "c"]):
+    for args in (
+        ["init", "-q"],
+        ["add", "-A"],
+        ["-c", "user.name=t", "-c", "user.email=t@example.com", "commit", "-qm", "c"],
+    ):
         subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True)
     monkeypatch.chdir(tmp_path)
     assert git_commit()[1] is False

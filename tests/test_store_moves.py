@@ -1,5 +1,6 @@
 """The embedded MLflow store moves with the workspace: copy a project (cp -a), delete the original, and
 predict and register work in the copy and write only inside it. Readers never create or write a store."""
+
 from __future__ import annotations
 
 import os
@@ -16,14 +17,29 @@ def files_under(folder: Path) -> dict[str, float]:
 
 
 def predict(cwd: Path, env: dict, out: Path, data: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "components.predict", "--model", "models:/digits-classifier@champion",
-                           "--input", str(data), "--output", str(out)], cwd=cwd, env=env, capture_output=True,
-                          text=True)
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "components.predict",
+            "--model",
+            "models:/digits-classifier@champion",
+            "--input",
+            str(data),
+            "--output",
+            str(out),
+        ],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
 
 
 def test_a_copied_workspace_with_its_original_deleted_predicts_and_registers_inside_itself(tmp_path):
-    original = make_project(tmp_path / "original", per_class=20, params={"train": {"epochs": 2},
-                                                                        "register": {"min_macro_f1": 0.0}})
+    original = make_project(
+        tmp_path / "original", per_class=20, params={"train": {"epochs": 2}, "register": {"min_macro_f1": 0.0}}
+    )
     # the embedded default store, as `make run` uses it: no MLFLOW_TRACKING_URI
     env = {key: value for key, value in original.env.items() if key != "MLFLOW_TRACKING_URI"}
     env["PYTHONPATH"] = str(tmp_path / "copy")
@@ -45,9 +61,14 @@ def test_a_copied_workspace_with_its_original_deleted_predicts_and_registers_ins
     import sqlite3
 
     from components.tracking import ARTIFACT_COLUMNS
+
     with sqlite3.connect(copy.root / "mlflow" / "mlflow.db") as db:
-        recorded = [value for table, column in ARTIFACT_COLUMNS
-                    for (value,) in db.execute(f"SELECT {column} FROM {table}") if value]
+        recorded = [
+            value
+            for table, column in ARTIFACT_COLUMNS
+            for (value,) in db.execute(f"SELECT {column} FROM {table}")
+            if value
+        ]
     assert recorded and not [value for value in recorded if str(original.root) in value], recorded
     assert any(value.endswith(f"{copy.root}/mlruns/0") for value in recorded), "MLflow's Default experiment moved too"
 

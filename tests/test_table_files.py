@@ -1,6 +1,7 @@
 """Tables are read as their authors wrote them: each file is made here, shaped like the ones people post
 in pandas bug reports, and the clean stage's CLI must read the right classes, dtypes, numbers and lines,
 say what it detected in reports/clean.json, and leave the raw file byte-identical."""
+
 import codecs
 import hashlib
 import json
@@ -19,22 +20,28 @@ def sha256(path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def run_clean(tmp_path, capsys, content: bytes | str, data: dict | None = None, clean_cfg: dict | None = None,
-              name: str = "t.csv"):
+def run_clean(
+    tmp_path, capsys, content: bytes | str, data: dict | None = None, clean_cfg: dict | None = None, name: str = "t.csv"
+):
     """The clean CLI on a file holding `content`. Returns (exit code, stderr lines, report, cleaned table, meta)."""
     raw = tmp_path / "data" / name
     raw.parent.mkdir(parents=True, exist_ok=True)
     raw.write_bytes(content.encode() if isinstance(content, str) else content)
     before = sha256(raw)
-    run = Path(tempfile.mkdtemp(dir=tmp_path, prefix="run"))        # a fresh folder per call
+    run = Path(tempfile.mkdtemp(dir=tmp_path, prefix="run"))  # a fresh folder per call
     out, report_path = run / "clean", run / "clean.json"
     params = {"data": {"kind": "tabular", "path": str(raw), "target": "y"} | (data or {}), "clean": clean_cfg or {}}
     code, lines = clean_cli(capsys, params, out, report_path)
     assert sha256(raw) == before, "raw data must be byte-identical"
     if code:
         return code, lines, None, None, None
-    return (0, lines, json.loads(report_path.read_text()), pd.read_parquet(out / "table.parquet"),
-            json.loads((out / "meta.json").read_text()))
+    return (
+        0,
+        lines,
+        json.loads(report_path.read_text()),
+        pd.read_parquet(out / "table.parquet"),
+        json.loads((out / "meta.json").read_text()),
+    )
 
 
 def csv_text(rows: list[list[str]], sep: str = ",") -> str:
@@ -42,6 +49,7 @@ def csv_text(rows: list[list[str]], sep: str = ",") -> str:
 
 
 # ---------------------------------------------------------------- labels are text, spelled as written
+
 
 def test_a_class_named_NA_is_a_class_and_NA_in_a_feature_is_missing(tmp_path, capsys):
     rows = [["region", "f1", "f2", "y"]]
@@ -81,10 +89,11 @@ def test_labels_and_categories_with_stray_spaces_are_stripped_and_counted(tmp_pa
 
 # ---------------------------------------------------------------- numbers as written
 
+
 def test_quoted_numbers_with_thousands_separators_are_numbers(tmp_path, capsys):
     rows = [["population", "area", "y"]]
     for i in range(40):
-        population = f"{20037 + 1000 * i:,}" if i % 2 else str(512 + i)      # "20,037" and "512"
+        population = f"{20037 + 1000 * i:,}" if i % 2 else str(512 + i)  # "20,037" and "512"
         rows.append([f'"{population}"', f'"{1234567.5 + i:,.1f}"', "ab"[i % 2]])
     code, _, report, table, meta = run_clean(tmp_path, capsys, csv_text(rows))
     assert code == 0
@@ -107,7 +116,7 @@ def test_swiss_and_french_thousands_separators(tmp_path, capsys, written, thousa
 def test_european_excel_semicolons_and_decimal_commas(tmp_path, capsys):
     rows = [["klasse", "f1", "f2", "f3"]]
     for i in range(30):
-        rows.append(["ab"[i % 2], f"{i},5", f"1.{i:03d},25", str(i)])      # 1,5 and 1.000,25
+        rows.append(["ab"[i % 2], f"{i},5", f"1.{i:03d},25", str(i)])  # 1,5 and 1.000,25
     content = codecs.BOM_UTF8 + csv_text(rows, ";").encode()
     code, _, report, table, meta = run_clean(tmp_path, capsys, content, {"target": "klasse"})
     assert code == 0
@@ -139,8 +148,10 @@ def test_a_wrong_pinned_separator_says_which_key_to_set(tmp_path, capsys):
     rows = [["klasse", "f1"]] + [["ab"[i % 2], f"{i},5"] for i in range(10)]
     code, lines, *_ = run_clean(tmp_path, capsys, csv_text(rows, ";"), {"target": "klasse", "csv": {"sep": ","}})
     assert code == 1
-    assert "t.csv line 2: 2 fields, but the header (line 1) was read as one column with the separator ','; " \
-           "set data.csv.sep" in lines[0]
+    assert (
+        "t.csv line 2: 2 fields, but the header (line 1) was read as one column with the separator ','; "
+        "set data.csv.sep" in lines[0]
+    )
 
 
 def test_tab_separated_file_with_commas_in_text(tmp_path, capsys):
@@ -161,8 +172,10 @@ def test_missing_markers_in_a_numeric_column_keep_it_numeric(tmp_path, capsys):
     assert "add it to data.csv.na_values" in lines[0]
     code, _, report, table, meta = run_clean(tmp_path, capsys, csv_text(rows), {"csv": {"na_values": ["missing"]}})
     assert code == 0 and meta["numeric"] == ["temp", "rain"]
-    assert report["read"]["missing_markers_by_column"] == {"temp": {"-": 1, "n/a": 1, "?": 1, "—": 1},
-                                                         "rain": {"missing": 1}}
+    assert report["read"]["missing_markers_by_column"] == {
+        "temp": {"-": 1, "n/a": 1, "?": 1, "—": 1},
+        "rain": {"missing": 1},
+    }
     assert report["imputed_by_column"] == {"temp": 4, "rain": 1}
     assert table["temp"].isna().sum() == 4 and table["temp"].max() == 26.5
 
@@ -178,6 +191,7 @@ def test_numeric_column_with_a_typo_is_still_an_error_naming_the_line(tmp_path, 
 
 # ---------------------------------------------------------------- structure, lines, encodings
 
+
 def test_errors_name_the_physical_line_after_quoted_line_breaks(tmp_path, capsys):
     lines = ["id,note,x,y"]
     for i in range(40):
@@ -187,7 +201,7 @@ def test_errors_name_the_physical_line_after_quoted_line_breaks(tmp_path, capsys
             bad_line = len("\n".join(lines).splitlines()) + 1
         lines.append(f"{i},{note},{value},{'ab'[i % 2]}")
     content = "\n".join(lines) + "\n"
-    assert bad_line == 54 and content.splitlines()[bad_line - 1].startswith("35,")    # grep -n would say 54
+    assert bad_line == 54 and content.splitlines()[bad_line - 1].startswith("35,")  # grep -n would say 54
     code, messages, *_ = run_clean(tmp_path, capsys, content)
     assert code == 1 and "t.csv line 54: column 'x' holds 'oops', not a number" in messages[0]
 
@@ -202,11 +216,14 @@ def test_a_row_with_too_many_or_too_few_fields_names_its_line(tmp_path, capsys):
     assert code == 1 and "t.csv line 5: 4 fields" in lines[0] and "quote values that contain the separator" in lines[0]
 
 
-@pytest.mark.parametrize("header, message", [
-    ("a,b,a,y", "line 1: the header names columns 1, 3 both 'a'; give each column its own name"),
-    (",b,c,y", "line 1: column 1 of 4 has no name in the header (an index saved by mistake?); name it or delete"),
-    ("a,b,c,y,", "line 1: column 5 of 5 has no name in the header (a separator at the end of every line?)"),
-])
+@pytest.mark.parametrize(
+    "header, message",
+    [
+        ("a,b,a,y", "line 1: the header names columns 1, 3 both 'a'; give each column its own name"),
+        (",b,c,y", "line 1: column 1 of 4 has no name in the header (an index saved by mistake?); name it or delete"),
+        ("a,b,c,y,", "line 1: column 5 of 5 has no name in the header (a separator at the end of every line?)"),
+    ],
+)
 def test_a_header_that_repeats_or_omits_a_name_is_an_error(tmp_path, capsys, header, message):
     names = header.split(",")
     rows = [names] + [["ab"[i % 2] if name == "y" else str(i) for name in names] for i in range(20)]
@@ -220,8 +237,11 @@ def test_numbers_in_an_unknown_format_are_a_warning_in_the_report(tmp_path, caps
     code, _, report, _, meta = run_clean(tmp_path, capsys, csv_text(rows))
     assert code == 0 and meta["categorical"] == ["share"] and meta["numeric"] == ["x"]
     [warning] = report["read"]["warnings"]
-    assert warning.startswith("column 'share' is read as categorical with 40 distinct values in 40 rows") and \
-        "'0%'" in warning and "list 'share' in data.numeric" in warning
+    assert (
+        warning.startswith("column 'share' is read as categorical with 40 distinct values in 40 rows")
+        and "'0%'" in warning
+        and "list 'share' in data.numeric" in warning
+    )
     code, _, report, _, _ = run_clean(tmp_path, capsys, csv_text(rows), {"categorical": ["share"]})
     assert report["read"]["warnings"] == [], "a column the user called categorical is theirs to judge"
     # 12.5 % of a word among numbers: below the 90 % rule, so categorical, and the warning names the word
@@ -234,16 +254,21 @@ def test_numbers_in_an_unknown_format_are_a_warning_in_the_report(tmp_path, caps
 def test_comment_lines_without_the_setting_say_which_key_to_set(tmp_path, capsys):
     body = "# exported 2026-11-30\nx,y\n" + "".join(f"{i},{'ab'[i % 2]}\n" for i in range(20))
     code, lines, *_ = run_clean(tmp_path, capsys, body)
-    assert code == 1 and "t.csv line 2: 2 fields, but the header (line 1) has 1 and starts with '#': if lines " \
-        "starting with '#' are comments, set data.csv.comment: '#'" in lines[0]
+    assert (
+        code == 1
+        and "t.csv line 2: 2 fields, but the header (line 1) has 1 and starts with '#': if lines "
+        "starting with '#' are comments, set data.csv.comment: '#'"
+        in lines[0]
+    )
 
 
 def test_comment_and_blank_lines_are_skipped_and_lines_still_counted(tmp_path, capsys):
     body = "# exported 2026-11-30\nx,y\n\n" + "".join(f"{i},{'ab'[i % 2]}\n" for i in range(20)) + "# end\n5.5,\n"
     code, _, report, table, _ = run_clean(tmp_path, capsys, body, {"csv": {"comment": "#"}})
     assert code == 0 and len(table) == 20
-    assert report["dropped"] == [{"id": "20", "line": 25, "reason": "missing_target", "detail": "no value in 'y'",
-                                  "column": "y"}]
+    assert report["dropped"] == [
+        {"id": "20", "line": 25, "reason": "missing_target", "detail": "no value in 'y'", "column": "y"}
+    ]
 
 
 def test_a_cp1252_file_names_the_byte_and_the_setting_then_reads_with_it(tmp_path, capsys):
@@ -269,13 +294,15 @@ def test_utf16_tab_separated_export_is_read(tmp_path, capsys):
     content = csv_text(rows, "\t").encode("utf-16")
     code, _, report, table, meta = run_clean(tmp_path, capsys, content, name="t.tsv")
     assert code == 0 and (report["read"]["encoding"], report["read"]["sep"]) == ("utf-16", "\t")
-    assert meta["classes"] == ["ja", "nein"] and meta["categorical"] == ["Größe"], \
+    assert meta["classes"] == ["ja", "nein"] and meta["categorical"] == ["Größe"], (
         "1,5 in a tab-separated file is text unless data.csv.decimal says ','"
+    )
     code, _, _, table, meta = run_clean(tmp_path, capsys, content, {"csv": {"decimal": ","}}, name="t.tsv")
     assert meta["numeric"] == ["Größe"] and table["Größe"].tolist()[:2] == [0.5, 1.5]
 
 
 # ---------------------------------------------------------------- reports name what they are about
+
 
 def test_a_small_class_is_named_with_its_count(tmp_path, capsys):
     rows = [["x", "y"]] + [[str(i), "abc"[i % 3] if i < 57 else "rare"] for i in range(60)]
@@ -306,33 +333,45 @@ def test_a_dos_end_of_file_mark_is_named(tmp_path, capsys):
 
 
 def test_parquet_list_and_date_columns(tmp_path, capsys):
-    frame = pd.DataFrame({"x": range(40), "y": ["ab"[i % 2] for i in range(40)],
-                          "when": pd.date_range("2024-01-01", periods=40, freq="D")})
+    frame = pd.DataFrame(
+        {
+            "x": range(40),
+            "y": ["ab"[i % 2] for i in range(40)],
+            "when": pd.date_range("2024-01-01", periods=40, freq="D"),
+        }
+    )
     frame.to_parquet(tmp_path / "dates.parquet")
-    code, _, report, _, meta = run_clean(tmp_path, capsys, (tmp_path / "dates.parquet").read_bytes(),
-                                         name="t.parquet")
+    code, _, report, _, meta = run_clean(tmp_path, capsys, (tmp_path / "dates.parquet").read_bytes(), name="t.parquet")
     assert code == 0 and meta["categorical"] == ["when"]
-    assert report["read"]["warnings"] == ["column 'when' holds dates and times, read as categories (one per distinct "
-                                          "value): derive features from it (month, day of week, ...) or leave it out "
-                                          "of data.features"]
+    assert report["read"]["warnings"] == [
+        "column 'when' holds dates and times, read as categories (one per distinct "
+        "value): derive features from it (month, day of week, ...) or leave it out "
+        "of data.features"
+    ]
     frame.assign(lst=[[1, 2]] * 40).to_parquet(tmp_path / "lists.parquet")
     code, lines, *_ = run_clean(tmp_path, capsys, (tmp_path / "lists.parquet").read_bytes(), name="t.parquet")
-    assert code == 1 and "t.parquet row 0: column 'lst' holds ndarray values (e.g. [1 2]), not one number or " \
-        "category per row; flatten it into columns or leave it out of data.features" in lines[0]
+    assert (
+        code == 1
+        and "t.parquet row 0: column 'lst' holds ndarray values (e.g. [1 2]), not one number or "
+        "category per row; flatten it into columns or leave it out of data.features"
+        in lines[0]
+    )
 
 
 # ---------------------------------------------------------------- huge values and wide tables
 
+
 def test_an_error_quotes_at_most_80_characters_of_a_huge_value(tmp_path, capsys):
-    huge = "9" * 500_000 + "x" + "9" * 500_000                 # a 1 MB cell that is not a number
+    huge = "9" * 500_000 + "x" + "9" * 500_000  # a 1 MB cell that is not a number
     rows = [["f1", "f2", "y"]] + [[str(i), str(i % 5), "ab"[i % 2]] for i in range(40)]
     rows[7][0] = huge
     code, lines, *_ = run_clean(tmp_path, capsys, csv_text(rows), {"numeric": ["f1"]})
     assert code == 1 and len(lines[0]) < 600, len(lines[0])
     assert "line 8: column 'f1' holds '9999" in lines[0] and "...' (1,000,001 characters), not a number" in lines[0]
-    long_name = "c" * 100_000                                    # a header cell pasted from somewhere
-    code, lines, *_ = run_clean(tmp_path, capsys, csv_text([[long_name, "y"], ["1", "a"], ["2", "b"]]),
-                                {"target": "label"})
+    long_name = "c" * 100_000  # a header cell pasted from somewhere
+    code, lines, *_ = run_clean(
+        tmp_path, capsys, csv_text([[long_name, "y"], ["1", "a"], ["2", "b"]]), {"target": "label"}
+    )
     assert code == 1 and len(lines[0]) < 600 and "target column 'label' not found" in lines[0]
 
 

@@ -1,4 +1,5 @@
 """Checkpoints, resume after a kill, and data-parallel training (DDP through torchrun, gloo on CPU)."""
+
 import os
 import re
 import signal
@@ -21,15 +22,29 @@ def state_dict(path: Path) -> dict:
     return torch.load(path, weights_only=True)["state_dict"]
 
 
-def train_cli(workdir: Path, params: dict, tag: str, checkpoints: bool = False,
-              check: bool = True) -> subprocess.CompletedProcess:
+def train_cli(
+    workdir: Path, params: dict, tag: str, checkpoints: bool = False, check: bool = True
+) -> subprocess.CompletedProcess:
     """The train stage's own command line on workdir's train.npz/val.npz; outputs named after `tag`.
     check: assert that it succeeded."""
     (workdir / f"{tag}.yaml").write_text(yaml.safe_dump(params))
-    command = [sys.executable, "-m", "components.train", "--params", str(workdir / f"{tag}.yaml"),
-               "--train", str(workdir / "train.npz"), "--val", str(workdir / "val.npz"),
-               "--model", str(workdir / f"{tag}.pt"), "--info", str(workdir / f"{tag}.json"),
-               "--history", str(workdir / f"{tag}.csv")]
+    command = [
+        sys.executable,
+        "-m",
+        "components.train",
+        "--params",
+        str(workdir / f"{tag}.yaml"),
+        "--train",
+        str(workdir / "train.npz"),
+        "--val",
+        str(workdir / "val.npz"),
+        "--model",
+        str(workdir / f"{tag}.pt"),
+        "--info",
+        str(workdir / f"{tag}.json"),
+        "--history",
+        str(workdir / f"{tag}.csv"),
+    ]
     command += ["--checkpoints", str(workdir / "ck")] if checkpoints else []
     result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0 or not check, result.stderr[-3000:]
@@ -38,12 +53,19 @@ def train_cli(workdir: Path, params: dict, tag: str, checkpoints: bool = False,
 
 def test_training_killed_by_sigkill_resumes_in_dvc_repro_and_ends_with_the_same_model(tmp_path):
     epochs = 12
-    project = make_project(tmp_path / "p", per_class=40,
-                           params={"train": {"epochs": epochs, "patience": epochs, "width": 8}})
+    project = make_project(
+        tmp_path / "p", per_class=40, params={"train": {"epochs": epochs, "patience": epochs, "width": 8}}
+    )
     project.repro("augment")
     # Killed as soon as the first epoch checkpoint lands: the whole process group, like a preempted node.
-    repro = subprocess.Popen(["dvc", "repro", "train"], cwd=project.root, env=project.env, start_new_session=True,
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    repro = subprocess.Popen(
+        ["dvc", "repro", "train"],
+        cwd=project.root,
+        env=project.env,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     checkpoints = project.root / "outputs" / "checkpoints"
     deadline = time.monotonic() + 300
     while not list(checkpoints.glob("train-*.pt")) and repro.poll() is None and time.monotonic() < deadline:
@@ -81,8 +103,13 @@ def test_a_changed_param_never_resumes_a_foreign_checkpoint(tmp_path):
     # A checkpoint of another run (lr differs) lies in the folder: the new run must not start from it.
     (workdir / "ck").mkdir(exist_ok=True)
     other = {**params, "train": {**params["train"], "lr": 0.01}}
-    result = subprocess.run([sys.executable, "-c", STOP_AFTER_ONE_EPOCH, str(workdir), yaml.safe_dump(other)],
-                            cwd=REPO, capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [sys.executable, "-c", STOP_AFTER_ONE_EPOCH, str(workdir), yaml.safe_dump(other)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert len(list((workdir / "ck").glob("train-*.pt"))) == 1
     again = train_cli(workdir, params, "again", checkpoints=True)
@@ -91,8 +118,9 @@ def test_a_changed_param_never_resumes_a_foreign_checkpoint(tmp_path):
         assert torch.equal(value, state_dict(workdir / "again.pt")[key])
 
     # A damaged checkpoint of this very run (a crash on a network volume) is dropped, not fatal.
-    own = checkpoint_path(workdir / "ck", [workdir / "train.npz", workdir / "val.npz"],
-                          Params.model_validate(params), 1)
+    own = checkpoint_path(
+        workdir / "ck", [workdir / "train.npz", workdir / "val.npz"], Params.model_validate(params), 1
+    )
     own.write_bytes(b"truncated")
     damaged = train_cli(workdir, params, "damaged", checkpoints=True)
     assert "ignoring unreadable checkpoint" in damaged.stderr and not own.exists()
@@ -143,8 +171,10 @@ def test_ddp_on_two_cpu_processes_equals_one_process_on_the_same_global_batch(tm
     a, b = state_dict(workdir / "single.pt"), state_dict(workdir / "ddp.pt")
     moved = max((a[k] - b[k]).abs().max().item() for k in a)
     assert moved < 1e-4, f"DDP weights differ from one process by {moved}"
-    single_loss, ddp_loss = ([float(row.split(",")[1]) for row in (workdir / f"{t}.csv").read_text().splitlines()[1:]]
-                             for t in ("single", "ddp"))
+    single_loss, ddp_loss = (
+        [float(row.split(",")[1]) for row in (workdir / f"{t}.csv").read_text().splitlines()[1:]]
+        for t in ("single", "ddp")
+    )
     np.testing.assert_allclose(single_loss, ddp_loss, rtol=1e-4)
     assert not list((workdir / "ck").iterdir())
     # And it learnt something: the three classes are separable.
@@ -158,7 +188,8 @@ def test_ddp_bad_input_is_one_line_naming_the_file_before_any_worker_starts(tmp_
     assert result.returncode == 1 and "starting 2 data-parallel processes" not in result.stderr
     assert result.stderr.strip().splitlines() == [
         f"error: {workdir / 'val.npz'}: not a readable .npz file (ValueError); rerun the stage that writes it "
-        "(dvc repro)"]
+        "(dvc repro)"
+    ]
     assert not (workdir / "failing.pt").exists()
 
 
@@ -170,9 +201,12 @@ def test_ddp_worker_failure_is_one_line_naming_whichever_worker_failed_first(tmp
     result = train_cli(workdir, {"train": {"gpus": 2, "device": "cpu", "epochs": 1}}, "failing", check=False)
     errors = [line for line in result.stderr.splitlines() if "error" in line]
     assert result.returncode == 1 and len(errors) == 1, result.stderr
-    assert re.fullmatch(rf"error: train: torchrun worker [01] failed: error: {re.escape(str(workdir))}/val.npz: "
-                        r"examples of shape \(5,\), but .*train.npz holds \(12,\); rerun the stages before train "
-                        r"\(dvc repro\)", errors[0]), errors[0]
+    assert re.fullmatch(
+        rf"error: train: torchrun worker [01] failed: error: {re.escape(str(workdir))}/val.npz: "
+        r"examples of shape \(5,\), but .*train.npz holds \(12,\); rerun the stages before train "
+        r"\(dvc repro\)",
+        errors[0],
+    ), errors[0]
     assert "Traceback" not in result.stderr and not (workdir / "failing.pt").exists()
 
 
@@ -192,25 +226,42 @@ def children(pid: int) -> list[int]:
 def test_ddp_worker_killed_is_one_line_that_says_rerun_resumes(tmp_path):
     """A worker killed from outside (the OOM killer, a preempted node): rerunning is the right advice."""
     workdir = table_data(tmp_path)
-    (workdir / "long.yaml").write_text(yaml.safe_dump({"train": {"gpus": 2, "device": "cpu", "epochs": 10_000,
-                                                                  "patience": 10_000}}))
-    command = [sys.executable, "-m", "components.train", "--params", str(workdir / "long.yaml"),
-               "--train", str(workdir / "train.npz"), "--val", str(workdir / "val.npz"), "--model",
-               str(workdir / "m.pt"), "--info", str(workdir / "m.json"), "--history", str(workdir / "m.csv")]
+    (workdir / "long.yaml").write_text(
+        yaml.safe_dump({"train": {"gpus": 2, "device": "cpu", "epochs": 10_000, "patience": 10_000}})
+    )
+    command = [
+        sys.executable,
+        "-m",
+        "components.train",
+        "--params",
+        str(workdir / "long.yaml"),
+        "--train",
+        str(workdir / "train.npz"),
+        "--val",
+        str(workdir / "val.npz"),
+        "--model",
+        str(workdir / "m.pt"),
+        "--info",
+        str(workdir / "m.json"),
+        "--history",
+        str(workdir / "m.csv"),
+    ]
     launcher = subprocess.Popen(command, cwd=REPO, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120
     while len(workers := children(launcher.pid)) < 2 and time.monotonic() < deadline and launcher.poll() is None:
         time.sleep(0.1)
-    early = launcher.stderr.read()[-2000:] if launcher.poll() is not None else ""     # e.g. params refused
+    early = launcher.stderr.read()[-2000:] if launcher.poll() is not None else ""  # e.g. params refused
     assert len(workers) == 2, f"both torchrun workers should have started {early}"
     time.sleep(2)
     os.kill(workers[0], signal.SIGKILL)
     _, stderr = launcher.communicate(timeout=120)
     assert launcher.returncode == 1
     last = stderr.strip().splitlines()[-1]
-    assert re.fullmatch(r"error: train: torchrun worker [01] failed \(killed by SIGKILL\); if it was killed \(out of "
-                        r"memory, a preempted node\), rerun and training resumes from the last epoch checkpoint",
-                        last), last
+    assert re.fullmatch(
+        r"error: train: torchrun worker [01] failed \(killed by SIGKILL\); if it was killed \(out of "
+        r"memory, a preempted node\), rerun and training resumes from the last epoch checkpoint",
+        last,
+    ), last
     assert "Traceback" not in stderr
 
 
