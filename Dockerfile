@@ -1,7 +1,7 @@
 # One image for every pipeline component: `python -m components.<stage> ...`, DVC or Kubeflow alike.
 #
-#   docker build -t digits-mlops .          (or: buildah bud -t digits-mlops .)
-#   docker run --rm --gpus all -v "$PWD:/work" -w /work digits-mlops python -m components.train --help
+#   docker build -t twinline .          (or: buildah bud -t twinline .)
+#   docker run --rm --gpus all -v "$PWD:/work" -w /work twinline python -m components.train --help
 #
 # The base image brings Python and a CUDA build of PyTorch; the project's venv sees it through
 # --system-site-packages, so `pip install .` keeps that torch (it satisfies torch>=2.4,<3) instead
@@ -50,4 +50,4 @@ ENV VIRTUAL_ENV=/opt/venv \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /app
 USER ${UID}:${UID}
-CMD ["python", "-c", "import components; print('digits-mlops: run python -m components.<clean|normalise|augment|train|evaluate|register> --help')"]
+CMD ["python", "-c", "import components; print('twinline: run python -m components.<clean|normalise|augment|train|evaluate|register> --help')"]

@@ -2,14 +2,14 @@
 
 Under DVC the data is already in the workspace (`dvc pull`); on a cluster the first task gets it:
 - `uri`: an s3://, gs://, az:// (abfs://) or http(s):// URL, or a local path (plain or file://) under the
-  data root (kubeflow.data_root, e.g. a mounted data volume: /mnt/data/digits);
+  data root (kubeflow.data_root, e.g. a mounted data volume: /mnt/data/images);
 - `dvc_repo` + `dvc_rev` + `dvc_path`: a git repo tracked with DVC (https://, ssh://, git@host:path, or a
   local path under the data root), read through `dvc.api`, which pulls the files from that repo's DVC
   remote at that revision.
 Nothing else: the fetched files become an artifact other users can read, so a URL must not reach what
 the pod itself can read (file:///var/run/secrets/..., a symlink or `..` out of the data root).
 
-    python -m components.fetch --dvc-repo https://github.com/org/repo --dvc-rev v1.2 --dvc-path data/digits --out DIR
+    python -m components.fetch --dvc-repo https://github.com/org/repo --dvc-rev v1.2 --dvc-path data/raw --out DIR
 """
 
 import argparse
@@ -146,7 +146,7 @@ def fetch(
     uri: str = "",
     dvc_repo: str = "",
     dvc_rev: str = "",
-    dvc_path: str = "data/digits",
+    dvc_path: str = "data/raw",
     data_root: str = DEFAULT_DATA_ROOT,
 ) -> int:
     """Copy the data folder, or a single table file into dest/, to dest (created whole or not at all);
@@ -196,7 +196,7 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--uri", default="")
     parser.add_argument("--dvc-repo", default="")
     parser.add_argument("--dvc-rev", default="")
-    parser.add_argument("--dvc-path", default="data/digits")
+    parser.add_argument("--dvc-path", default="data/raw")
     parser.add_argument(
         "--data-root",
         default=DEFAULT_DATA_ROOT,

@@ -71,7 +71,7 @@ class Csv(Section):
 
 class Data(Section):
     kind: Literal["image_folder", "tabular"] = "image_folder"
-    path: str = "data/digits"
+    path: str = "data/raw"
     # image_folder
     image_size: tuple[int, int] | None = None  # [height, width], each 1..MAX_IMAGE_SIDE
     channels: Literal[1, 3] = 1
@@ -203,7 +203,7 @@ class Train(Section):
 
 
 class Register(Section):
-    model_name: str = "digits-classifier"  # letters, digits, - _ . (at most 100), starting with a letter or digit
+    model_name: str = "classifier"  # letters, digits, - _ . (at most 100), starting with a letter or digit
     min_macro_f1: float = Field(0.9, ge=0, le=1)
     require_significance: bool = True
     confidence: float = Field(0.95, gt=0, lt=1)
@@ -224,7 +224,7 @@ class Register(Section):
 
 
 class Mlflow(Section):
-    experiment: str = "digits"  # 1 to 500 characters (MLflow's limit), no space at either end
+    experiment: str = "twinline"  # 1 to 500 characters (MLflow's limit), no space at either end
     # A tracking server that is down or answers 5xx: each request is retried with exponential backoff
     # (backoff_s * 2**n seconds), then register stops with one line; rerunning it resumes the same run.
     http_retries: int = Field(3, ge=0, le=20)
@@ -303,7 +303,7 @@ class Toleration(Section):
 class Kubeflow(Section):
     """How the pipeline runs on a cluster; read when compiling, not by the stages themselves."""
 
-    image: str = "ghcr.io/example/digits-mlops:latest"
+    image: str = "ghcr.io/example/twinline:latest"
     mlflow_secret: str = "mlflow-credentials"
     resources: Resources = Resources()
     train_resources: Resources = Resources(cpu_request="2", cpu_limit="8", memory_request="4Gi", memory_limit="16Gi")

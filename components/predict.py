@@ -146,7 +146,7 @@ def predict(model_uri: str, source: Path, output: Path, csv: dict | None = None)
 
 def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(description="Batch predictions from a registered MLflow model.")
-    parser.add_argument("--model", required=True, help="e.g. models:/digits-classifier@champion")
+    parser.add_argument("--model", required=True, help="e.g. models:/NAME@champion (register.model_name)")
     parser.add_argument("--input", type=Path, required=True, help="CSV/TSV/Parquet table, or a folder of images")
     parser.add_argument("--output", type=Path, required=True, help=".csv or .parquet")
     parser.add_argument("--csv", action="append", default=[], metavar="KEY=VALUE",

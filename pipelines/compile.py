@@ -1,6 +1,6 @@
 """Compile the Kubeflow pipeline to IR YAML.
 
-python -m pipelines.compile --output pipeline.yaml [--image REGISTRY/digits-mlops:TAG] [--params params.yaml]
+python -m pipelines.compile --output pipeline.yaml [--image REGISTRY/twinline:TAG] [--params params.yaml]
 """
 
 import argparse
@@ -24,7 +24,7 @@ def compile_pipeline(output: Path, params: Params, image: str | None = None) -> 
     chosen = image or params.kubeflow.image
     if "@sha256:" not in chosen:
         log.warning(
-            "image %s is a tag, not a digest: pin it (REGISTRY/digits-mlops@sha256:...) so every task of "
+            "image %s is a tag, not a digest: pin it (REGISTRY/twinline@sha256:...) so every task of "
             "every run executes the code you reviewed (k8s/README.md: bumping digests)",
             chosen,
         )

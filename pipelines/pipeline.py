@@ -15,7 +15,7 @@ from kfp.dsl import Artifact
 from components.params import Params, Resources
 from pipelines import steps
 
-PIPELINE_NAME = "digits-mlops"
+PIPELINE_NAME = "twinline"
 CHECKPOINTS = "/checkpoints"  # where train_step finds the checkpoint volume, when there is one
 MLFLOW_ENV = ("MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")
 
@@ -69,7 +69,7 @@ def build_pipeline(params: Params, image: str | None = None):
         name=PIPELINE_NAME,
         description="clean -> normalise -> augment -> train -> evaluate -> register, tracked and registered in MLflow",
     )
-    def digits_pipeline(
+    def twinline_pipeline(
         data_uri: str = "",
         dvc_repo: str = "",
         dvc_rev: str = "",
@@ -157,4 +157,4 @@ def build_pipeline(params: Params, image: str | None = None):
         with_mlflow(registered)  # the only task that talks to MLflow
         return PipelineOutputs(scored.outputs["metrics_json"], registered.outputs["registration"])
 
-    return digits_pipeline
+    return twinline_pipeline

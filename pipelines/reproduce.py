@@ -1,6 +1,6 @@
 """Rerun the pipeline that made a registered model version, and say whether it gives the same model.
 
-    python -m pipelines.reproduce models:/digits-classifier/3 [--keep]
+    python -m pipelines.reproduce models:/NAME/3 [--keep]
 
 From the version's tags and run (written by register): a temporary git worktree at its commit, its raw
 data restored by the DVC md5 it recorded (from this repo's DVC cache, else its remote), its params as the

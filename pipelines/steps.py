@@ -14,7 +14,7 @@ def fetch_step(
     data_uri: str = "",
     dvc_repo: str = "",
     dvc_rev: str = "",
-    dvc_path: str = "data/digits",
+    dvc_path: str = "data/raw",
     data_root: str = "/mnt/data",
 ):
     """Kubeflow: the pipeline's first task; `raw` is the image folder, or a folder holding the table file,

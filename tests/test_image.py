@@ -28,11 +28,11 @@ import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
-CACHE = Path(os.environ.get("DIGITS_IMAGE_CACHE", "/var/tmp/digits-mlops-image-cache"))
+CACHE = Path(os.environ.get("TWINLINE_IMAGE_CACHE", "/var/tmp/twinline-image-cache"))
 SUITE = "bookworm"  # its python3 is 3.11, the CPU wheel's cp311
-BASE = f"localhost/digits-mlops-base:{SUITE}"  # debootstrap minbase + python3 + venv
-TORCH_BASE = f"localhost/digits-mlops-base-torch:{SUITE}"  # stands in for pytorch/pytorch:*-runtime
-IMAGE = "localhost/digits-mlops:test"
+BASE = f"localhost/twinline-base:{SUITE}"  # debootstrap minbase + python3 + venv
+TORCH_BASE = f"localhost/twinline-base-torch:{SUITE}"  # stands in for pytorch/pytorch:*-runtime
+IMAGE = "localhost/twinline:test"
 UID = 10001
 TOOLS = ("buildah", "podman", "debootstrap")
 PER_CLASS = 8  # enough per class for the default stratified val/test split

@@ -26,8 +26,8 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 K8S = REPO / "k8s"
 OVERLAYS = ("local", "gpu-cluster")
-TRACKING = "digits-mlops"  # MLflow, PostgreSQL and their Secrets
-PIPELINES = "digits-mlops-pipelines"  # pipeline pods (service account pipeline-runner), mlflow-credentials
+TRACKING = "twinline"  # MLflow, PostgreSQL and their Secrets
+PIPELINES = "twinline-pipelines"  # pipeline pods (service account pipeline-runner), mlflow-credentials
 IN_CI = os.environ.get("CI", "").lower() == "true"
 
 # Kubernetes versions whose bundled (offline) schemas every rendered object must validate against:
@@ -45,7 +45,7 @@ PLACEHOLDER = "CHANGE_ME"
 NON_SECRET_VALUES = {
     "POSTGRES_USER": "postgres",
     "POSTGRES_DB": "mlflow",
-    "MLFLOW_TRACKING_URI": "http://mlflow.digits-mlops.svc.cluster.local:5000",
+    "MLFLOW_TRACKING_URI": "http://mlflow.twinline.svc.cluster.local:5000",
     "MLFLOW_TRACKING_USERNAME": "pipeline",
 }
 MLFLOW_CREDENTIALS_KEYS = {"MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"}
@@ -151,7 +151,7 @@ def secret_items(secret: dict) -> dict[str, str]:
 def test_overlay_renders_the_whole_stack(overlay):
     docs = render(f"overlays/{overlay}")
     placed = {(ident(d), namespace_of(d)) for d in docs}
-    expected = {("Namespace/digits-mlops", None), ("Namespace/digits-mlops-pipelines", None)}
+    expected = {("Namespace/twinline", None), ("Namespace/twinline-pipelines", None)}
     expected |= {
         (name, TRACKING)
         for name in (
@@ -546,7 +546,7 @@ def test_overlays_differ_as_intended():
         ), name
         assert "affinity" not in pod_spec(find(local, *name))
     # local runs the image loaded into kind/minikube; gpu-cluster pulls it from a registry.
-    assert container(find(local, "Deployment", "mlflow"), "mlflow")["image"].startswith("digits-mlops/mlflow:dev@")
+    assert container(find(local, "Deployment", "mlflow"), "mlflow")["image"].startswith("twinline/mlflow:dev@")
     assert container(find(gpu, "Deployment", "mlflow"), "mlflow")["image"].split("@")[0].count("/") >= 2
 
 
@@ -562,7 +562,7 @@ PIPELINE_RUNNER_GRANTS = {
 }
 DIGEST = re.compile(r"[a-z0-9][a-z0-9._/-]*(:[\w.-]+)?@sha256:[0-9a-f]{64}")
 PLACEHOLDER_DIGEST = "sha256:" + "0" * 64  # our own image: its digest is known only once it is built
-OWN_IMAGE = "digits-mlops/mlflow"
+OWN_IMAGE = "twinline/mlflow"
 DNS = {
     "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}},
     "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}},

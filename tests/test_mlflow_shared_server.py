@@ -124,7 +124,7 @@ def test_the_cluster_configuration_serves_from_postgresql_with_auth_and_host_che
     assert request(search, auth=False) == 401, "basic auth is on"
     assert request(search) == 200
     assert request(search, host="evil.example:5000") == 403, "Host headers outside --allowed-hosts are refused"
-    assert request(search, host="mlflow.digits-mlops.svc.cluster.local:5000") == 200, "the in-cluster service name"
+    assert request(search, host="mlflow.twinline.svc.cluster.local:5000") == 200, "the in-cluster service name"
     import psycopg2
 
     with psycopg2.connect(host="127.0.0.1", port=postgres.port, user="postgres", dbname="mlflow") as db:

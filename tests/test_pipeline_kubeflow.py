@@ -250,7 +250,7 @@ def test_submit_uploads_spec_and_params_to_a_stand_in_kfp_api_server():
     assert headers["authorization"] == "Bearer t0ken"
     assert run["display_name"] == "nightly" and run["experiment_id"] == "exp-1"
     spec, platform = run["pipeline_spec"]["pipeline_spec"], run["pipeline_spec"]["platform_spec"]
-    assert spec["pipelineInfo"]["name"] == "digits-mlops"
+    assert spec["pipelineInfo"]["name"] == "twinline"
     secrets = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]["exec-register-step"]["secretAsEnv"]
     assert {s["secretName"] for s in secrets} == {"mlflow-credentials"}
     assert {e["container"]["image"] for e in spec["deploymentSpec"]["executors"].values()} == {"registry.test/dm:2"}
