@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from torchvision.transforms import v2
 
-from components.augment import augment_images
+from components.kinds.images import augment_images
 from components.params import Augment
 
 CFG = Augment(copies=1, rotation_degrees=12, scale=(0.9, 1.1), translate=0.1, hflip=True)

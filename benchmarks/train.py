@@ -46,7 +46,7 @@ def bare_loop(x: np.ndarray, y: np.ndarray, cfg: Train, device: torch.device, de
     cuda = device.type == "cuda"
     torch.use_deterministic_algorithms(deterministic)
     torch.manual_seed(0)
-    net = build_model(model_config(x, [str(c) for c in range(10)], cfg.arch, cfg.width, cfg.hidden))
+    net = build_model(model_config(x, [str(c) for c in range(10)], cfg))
     net = net.to(device, memory_format=torch.channels_last if cuda else torch.preserve_format).train()
     optimizer = torch.optim.Adam(net.parameters(), lr=cfg.lr)
     precision = torch.autocast("cuda", dtype=torch.bfloat16) if cuda else contextlib.nullcontext()

@@ -1,11 +1,16 @@
-"""The classifier network, its saved form, and prediction - shared by train, evaluate and the served model."""
+"""The classifier networks, their saved form, and prediction - shared by train, evaluate and the served model.
+Which network a data kind trains, and how it is configured, is the kind's (components/kinds/)."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from torch import nn
+
+if TYPE_CHECKING:
+    from components.params import Train
 
 
 class SmallCNN(nn.Module):
@@ -58,21 +63,18 @@ def resnet18(in_channels: int, n_classes: int) -> nn.Module:
 
 
 def build_model(config: dict) -> nn.Module:
-    """config["arch"]: "cnn" or "resnet18" for images (n, c, h, w), "mlp" for tables (n, features)."""
-    n_classes = len(config["classes"])
-    if config["arch"] == "mlp":
-        return MLP(config["in_features"], n_classes, config["hidden"])
-    if config["arch"] == "resnet18":
-        return resnet18(config["in_channels"], n_classes)
-    return SmallCNN(config["in_channels"], n_classes, config["width"])
+    """The untrained network a saved config describes, built by the data kind whose network it is
+    (components/kinds/): images (n, c, h, w) -> "cnn" or "resnet18", table rows (n, features) -> "mlp".
+    Raises UserError for an arch no kind builds."""
+    from components import kinds
+    return kinds.for_network(config).build_network(config)
 
 
-def model_config(x: np.ndarray, classes: list[str], arch: str = "cnn", width: int = 32,
-                 hidden: list[int] = (64, 64)) -> dict:
-    """What it takes to rebuild the network for inputs shaped like x (tables always get the MLP)."""
-    if x.ndim == 2:
-        return {"arch": "mlp", "in_features": int(x.shape[1]), "hidden": list(hidden), "classes": classes}
-    return {"arch": arch, "in_channels": int(x.shape[1]), "width": width, "classes": classes}
+def model_config(x: np.ndarray, classes: list[str], cfg: "Train") -> dict:
+    """What it takes to rebuild the default network of the data kind whose model input is shaped like x
+    (preprocessed, float32, n first), with the class names. Raises UserError when no kind takes x."""
+    from components import kinds
+    return kinds.for_model_input(x).network_config(x.shape, classes, cfg)
 
 
 def save_model(path: str | Path, net: nn.Module, config: dict) -> None:

@@ -199,7 +199,7 @@ def log_and_register_model(files: StageFiles, raw, classes: list[str], model_nam
     """Log the pyfunc model to the active run and register it; a resumed run reuses the version it already made."""
     import mlflow
     from mlflow.models import infer_signature
-    from components import serving
+    from components import kinds, serving
 
     client, run_id = mlflow.MlflowClient(), mlflow.active_run().info.run_id
     from components.tracking import filter_value
@@ -212,9 +212,8 @@ def log_and_register_model(files: StageFiles, raw, classes: list[str], model_nam
     info = mlflow.pyfunc.log_model(
         name="model", python_model=serving.__file__,
         artifacts={"model": str(files.model), "preprocess": str(files.preprocess)},
-        # what batch prediction needs to read new files as the training data were read
-        metadata={key: meta.get(key) for key in ("kind", "classes", "image_size", "channels", "background",
-                                                  "max_image_pixels", "target", "csv")},
+        # what batch prediction needs to read new files as the training data were read (every kind's settings)
+        metadata={key: meta.get(key) for key in ("kind", "classes", *kinds.serving_settings())},
         code_paths=[str(Path(serving.__file__).parent)],
         signature=infer_signature(example, example_output), input_example=example,
         pip_requirements=serving.pinned_requirements(), registered_model_name=model_name)

@@ -85,13 +85,12 @@ def load_registered(model_uri: str, workdir: Path) -> tuple[dict, "torch.nn.Modu
 
 
 def score(net, config: dict, meta: dict, preprocessor, raw) -> pd.DataFrame:
-    """Predictions (label, prob_<class> float32) of a loaded model on raw input: images (n, h, w, c) pixel
-    values 0-255, or a table (DataFrame) with the feature columns."""
+    """Predictions (label, prob_<class> float32) of a loaded model on raw input, as its data kind (meta["kind"])
+    takes it: images (n, h, w, c) pixel values 0-255, or a table (DataFrame) with the feature columns.
+    Raises UserError for an unknown kind or input the preprocessing refuses."""
+    from components import kinds
     from components.model import predict_proba
-    if meta.get("kind") == "tabular":
-        x = preprocessor.transform(pd.DataFrame(raw))
-    else:
-        x = preprocessor.transform(np.asarray(raw))
+    x = kinds.get(meta.get("kind")).transform(preprocessor, raw)
     return predictions_frame(predict_proba(net, x), config["classes"])
 
 

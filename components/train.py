@@ -125,7 +125,7 @@ def fit(train_x: np.ndarray, train_y: np.ndarray, val_x: np.ndarray, val_y: np.n
 def _fit(train_x, train_y, val_x, val_y, n_classes, cfg, seed, place, checkpoint):
     device, cuda = place.device, place.device.type == "cuda"
     torch.manual_seed(seed)
-    config = model_config(train_x, [str(c) for c in range(n_classes)], cfg.arch, cfg.width, cfg.hidden)
+    config = model_config(train_x, [str(c) for c in range(n_classes)], cfg)
     net = build_model(config).to(device, memory_format=torch.channels_last if cuda else torch.preserve_format)
     optimizer = torch.optim.Adam(net.parameters(), lr=cfg.lr)
     order = torch.Generator().manual_seed(seed)     # the shuffle, identical in every process
@@ -324,8 +324,7 @@ def train_files(train_path: Path, val_path: Path, params: Params, model_path: Pa
         return None
     monitor = resolve_monitor(params.train.monitor, len(val["y"]), len(classes))
     best = max(history, key=lambda row: epoch_score(monitor, row["val_macro_f1"], row["val_loss"]))   # what fit kept
-    t = params.train
-    save_model(model_path, net.cpu(), model_config(train["x"], classes, t.arch, t.width, t.hidden))
+    save_model(model_path, net.cpu(), model_config(train["x"], classes, params.train))
     write_history(history_path, [{k: v for k, v in row.items() if k != "time_ms"} for row in history])
     info = {"device": torch.cuda.get_device_name() if place.device.type == "cuda" else "cpu",
             "processes": place.world, "epochs_run": len(history),

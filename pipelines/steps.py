@@ -36,11 +36,7 @@ def clean_step(
     from components.params import Params
 
     params = Params.model_validate({"data": data, "clean": clean_cfg, "split": split})
-    source = Path(raw.path)
-    if params.data.kind == "tabular" and source.is_dir():  # fetch put the one table file in a folder
-        files = [p for p in source.iterdir() if p.is_file()]
-        source = files[0] if len(files) == 1 else source / Path(params.data.path).name
-    clean_dataset(params.data, params.clean, params.split, Path(clean.path), Path(report.path), source)
+    clean_dataset(params.data, params.clean, params.split, Path(clean.path), Path(report.path), Path(raw.path))
 
 
 def normalise_step(

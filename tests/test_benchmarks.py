@@ -7,7 +7,7 @@ import sys
 import numpy as np
 
 from benchmarks.augment import CFG, per_sample_torchvision
-from components.augment import augment_images
+from components.kinds.images import augment_images
 from conftest import REPO
 
 KEYS = {"train_throughput_ratio", "augment_speedup", "clean_normalise_ratio", "clean_normalise_peak_rss_ratio",

@@ -203,14 +203,14 @@ def test_the_target_listed_as_a_feature_is_refused(tmp_path, capsys):
 
 def test_categories_and_labels_read_the_same_however_the_file_typed_them(tmp_path):
     """A numeric column used as a category: 3.0 in a training CSV with gaps and 3 in a new file are one category."""
-    from components.clean import clean_table
-    from components.normalise import TablePreprocessor
+    from components.kinds.table_clean import clean_table
+    from components.kinds.table_preprocessing import TablePreprocessor
     from components.params import Clean, Data
     frame = table(level=[1.0, 2.0, None] * 10, kind=[0.0, 1.0, None] * 10)
     data = Data(kind="tabular", target="kind", categorical=["level"])
     cleaned = clean_table(frame, data, Clean(), "t.csv")
-    assert set(cleaned.labels) == {"0", "1"} and set(cleaned.table["level"].dropna()) == {"1", "2"}
-    preprocessor = TablePreprocessor(cleaned.numeric, cleaned.categorical).fit(cleaned.table)
+    assert set(cleaned.labels) == {"0", "1"} and set(cleaned.features["level"].dropna()) == {"1", "2"}
+    preprocessor = TablePreprocessor(cleaned.settings["numeric"], cleaned.settings["categorical"]).fit(cleaned.features)
     new = pd.DataFrame({"size": [10.0], "colour": ["red"], "level": [2]})          # an int this time
     level = [i for i, name in enumerate(preprocessor.feature_names()) if name == "categorical__level_2"]
     assert preprocessor.transform(new)[0, level] == [1.0], "the int 2 must hit the category '2', not 'unknown'"

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from components.clean import clean_images, read_image_folder
+from components.kinds.images import clean_images, read_image_folder
 from components.errors import UserError
 from components.params import Clean, Data
 
@@ -69,7 +69,7 @@ def test_mixed_image_sizes_need_image_size_or_are_resized(tmp_path):
     with pytest.raises(UserError, match=r"big.jpg: .*set clean.on_bad_file: drop"):
         clean_images([(f"{tmp_path}/b/big.jpg", "b", b"not an image")], Data(), Clean(on_bad_file="fail"))
     resized = clean_images(files, Data(path=str(tmp_path), image_size=(8, 8), channels=3))
-    assert resized.images.shape == (2, 8, 8, 3)
+    assert resized.features.shape == (2, 8, 8, 3)
 
 
 def test_cli_error_is_one_line_naming_the_folder_and_exit_1(tmp_path):

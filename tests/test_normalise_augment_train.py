@@ -5,13 +5,22 @@ import numpy as np
 import pytest
 import torch
 
-from components.augment import augment_images
-from components.clean import Cleaned, drop_small_classes
+from components import kinds
+from components.clean import drop_small_classes
 from components.errors import UserError
-from components.normalise import Normaliser, split_and_normalise
-from components.params import Augment, Clean, Split, Train
+from components.kinds.base import Cleaned
+from components.kinds.images import Normaliser, augment_images
+from components.normalise import split_and_preprocess
+from components.params import Augment, Clean, Normalise, Split, Train
 from components.sample_data import digit_images
 from components.train import fit
+
+
+def split_and_normalise(images, labels, split, seed):
+    """The normalise stage's split and preprocessing of image pixels: (parts, the fitted Normaliser)."""
+    parts, normaliser, _ = split_and_preprocess(kinds.get("image_folder"), images, labels, {}, split, seed,
+                                                Normalise(), Clean())
+    return parts, normaliser
 
 
 @pytest.fixture(scope="module")
@@ -39,11 +48,11 @@ def test_split_is_stratified_deterministic_and_scaled_with_train_statistics(digi
 def test_class_too_small_to_split_is_dropped_and_reported_or_fails(digits):
     images, labels = digits
     keep = np.r_[np.flatnonzero(labels != 7), np.flatnonzero(labels == 7)[:2]]
-    cleaned = Cleaned(labels=[str(c) for c in labels[keep]], ids=[f"img{i}" for i in keep], images=images[keep])
+    cleaned = Cleaned(labels=[str(c) for c in labels[keep]], ids=[f"img{i}" for i in keep], features=images[keep])
     with pytest.raises(UserError, match=r"data/x: class '7' has 2 examples, too few .* \(need 7\)"):
         drop_small_classes(cleaned, Clean(small_classes="fail"), Split(), "data/x")
     drop_small_classes(cleaned, Clean(), Split(), "data/x")
-    assert "7" not in cleaned.labels and len(cleaned.images) == len(cleaned.labels) == 270
+    assert "7" not in cleaned.labels and len(cleaned.features) == len(cleaned.labels) == 270
     assert [d["reason"] for d in cleaned.dropped] == ["small_class"] * 2
     two = Cleaned(labels=["a"] * 10 + ["b"] * 2, ids=[str(i) for i in range(12)])
     with pytest.raises(UserError, match=r"only class 'a' left after cleaning \('b': 2 dropped as too small\)"):
@@ -54,8 +63,7 @@ def test_zscore_outliers_are_dropped_from_train_only_with_train_statistics():
     """clean.outliers: zscore_drop. A test row is never dropped, and the statistics never see it: one
     extreme test value would otherwise inflate the std so much that the train outlier survives."""
     import pandas as pd
-
-    from components.normalise import split_and_preprocess_table, stratified_split
+    from components.normalise import stratified_split
     from components.params import Normalise
     rng = np.random.default_rng(0)
     labels = np.arange(200) % 2
@@ -65,9 +73,9 @@ def test_zscore_outliers_are_dropped_from_train_only_with_train_statistics():
     values[train_row], values[test_row] = 6.0, 1e6        # 6 train std devs; a wild test value
     table = pd.DataFrame({"x": values, "noise": rng.normal(0, 1, 200)})
     meta = {"numeric": ["x", "noise"], "categorical": []}
-    split, preprocessor, dropped = split_and_preprocess_table(table, labels, meta, Split(), 1, Normalise(),
-                                                               Clean(outliers="zscore_drop", zscore=4.0))
-    assert dropped == [{"row": int(train_row), "column": "x"}]
+    split, preprocessor, dropped = split_and_preprocess(kinds.get("tabular"), table, labels, meta, Split(), 1,
+                                                        Normalise(), Clean(outliers="zscore_drop", zscore=4.0))
+    assert [{"row": d["row"], "column": d["column"]} for d in dropped] == [{"row": int(train_row), "column": "x"}]
     assert train_row not in split["train"]["index"] and len(split["train"]["index"]) == len(parts["train"]) - 1
     assert np.array_equal(split["test"]["index"], parts["test"]) and np.array_equal(split["val"]["index"], parts["val"])
     assert 1e6 in split["test"]["raw"]["x"].to_numpy(), "test rows are evaluated as they come"

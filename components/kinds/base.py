@@ -1,0 +1,156 @@
+"""What a data kind (image folders, tables, ...) must provide, and the cleaned data it hands the clean stage.
+
+The stages are the same for every kind: they ask the kind module named by `data.kind` (components.kinds.get)
+for everything that depends on what an example is. A kind is a module whose functions match DataKind's
+methods (without `self`). See docs/data-kinds.md.
+"""
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+import numpy as np
+import pandas as pd
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from components.params import Augment, Clean, Data, Normalise, Train
+
+
+@dataclass
+class Cleaned:
+    """What a kind's read_clean kept, and what it dropped or skipped, with why."""
+    labels: np.ndarray                                  # class label (str) of each kept example
+    ids: np.ndarray                                     # file path (images) or row number (tables)
+    features: np.ndarray | pd.DataFrame | None = None   # the kept examples' inputs, one per label
+    settings: dict = field(default_factory=dict)        # written into meta.json: what serving reads input with
+    n_input: int = 0                                    # examples read, kept or not
+    dropped: list[dict] = field(default_factory=list)   # {"id", "reason", "detail"[, "column", "line"]}
+    imputed: dict[str, int] = field(default_factory=dict)
+    source_file: Any = None                             # a file with .lines (line of each row), for dropped rows
+    read: dict = field(default_factory=dict)            # how the file was read (tables)
+    skipped: list[dict] = field(default_factory=list)   # hidden files, never read (images)
+    small_classes: dict[str, int] = field(default_factory=dict)   # classes dropped as too small, with their size
+
+    def __post_init__(self) -> None:
+        # Arrays, not lists: on a table of millions of rows every drop is then one vectorised step.
+        self.labels = np.asarray(self.labels, dtype=object)
+        self.ids = np.asarray(self.ids)
+
+    def keep(self, mask: np.ndarray, reason: str, detail, column: str | None = None) -> None:
+        """Drop the examples where mask is False, recording why."""
+        self.record(~mask, reason, detail, column)
+        self.select(mask)
+
+    def record(self, dropped: np.ndarray, reason: str, detail, column: str | None = None) -> None:
+        """Report the examples where `dropped` is True as dropped; select() removes them. detail: one text for
+        all, or a function of an example's label giving its own."""
+        extra = {"column": column} if column else {}
+        ids = self.ids[dropped]
+        details = [detail(label) for label in self.labels[dropped]] if callable(detail) else [detail] * len(ids)
+        lines = self.source_file.lines if self.source_file is not None and len(ids) else None   # found when needed
+        if lines is None:
+            self.dropped.extend({"id": str(i), "reason": reason, "detail": d} | extra for i, d in zip(ids, details))
+        else:
+            self.dropped.extend({"id": str(i), "line": int(lines[i]), "reason": reason, "detail": d} | extra
+                                for i, d in zip(ids, details))
+
+    def select(self, mask: np.ndarray) -> None:
+        """Keep only the examples where mask is True."""
+        if mask.all():              # nothing to drop: spare a copy of a table that may take gigabytes
+            return
+        self.labels, self.ids = self.labels[mask], self.ids[mask]
+        if isinstance(self.features, pd.DataFrame):
+            self.features = self.features[mask].reset_index(drop=True)
+        elif self.features is not None:
+            self.features = self.features[mask]
+
+    def report(self) -> dict:
+        by_column: dict[str, Counter] = {}
+        for d in self.dropped:
+            if "column" in d:
+                by_column.setdefault(d["reason"], Counter())[d["column"]] += 1
+        return {
+            "n_input": self.n_input,
+            "n_kept": len(self.ids),
+            "n_dropped": len(self.dropped),
+            "n_skipped": len(self.skipped),
+            "dropped_by_reason": dict(Counter(d["reason"] for d in self.dropped)),
+            "dropped_by_column": {reason: dict(counts) for reason, counts in by_column.items()},
+            "imputed_by_column": self.imputed,
+            "small_classes_dropped": self.small_classes,
+            "kept_per_class": dict(sorted(class_counts(self.labels).items())),
+            "read": self.read,
+            "dropped": self.dropped,
+            "skipped": self.skipped,
+        }
+
+
+def class_counts(labels: np.ndarray) -> dict[str, int]:
+    """Examples per class, counted in one hashing pass (a Counter loops in Python over every label)."""
+    counts = pd.Series(labels, dtype=object).value_counts(dropna=False, sort=False)
+    return {label: int(n) for label, n in counts.items()}
+
+
+@runtime_checkable
+class DataKind(Protocol):
+    """One kind of data, from raw files to model input. `n` is the number of examples throughout; "raw" input
+    is what the served model takes (pixels, table rows), "model input" what the network takes (float32).
+    Errors in the data or the params are UserError (components/errors.py), one line naming the file/column."""
+
+    NETWORKS: tuple[str, ...]           # the model config "arch" values build_network builds
+    SERVING_SETTINGS: tuple[str, ...]   # keys of meta.json that read_input needs; logged with the registered model
+
+    def read_clean(self, source: Path, data: Data, cfg: Clean) -> Cleaned:
+        """Read the raw data at `source` (data.path, or where Kubeflow fetched it) and clean it: features
+        (as save_clean writes them), str labels, ids, every dropped example with its reason, n_input and
+        the meta.json settings. Raises UserError when nothing usable is found or a setting names nothing."""
+
+    def save_clean(self, folder: Path, cleaned: Cleaned, labels: np.ndarray, classes: list[str]) -> None:
+        """Write the cleaned examples into folder (beside meta.json). labels: int64 (n,), indices into classes."""
+
+    def load_clean(self, folder: Path) -> dict:
+        """What save_clean wrote: {"features": as in Cleaned, "labels": int64 (n,), "ids": str (n,)}; a dict
+        so the caller can hand the features on without keeping a name for them (memory on big tables)."""
+
+    def fit(self, train: Any, meta: dict, normalise: Normalise, clean: Clean) -> tuple[Any, list[dict]]:
+        """Fit the preprocessing on the train split's features (as load_clean gives them) only. meta: the clean
+        stage's meta.json. Returns (preprocessor, train examples left out of the fit and of training:
+        {"row": position in `train`, "reason", "detail", "column"}, e.g. outliers; usually none)."""
+
+    def transform(self, preprocessor: Any, raw: Any, source: str = "input") -> np.ndarray:
+        """Raw input (features of a split, or what a served model is given) -> model input, float32 with
+        a first axis of n. source names the input in errors (UserError for input the model cannot take)."""
+
+    def save_preprocessing(self, folder: Path, preprocessor: Any) -> None:
+        """Write the fitted preprocessing into folder as data (JSON, skops; never pickle), same bytes for the
+        same fit (DVC hashes them). meta.json beside it is the caller's."""
+
+    def load_preprocessing(self, folder: Path) -> Any:
+        """What save_preprocessing wrote, loaded as data: a crafted file cannot run code. Raises UserError
+        naming the file when it is missing, in an older (pickled) form or holds anything but data."""
+
+    def augment(self, train: dict[str, np.ndarray], preprocessor: Any, cfg: Augment,
+                seed: int) -> tuple[np.ndarray, np.ndarray]:
+        """The train split (normalise's train.npz: "x" model input, "y" int64 (n,), "raw" where the kind keeps
+        it) -> (model input float32 (m, ...), labels int64 (m,)) with the originals and augmented copies,
+        seeded: the same seed gives the same arrays."""
+
+    def is_model_input(self, x: np.ndarray) -> bool:
+        """Whether x (model input, first axis n) is shaped as this kind's: train sees only arrays."""
+
+    def network_config(self, x_shape: tuple[int, ...], classes: list[str], cfg: Train) -> dict:
+        """What rebuilds the default network for model input of shape x_shape (n first): JSON-able, with
+        "arch" (one of NETWORKS) and "classes"; saved with the weights."""
+
+    def build_network(self, config: dict) -> nn.Module:
+        """The untrained network that network_config describes: model input -> logits float32 (n, classes)."""
+
+    def read_input(self, source: Path, meta: dict, preprocessor: Any,
+                   overrides: dict[str, str]) -> tuple[list[str], Any]:
+        """Batch prediction: read new data at source as the training data were read (meta: the registered
+        model's metadata, SERVING_SETTINGS among it; overrides: --csv KEY=VALUE reading options). Returns (an
+        id per example, raw input for transform). Raises UserError naming the file, line or column."""
