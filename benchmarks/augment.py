@@ -1,6 +1,7 @@
 """Augmentation: the augment component's batched kornia transforms on the training device against
 torchvision v2 transforms applied one image at a time on the CPU (a classic Dataset.__getitem__),
 same transforms (rotation, scale, translation, horizontal flip), same 32x32x3 uint8 images."""
+
 from __future__ import annotations
 
 import time
@@ -16,10 +17,12 @@ CFG = Augment(copies=1, rotation_degrees=12, scale=(0.9, 1.1), translate=0.1, hf
 
 
 def per_sample_torchvision(images: np.ndarray, cfg: Augment) -> np.ndarray:
-    transform = v2.Compose([
-        v2.RandomAffine(degrees=cfg.rotation_degrees, translate=(cfg.translate, cfg.translate), scale=cfg.scale),
-        v2.RandomHorizontalFlip(p=0.5),
-    ])
+    transform = v2.Compose(
+        [
+            v2.RandomAffine(degrees=cfg.rotation_degrees, translate=(cfg.translate, cfg.translate), scale=cfg.scale),
+            v2.RandomHorizontalFlip(p=0.5),
+        ]
+    )
     chw = torch.from_numpy(images).permute(0, 3, 1, 2)
     return torch.stack([transform(image) for image in chw]).permute(0, 2, 3, 1).numpy()
 
@@ -37,10 +40,13 @@ def run(device: str, quick: bool = False) -> dict:
     images = np.random.default_rng(0).integers(0, 256, (n, 32, 32, 3), dtype=np.uint8)
     labels = np.zeros(n, np.int64)
     batched = lambda: augment_images(images, labels, CFG, seed=0, device=device)  # noqa: E731
-    batched()                                                    # warm-up (CUDA context, kernels)
+    batched()  # warm-up (CUDA context, kernels)
     ours = min(timed(batched) for _ in range(2))
     baseline = timed(per_sample_torchvision, images, CFG)
-    return {"augment_images": f"{n} x 32x32x3 uint8", "augment_device": device,
-            "augment_images_per_s": round(n / ours, 1),
-            "augment_torchvision_per_sample_cpu_images_per_s": round(n / baseline, 1),
-            "augment_speedup": round(baseline / ours, 2)}
+    return {
+        "augment_images": f"{n} x 32x32x3 uint8",
+        "augment_device": device,
+        "augment_images_per_s": round(n / ours, 1),
+        "augment_torchvision_per_sample_cpu_images_per_s": round(n / baseline, 1),
+        "augment_speedup": round(baseline / ours, 2),
+    }

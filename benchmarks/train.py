@@ -5,6 +5,7 @@ The bare loop is what a person would write by hand for the fastest run: data on 
 randperm per epoch, no validation, no checkpoint, no history. The component does all of those (a
 checkpoint every epoch, as in the train stage), so the ratio is what they cost.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -82,15 +83,19 @@ def gpu_busy_fraction(x, y, val_x, val_y, cfg: Train, device: torch.device) -> f
     The profiler's own CPU cost makes this a lower bound."""
     from torch.autograd import DeviceType
     from torch.profiler import ProfilerActivity, profile
-    one_epoch = cfg.model_copy(update={"epochs": 1, "patience": 1})      # enough steps, fewer profiler events
+
+    one_epoch = cfg.model_copy(update={"epochs": 1, "patience": 1})  # enough steps, fewer profiler events
     with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
         start = time.perf_counter()
         fit(x, y, val_x, val_y, 10, one_epoch, seed=0, place=Placement(device))
         sync(device)
         wall_us = (time.perf_counter() - start) * 1e6
     # Kernels and copies only, each once: CPU ops also carry their kernels' time, annotations span them.
-    busy_us = sum(event.self_device_time_total for event in prof.key_averages()
-                  if event.device_type == DeviceType.CUDA and not event.is_user_annotation)
+    busy_us = sum(
+        event.self_device_time_total
+        for event in prof.key_averages()
+        if event.device_type == DeviceType.CUDA and not event.is_user_annotation
+    )
     return busy_us / wall_us
 
 
@@ -101,9 +106,14 @@ def run(device: str, quick: bool = False, repeats: int = 2) -> dict:
     dev = torch.device("cuda", torch.cuda.current_device()) if device == "cuda" else torch.device(device)
     x, y = synthetic(setup["n"], setup["shape"])
     val_x, val_y = synthetic(max(256, setup["n"] // 20), setup["shape"], seed=1)
-    cfg = Train(arch=setup["arch"], epochs=setup["epochs"], patience=setup["epochs"], batch_size=setup["batch_size"],
-                device=device)
-    warm_up = setup["batch_size"] * 8                    # CUDA context, cuDNN autotuning, lazy kernels
+    cfg = Train(
+        arch=setup["arch"],
+        epochs=setup["epochs"],
+        patience=setup["epochs"],
+        batch_size=setup["batch_size"],
+        device=device,
+    )
+    warm_up = setup["batch_size"] * 8  # CUDA context, cuDNN autotuning, lazy kernels
     bare_loop(x[:warm_up], y[:warm_up], cfg.model_copy(update={"epochs": 1}), dev)
     # Interleaved, best of `repeats` each: a slow moment on the machine does not pick the winner.
     # The baseline runs with the component's numerics (deterministic on CPU; bf16 + channels_last on CUDA),
@@ -119,7 +129,7 @@ def run(device: str, quick: bool = False, repeats: int = 2) -> dict:
     samples = setup["n"] * setup["epochs"]
     result = {
         "train_model": f"{setup['arch']} on {'x'.join(map(str, setup['shape']))} synthetic images, "
-                       f"batch {setup['batch_size']}, {setup['epochs']} epochs of {setup['n']}",
+        f"batch {setup['batch_size']}, {setup['epochs']} epochs of {setup['n']}",
         "train_component_samples_per_s": round(samples / min(fit_s), 1),
         "train_bare_loop_samples_per_s": round(samples / min(bare_s), 1),
         "train_throughput_ratio": round(min(bare_s) / min(fit_s), 3),

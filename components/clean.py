@@ -7,6 +7,7 @@ with their counts) or fail. reports/clean.json also says how the data were read.
 
     python -m components.clean --out outputs/clean --report reports/clean.json
 """
+
 import argparse
 import logging
 from pathlib import Path
@@ -36,19 +37,29 @@ def drop_small_classes(cleaned: Cleaned, cfg: Clean, split: Split, source: str) 
     counts = class_counts(cleaned.labels)
     if len(counts) > 50 and len(counts) > 0.5 * len(cleaned.labels):
         examples = ", ".join(shorten(c) for c in list(counts)[:3])
-        raise UserError(f"{source}: the target has {len(counts)} distinct values in {len(cleaned.labels)} examples "
-                        f"(e.g. {examples}): a classifier needs at least {needed} examples per class; for a table, is "
-                        "data.target the column of class labels?")
+        raise UserError(
+            f"{source}: the target has {len(counts)} distinct values in {len(cleaned.labels)} examples "
+            f"(e.g. {examples}): a classifier needs at least {needed} examples per class; for a table, is "
+            "data.target the column of class labels?"
+        )
     small = {c: n for c, n in counts.items() if n < needed}
     if small and cfg.small_classes == "fail":
         name, n = sorted(small.items())[0]
-        raise UserError(f"{source}: class {shorten(name)} has {n} examples, too few for the stratified "
-                        f"{split.val_fraction}/{split.test_fraction} val/test split (need {needed}); "
-                        "add examples, remove the class, or set clean.small_classes: drop")
+        raise UserError(
+            f"{source}: class {shorten(name)} has {n} examples, too few for the stratified "
+            f"{split.val_fraction}/{split.test_fraction} val/test split (need {needed}); "
+            "add examples, remove the class, or set clean.small_classes: drop"
+        )
     if small:
         in_small = pd.Series(cleaned.labels, dtype=object).isin(list(small)).to_numpy()
-        cleaned.keep(~in_small, "small_class", lambda label: f"class {shorten(label)} has {small[label]} examples, fewer "
-                                                             f"than the {needed} the stratified split needs")
+        cleaned.keep(
+            ~in_small,
+            "small_class",
+            lambda label: (
+                f"class {shorten(label)} has {small[label]} examples, fewer "
+                f"than the {needed} the stratified split needs"
+            ),
+        )
     cleaned.small_classes = dict(sorted(small.items()))
     classes = sorted(pd.unique(cleaned.labels))
     if len(classes) < 2:
@@ -61,8 +72,10 @@ def drop_small_classes(cleaned: Cleaned, cfg: Clean, split: Split, source: str) 
 
 # ---------------------------------------------------------------- stage
 
-def clean_dataset(data: Data, cfg: Clean, split: Split, out_dir: Path, report_path: Path,
-                  root: Path | None = None) -> dict:
+
+def clean_dataset(
+    data: Data, cfg: Clean, split: Split, out_dir: Path, report_path: Path, root: Path | None = None
+) -> dict:
     """Read data.path (or root), clean it as its kind does, write out_dir/meta.json, the kind's cleaned examples
     (e.g. images.npz, table.parquet) and the report."""
     source = root or Path(data.path)

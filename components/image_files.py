@@ -12,6 +12,7 @@
 - Symbolic links that lead outside the data folder are not followed, but listed, unless
   `clean.follow_symlinks: true`; links within it are followed.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -23,7 +24,7 @@ import numpy as np
 from PIL import Image, ImageColor, ImageOps, UnidentifiedImageError
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
-HIDDEN_NAMES = {"__MACOSX", "Thumbs.db", "desktop.ini", "@eaDir"}   # made by macOS, Windows and NAS indexers
+HIDDEN_NAMES = {"__MACOSX", "Thumbs.db", "desktop.ini", "@eaDir"}  # made by macOS, Windows and NAS indexers
 
 
 class BadImage(Exception):
@@ -69,7 +70,7 @@ def walk_files(root: Path, follow_symlinks: bool = False) -> tuple[list[Path], l
             subfolders.clear()
             continue
         seen.add(real)
-        subfolders.sort()                   # the same order on every file system
+        subfolders.sort()  # the same order on every file system
         for name in list(subfolders):
             path = Path(folder) / name
             if is_hidden(path.relative_to(root)):
@@ -103,8 +104,13 @@ def pillow_pixel_limit(limit: int | None):
         Image.MAX_IMAGE_PIXELS = saved
 
 
-def decode(content: bytes, channels: int = 1, image_size: tuple[int, int] | list[int] | None = None,
-           background: str = "white", max_pixels: int | None = None) -> np.ndarray:
+def decode(
+    content: bytes,
+    channels: int = 1,
+    image_size: tuple[int, int] | list[int] | None = None,
+    background: str = "white",
+    max_pixels: int | None = None,
+) -> np.ndarray:
     """Bytes of one image file -> uint8 (height, width, channels) as a viewer shows it, in `channels`
     (1 grey, 3 RGB), resized to image_size [height, width] (bilinear) when given.
     Raises BadImage for a file that is not a readable image or has more than max_pixels pixels."""
@@ -112,8 +118,10 @@ def decode(content: bytes, channels: int = 1, image_size: tuple[int, int] | list
         with pillow_pixel_limit(max_pixels), Image.open(io.BytesIO(content)) as image:
             width, height = image.size
             if max_pixels is not None and width * height > max_pixels:
-                raise TooManyPixels(f"image is {width}x{height} = {width * height / 1e6:.0f} megapixels, more than "
-                               f"clean.max_image_pixels ({max_pixels})")
+                raise TooManyPixels(
+                    f"image is {width}x{height} = {width * height / 1e6:.0f} megapixels, more than "
+                    f"clean.max_image_pixels ({max_pixels})"
+                )
             image = ImageOps.exif_transpose(image)
             image = composited(wide_grey_scaled(image), ImageColor.getrgb(background))
             image = image.convert("L" if channels == 1 else "RGB")
@@ -140,8 +148,10 @@ def wide_grey_scaled(image: Image.Image) -> Image.Image:
         if low >= 0 and high <= 1:
             values = values * 255
         elif low < 0 or high > 255:
-            raise BadImage(f"32-bit float image with values from {low:g} to {high:g}; save it as 8-bit (0..255), "
-                           "or with values from 0 to 1")
+            raise BadImage(
+                f"32-bit float image with values from {low:g} to {high:g}; save it as 8-bit (0..255), "
+                "or with values from 0 to 1"
+            )
         return Image.fromarray(np.rint(values).astype(np.uint8), mode="L")
     if not image.mode.startswith("I"):
         return image

@@ -1,5 +1,6 @@
 """The classifier networks, their saved form, and prediction - shared by train, evaluate and the served model.
 Which network a data kind trains, and how it is configured, is the kind's (components/kinds/)."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -23,9 +24,13 @@ class SmallCNN(nn.Module):
             return [nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True)]
 
         self.features = nn.Sequential(
-            *block(in_channels, width), *block(width, width), nn.MaxPool2d(2),
-            *block(width, 2 * width), *block(2 * width, 2 * width),
-            nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+            *block(in_channels, width),
+            *block(width, width),
+            nn.MaxPool2d(2),
+            *block(width, 2 * width),
+            *block(2 * width, 2 * width),
+            nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(),
         )
         self.head = nn.Sequential(nn.Dropout(0.2), nn.Linear(2 * width, n_classes))
 
@@ -55,6 +60,7 @@ def resnet18(in_channels: int, n_classes: int) -> nn.Module:
         from torchvision.models import resnet18 as tv_resnet18
     except ImportError:
         from components.errors import UserError
+
         raise UserError("train.arch resnet18 needs torchvision: pip install -e '.[vision]'") from None
     net = tv_resnet18(num_classes=n_classes)
     net.conv1 = nn.Conv2d(in_channels, 64, 3, stride=1, padding=1, bias=False)
@@ -67,13 +73,15 @@ def build_model(config: dict) -> nn.Module:
     (components/kinds/): images (n, c, h, w) -> "cnn" or "resnet18", table rows (n, features) -> "mlp".
     Raises UserError for an arch no kind builds."""
     from components import kinds
+
     return kinds.for_network(config).build_network(config)
 
 
-def model_config(x: np.ndarray, classes: list[str], cfg: "Train") -> dict:
+def model_config(x: np.ndarray, classes: list[str], cfg: Train) -> dict:
     """What it takes to rebuild the default network of the data kind whose model input is shaped like x
     (preprocessed, float32, n first), with the class names. Raises UserError when no kind takes x."""
     from components import kinds
+
     return kinds.for_model_input(x).network_config(x.shape, classes, cfg)
 
 
@@ -82,6 +90,7 @@ def save_model(path: str | Path, net: nn.Module, config: dict) -> None:
     give the same bytes: torch.save names the zip's top folder after a file *name* (here a random
     temporary one), but after nothing when given an open file."""
     from components.io import atomic_path
+
     with atomic_path(path) as tmp, open(tmp, "wb") as fh:
         torch.save({"config": config, "state_dict": net.state_dict()}, fh)
 
@@ -92,6 +101,7 @@ def weights_hash(path: str | Path) -> str:
     Raises UserError naming the file when it is not a saved model of plain weights."""
     import hashlib
     import json
+
     saved = load_saved(path)
     digest = hashlib.sha256(json.dumps(saved["config"], sort_keys=True).encode())
     for name, tensor in saved["state_dict"].items():
@@ -106,8 +116,9 @@ def load_saved(path: str | Path, device: str = "cpu") -> dict:
     is not such a file."""
     import pickle
     import warnings
+
     try:
-        with warnings.catch_warnings():         # torch warns about the pickle protocol of what it then refuses
+        with warnings.catch_warnings():  # torch warns about the pickle protocol of what it then refuses
             warnings.simplefilter("ignore", UserWarning)
             saved = torch.load(path, map_location=device, weights_only=True)
         if not (isinstance(saved, dict) and isinstance(saved.get("config"), dict) and "state_dict" in saved):
@@ -115,8 +126,11 @@ def load_saved(path: str | Path, device: str = "cpu") -> dict:
         return saved
     except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError) as exc:
         from components.errors import UserError
-        raise UserError(f"{path}: not a saved model of plain weights (torch.load(weights_only=True) refused it: "
-                        f"{type(exc).__name__}); it is not loaded: rerun train") from None
+
+        raise UserError(
+            f"{path}: not a saved model of plain weights (torch.load(weights_only=True) refused it: "
+            f"{type(exc).__name__}); it is not loaded: rerun train"
+        ) from None
 
 
 def load_model(path: str | Path, device: str = "cpu") -> tuple[nn.Module, dict]:
@@ -133,8 +147,10 @@ def load_model(path: str | Path, device: str = "cpu") -> tuple[nn.Module, dict]:
 def predict_proba(net: nn.Module, x: np.ndarray, batch_size: int = 512, device: str = "cpu") -> np.ndarray:
     """Preprocessed inputs (images (n, c, h, w) or table rows (n, features)) -> class probabilities."""
     net.eval()
-    out = [torch.softmax(net(torch.from_numpy(x[i:i + batch_size]).to(device)), dim=1).cpu()
-           for i in range(0, len(x), batch_size)]
+    out = [
+        torch.softmax(net(torch.from_numpy(x[i : i + batch_size]).to(device)), dim=1).cpu()
+        for i in range(0, len(x), batch_size)
+    ]
     return torch.cat(out).numpy() if out else np.zeros((0, 0), np.float32)
 
 
@@ -143,5 +159,6 @@ def resolve_device(requested: str, key: str = "train.device") -> str:
         return "cuda" if torch.cuda.is_available() else "cpu"
     if requested == "cuda" and not torch.cuda.is_available():
         from components.errors import UserError
+
         raise UserError(f"params.yaml: {key} is 'cuda' but no CUDA GPU is visible; use 'auto' or 'cpu'")
     return requested

@@ -9,6 +9,7 @@ raw input. The split sizes and any train examples left out go to the report (rep
     python -m components.normalise --clean outputs/clean --out outputs/split --preprocess outputs/preprocess \
         --report reports/split.json
 """
+
 import argparse
 import logging
 from collections import Counter
@@ -22,6 +23,7 @@ from components import kinds
 from components.errors import run_cli
 from components.io import atomic_path, load_arrays, read_json, save_arrays, write_json
 from components.kinds.base import DataKind
+
 # Saved table transformers (skops) name these two classes as components.normalise.*: loading them imports them here.
 from components.kinds.table_preprocessing import IQRClipper, MedianImputer  # noqa: F401
 from components.params import Clean, Normalise, Split, load_params
@@ -55,8 +57,16 @@ def stratified_split(labels: np.ndarray, split: Split, seed: int) -> dict[str, n
     return {"train": np.sort(train), "val": np.sort(val), "test": np.sort(test)}
 
 
-def split_and_preprocess(kind: DataKind, features, labels: np.ndarray, meta: dict, split: Split, seed: int,
-                         normalise: Normalise, clean: Clean) -> tuple[dict, object, list[dict]]:
+def split_and_preprocess(
+    kind: DataKind,
+    features,
+    labels: np.ndarray,
+    meta: dict,
+    split: Split,
+    seed: int,
+    normalise: Normalise,
+    clean: Clean,
+) -> tuple[dict, object, list[dict]]:
     """Split the cleaned examples (features as kind.load_clean gives them, labels int64 (n,)), fit the kind's
     preprocessing on the train split only, and transform every split. Returns the parts ({"index", "raw",
     "x" float32, "y"} per split), the preprocessor and the train examples it left out ({"row": position in
@@ -71,8 +81,15 @@ def split_and_preprocess(kind: DataKind, features, labels: np.ndarray, meta: dic
         keep = np.ones(len(indices["train"]), dtype=bool)
         keep[[d["row"] for d in left_out]] = False
         indices["train"], raw["train"] = indices["train"][keep], rows(raw["train"], np.flatnonzero(keep))
-    parts = {name: {"index": idx, "raw": raw[name], "x": kind.transform(preprocessor, raw[name], f"{name} split"),
-                    "y": labels[idx]} for name, idx in indices.items()}
+    parts = {
+        name: {
+            "index": idx,
+            "raw": raw[name],
+            "x": kind.transform(preprocessor, raw[name], f"{name} split"),
+            "y": labels[idx],
+        }
+        for name, idx in indices.items()
+    }
     return parts, preprocessor, dropped
 
 
@@ -91,8 +108,16 @@ def load_raw(split_dir: Path, name: str):
     return load_arrays(split_dir / f"{name}.npz")["raw"].astype(np.float32)
 
 
-def normalise_files(clean_dir: Path, split: Split, seed: int, normalise: Normalise, clean: Clean, out_dir: Path,
-                    preprocess_dir: Path, report_path: Path | None = None) -> dict:
+def normalise_files(
+    clean_dir: Path,
+    split: Split,
+    seed: int,
+    normalise: Normalise,
+    clean: Clean,
+    out_dir: Path,
+    preprocess_dir: Path,
+    report_path: Path | None = None,
+) -> dict:
     """outputs/clean -> out_dir/{train,val,test}.npz (+ *_raw.parquet where the raw input is a table), the fitted
     preprocessor, and the report (split sizes, train examples left out, e.g. outliers, with ids and columns)."""
     meta = read_json(clean_dir / "meta.json")
@@ -100,8 +125,9 @@ def normalise_files(clean_dir: Path, split: Split, seed: int, normalise: Normali
     cleaned = kind.load_clean(clean_dir)
     ids, labels = cleaned["ids"], cleaned["labels"]
     # The features go straight into the call, so that they can be freed once split.
-    parts, preprocessor, dropped = split_and_preprocess(kind, cleaned.pop("features"), labels, meta, split, seed,
-                                                        normalise, clean)
+    parts, preprocessor, dropped = split_and_preprocess(
+        kind, cleaned.pop("features"), labels, meta, split, seed, normalise, clean
+    )
     out_dir.mkdir(parents=True, exist_ok=True)
     for name, part in parts.items():
         raw = part.pop("raw")
@@ -115,16 +141,24 @@ def normalise_files(clean_dir: Path, split: Split, seed: int, normalise: Normali
     by_column: dict[str, Counter] = {}
     for d in dropped:
         by_column.setdefault(d["reason"], Counter())[d["column"]] += 1
-    report = {"n_per_split": {name: len(part["y"]) for name, part in parts.items()},
-              "n_dropped_from_train": len(dropped),
-              "dropped_by_column": {reason: dict(counts) for reason, counts in by_column.items()},
-              "dropped": [{"id": str(ids[d["row"]]), "reason": d["reason"], "detail": d["detail"],
-                           "column": d["column"]} for d in dropped]}
+    report = {
+        "n_per_split": {name: len(part["y"]) for name, part in parts.items()},
+        "n_dropped_from_train": len(dropped),
+        "dropped_by_column": {reason: dict(counts) for reason, counts in by_column.items()},
+        "dropped": [
+            {"id": str(ids[d["row"]]), "reason": d["reason"], "detail": d["detail"], "column": d["column"]}
+            for d in dropped
+        ],
+    }
     if report_path is not None:
         write_json(report_path, report)
-    log.info("split %s (stratified, seed %d); preprocessing fitted on the %d train examples%s",
-             report["n_per_split"], seed, len(parts["train"]["y"]),
-             f" ({len(dropped)} train examples left out)" if dropped else "")
+    log.info(
+        "split %s (stratified, seed %d); preprocessing fitted on the %d train examples%s",
+        report["n_per_split"],
+        seed,
+        len(parts["train"]["y"]),
+        f" ({len(dropped)} train examples left out)" if dropped else "",
+    )
     return report
 
 

@@ -12,6 +12,7 @@ model's schema; errors name the file's line. --csv KEY=VALUE overrides one of th
 file written otherwise. The output has an `id` column (row number from 0, or file path), `label`, and
 one `prob_<class>` column per class.
 """
+
 import argparse
 import logging
 from pathlib import Path
@@ -31,7 +32,9 @@ def predict(model_uri: str, source: Path, output: Path, csv: dict | None = None)
     or Python parts) into a temporary folder, so the store may be read-only.
     Raises UserError naming the file, line or column for bad input, or the model's file that is not data."""
     import tempfile
+
     import mlflow
+
     from components import kinds, tracking
     from components.serving import UnsafeArtifact, load_registered, score
 
@@ -44,8 +47,9 @@ def predict(model_uri: str, source: Path, output: Path, csv: dict | None = None)
         try:
             meta, net, config, preprocessor = load_registered(model_uri, Path(tmp))
         except mlflow.exceptions.MlflowException as exc:
-            raise UserError(f"{model_uri}: not found in {tracking.tracking_uri()} "
-                            f"({str(exc).splitlines()[0][:160]})") from None
+            raise UserError(
+                f"{model_uri}: not found in {tracking.tracking_uri()} ({str(exc).splitlines()[0][:160]})"
+            ) from None
         except UnsafeArtifact as exc:
             raise UserError(f"{model_uri}: {exc}") from None
     # Read as the training data were (the model's metadata says how), and, for a table, checked against the
@@ -67,9 +71,14 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--model", required=True, help="e.g. models:/NAME@champion (register.model_name)")
     parser.add_argument("--input", type=Path, required=True, help="CSV/TSV/Parquet table, or a folder of images")
     parser.add_argument("--output", type=Path, required=True, help=".csv or .parquet")
-    parser.add_argument("--csv", action="append", default=[], metavar="KEY=VALUE",
-                        help="read this file otherwise than the model's training file, e.g. --csv sep=';' --csv "
-                             "encoding=cp1252 (the keys of data.csv in params.yaml)")
+    parser.add_argument(
+        "--csv",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="read this file otherwise than the model's training file, e.g. --csv sep=';' --csv "
+        "encoding=cp1252 (the keys of data.csv in params.yaml)",
+    )
     args = parser.parse_args(argv)
     overrides = {}
     for item in args.csv:

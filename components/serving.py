@@ -9,6 +9,7 @@ This project's own readers (predict, register's champion re-scoring) never load 
 its Python code and unpickles its parts. They use load_registered, which reads the weights and the
 preprocessing as data, so a crafted model in the registry cannot run code in them.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -19,7 +20,6 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
-
 from mlflow.models import set_model
 from mlflow.pyfunc import PythonModel
 
@@ -27,8 +27,18 @@ if TYPE_CHECKING:
     import torch
 
 # What the loaded model imports (components.model/normalise and their imports), pinned to this environment.
-SERVING_PACKAGES = ("mlflow", "torch", "numpy", "pandas", "pyarrow", "scikit-learn", "pandera", "skops", "pydantic",
-                    "pyyaml")
+SERVING_PACKAGES = (
+    "mlflow",
+    "torch",
+    "numpy",
+    "pandas",
+    "pyarrow",
+    "scikit-learn",
+    "pandera",
+    "skops",
+    "pydantic",
+    "pyyaml",
+)
 
 
 def pinned_requirements() -> list[str]:
@@ -39,7 +49,7 @@ class UnsafeArtifact(Exception):
     """A registered model's files are missing, not where its MLmodel says, or not plain data."""
 
 
-def load_registered(model_uri: str, workdir: Path) -> tuple[dict, "torch.nn.Module", dict, object]:
+def load_registered(model_uri: str, workdir: Path) -> tuple[dict, torch.nn.Module, dict, object]:
     """A registered model as data only: (MLmodel metadata, network, model config, preprocessor).
 
     Reads the MLmodel file (YAML) for where the weights and preprocessing are, downloads just those into
@@ -48,19 +58,24 @@ def load_registered(model_uri: str, workdir: Path) -> tuple[dict, "torch.nn.Modu
     Python code and cloudpickled parts are never loaded: a crafted model cannot run code here, it can only
     fail to load. Raises UnsafeArtifact (one line) when the files are missing, outside the model, or not data;
     MlflowException when the model URI is unknown."""
-    import yaml
     import mlflow
+    import yaml
+
     from components.errors import UserError
     from components.model import load_model
     from components.normalise import load_preprocess
-    mlmodel = yaml.safe_load(Path(mlflow.artifacts.download_artifacts(f"{model_uri}/MLmodel", dst_path=str(workdir)))
-                             .read_text())
+
+    mlmodel = yaml.safe_load(
+        Path(mlflow.artifacts.download_artifacts(f"{model_uri}/MLmodel", dst_path=str(workdir))).read_text()
+    )
     try:
-        artifacts = {key: str(mlmodel["flavors"]["python_function"]["artifacts"][key]["path"])
-                     for key in ("model", "preprocess")}
+        artifacts = {
+            key: str(mlmodel["flavors"]["python_function"]["artifacts"][key]["path"]) for key in ("model", "preprocess")
+        }
     except (KeyError, TypeError):
-        raise UnsafeArtifact("its MLmodel names no 'model' and 'preprocess' artifacts; it was not registered "
-                             "by this project") from None
+        raise UnsafeArtifact(
+            "its MLmodel names no 'model' and 'preprocess' artifacts; it was not registered by this project"
+        ) from None
     local = {}
     for key, path in artifacts.items():
         if Path(path).is_absolute() or ".." in Path(path).parts:
@@ -73,14 +88,16 @@ def load_registered(model_uri: str, workdir: Path) -> tuple[dict, "torch.nn.Modu
         for key in local:
             text = text.replace(str(local[key]), artifacts[key])
         return text
+
     try:
         net, config = load_model(local["model"])
         meta, preprocessor = load_preprocess(local["preprocess"])
     except (UserError, OSError) as exc:
         raise UnsafeArtifact(inside_model(exc)) from None
-    except KeyError as exc:            # JSON that parses but lacks what this project writes
-        raise UnsafeArtifact(f"{artifacts['preprocess']}: lacks the key {exc}; it was not saved by this project") \
-            from None
+    except KeyError as exc:  # JSON that parses but lacks what this project writes
+        raise UnsafeArtifact(
+            f"{artifacts['preprocess']}: lacks the key {exc}; it was not saved by this project"
+        ) from None
     return mlmodel.get("metadata") or {}, net, config, preprocessor
 
 
@@ -90,6 +107,7 @@ def score(net, config: dict, meta: dict, preprocessor, raw) -> pd.DataFrame:
     Raises UserError for an unknown kind or input the preprocessing refuses."""
     from components import kinds
     from components.model import predict_proba
+
     x = kinds.get(meta.get("kind")).transform(preprocessor, raw)
     return predictions_frame(predict_proba(net, x), config["classes"])
 
@@ -98,14 +116,16 @@ def score_registered_model(model_uri: str, raw) -> pd.DataFrame:
     """A registered model's predictions (label, prob_*) on raw input, loaded as data by load_registered with
     this project's code. Raises RuntimeError with one line if it cannot be loaded or cannot score this input."""
     import tempfile
+
     from components.errors import UserError
+
     with tempfile.TemporaryDirectory() as tmp:
         try:
             meta, net, config, preprocessor = load_registered(model_uri, Path(tmp))
             return score(net, config, meta, preprocessor, raw)
         except (UnsafeArtifact, UserError) as exc:
             raise RuntimeError(str(exc)) from None
-        except (ValueError, RuntimeError, OSError) as exc:      # e.g. input of another shape than it was trained on
+        except (ValueError, RuntimeError, OSError) as exc:  # e.g. input of another shape than it was trained on
             raise RuntimeError(f"{type(exc).__name__}: {str(exc).splitlines()[0][:160]}") from None
 
 
@@ -119,10 +139,12 @@ def predictions_frame(proba: np.ndarray, classes: list[str]) -> pd.DataFrame:
 # simplefilter("once") that no warning filter can silence. The logged signature validates input
 # instead, so the warning is noise on every stage's and every prediction's stderr.
 with contextlib.redirect_stderr(io.StringIO()):
+
     class Classifier(PythonModel):
         def load_context(self, context) -> None:
             from components.model import load_model
             from components.normalise import load_preprocess
+
             self.net, config = load_model(Path(context.artifacts["model"]))
             self.classes = config["classes"]
             self.meta, self.preprocessor = load_preprocess(Path(context.artifacts["preprocess"]))

@@ -12,6 +12,7 @@ only an empty cell is a missing label). A feature column is numeric when its val
 punctuation only (`-`, `--`, `?`, `.`, `—`) count as missing in numeric columns. Surrounding whitespace
 is stripped from labels and categories. Everything detected or changed is returned for the report.
 """
+
 from __future__ import annotations
 
 import array
@@ -20,9 +21,9 @@ import csv
 import io
 import re
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -34,14 +35,33 @@ from components.params import Csv
 TABLE_FORMATS = {".csv": "csv", ".tsv": "csv", ".tab": "csv", ".parquet": "parquet", ".pq": "parquet"}
 # pandas.read_csv's default missing-value markers (its `na_values` docs), matched in any letter case.
 # They apply to feature columns only: a label is never missing unless its cell is empty.
-DEFAULT_NA_VALUES = ("", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND", "1.#QNAN",
-                     "<NA>", "N/A", "NA", "NULL", "NaN", "None", "n/a", "nan", "null")
+DEFAULT_NA_VALUES = (
+    "",
+    "#N/A",
+    "#N/A N/A",
+    "#NA",
+    "-1.#IND",
+    "-1.#QNAN",
+    "-NaN",
+    "-nan",
+    "1.#IND",
+    "1.#QNAN",
+    "<NA>",
+    "N/A",
+    "NA",
+    "NULL",
+    "NaN",
+    "None",
+    "n/a",
+    "nan",
+    "null",
+)
 SEPARATORS = (",", ";", "\t", "|")
 # Thousands separators tried per column, by decimal mark: comma, apostrophe (Swiss), spaces (French, ISO).
 THOUSANDS = {".": (",", "'", " ", "\u00a0", "\u202f"), ",": (".", " ", "\u00a0", "\u202f", "'")}
-SAMPLE_BYTES = 1 << 16          # read to detect the encoding and separator
-PLACEHOLDER = r"[^\w\s]+"       # punctuation only: "-", "--", "?", ".", "—" mark a missing number
-NUMERIC_SHARE = 0.9             # a column this much numbers (markers aside) is numeric; the rest are typos
+SAMPLE_BYTES = 1 << 16  # read to detect the encoding and separator
+PLACEHOLDER = r"[^\w\s]+"  # punctuation only: "-", "--", "?", ".", "—" mark a missing number
+NUMERIC_SHARE = 0.9  # a column this much numbers (markers aside) is numeric; the rest are typos
 # A number in groups of three digits, the first group without a leading zero (0.125 is never 125).
 GROUPED = r"[+-]?[1-9]\d{{0,2}}(?:{sep}\d{{3}})+(?:{decimal}\d*)?"
 
@@ -50,6 +70,7 @@ GROUPED = r"[+-]?[1-9]\d{{0,2}}(?:{sep}\d{{3}})+(?:{decimal}\d*)?"
 class Advice:
     """Where a reading setting is changed, for messages: params.yaml (training, the default), or the
     --csv option of batch prediction, which reads new files with the model's settings."""
+
     command_line: bool = False
 
     def setting(self, key: str, value: str | None = None) -> str:
@@ -73,9 +94,10 @@ class TableFile:
     """A table as read from `source`: raw cells (text for CSV, typed for Parquet), how it was read,
     and, for CSV, the physical line of each row, found by a second pass over the file the first time a
     message or a report needs one."""
+
     frame: pd.DataFrame
     source: str
-    read: dict = field(default_factory=dict)        # format and settings used, "detected": which were guessed
+    read: dict = field(default_factory=dict)  # format and settings used, "detected": which were guessed
     find_lines: Callable[[], np.ndarray] | None = None
     advice: Advice = IN_PARAMS
     _lines: np.ndarray | None = field(default=None, init=False, repr=False)
@@ -101,7 +123,7 @@ class TableFile:
         return f"{self.source} row {row}"
 
     @classmethod
-    def from_frame(cls, frame: pd.DataFrame, source: str) -> "TableFile":
+    def from_frame(cls, frame: pd.DataFrame, source: str) -> TableFile:
         """A DataFrame built in memory (no file, so rows are named by position)."""
         return cls(frame, source, {"format": "dataframe"})
 
@@ -124,16 +146,20 @@ def read_table(path: Path, fmt: str | None = None, settings: Csv = Csv(), advice
     if path.is_dir():
         raise UserError(f"{path}: is a folder, not a table file; {advice.source()}")
     if fmt is None:
-        raise UserError(f"{path}: unknown format {path.suffix or '(no extension)'!r}; use a .csv, .tsv or .parquet "
-                        f"file or {advice.format()}")
+        raise UserError(
+            f"{path}: unknown format {path.suffix or '(no extension)'!r}; use a .csv, .tsv or .parquet "
+            f"file or {advice.format()}"
+        )
     if path.stat().st_size == 0:
         raise UserError(f"{path}: file is empty; export the table again")
     if fmt == "parquet":
         try:
             frame = read_parquet(path)
         except Exception as exc:  # noqa: BLE001 - pyarrow raises many types; all mean "cannot read this file"
-            raise UserError(f"{path}: cannot be read as PARQUET ({str(exc).splitlines()[0][:120]}); "
-                            f"check the file or {advice.format()}") from None
+            raise UserError(
+                f"{path}: cannot be read as PARQUET ({str(exc).splitlines()[0][:120]}); "
+                f"check the file or {advice.format()}"
+            ) from None
         table = TableFile(frame, str(path), {"format": "parquet"}, advice=advice)
     else:
         table = read_csv(path, settings, advice)
@@ -163,18 +189,35 @@ def read_csv(path: Path, settings: Csv, advice: Advice = IN_PARAMS) -> TableFile
     header = read_header(path, sep, settings, encoding, advice)
     if settings.comment is None:
         frame = read_text_arrow(path, encoding, sep, settings, header, advice)
-        find_lines = lambda: scan_records(path, encoding, sep, settings, advice)     # noqa: E731 - when needed
-    else:           # Arrow cannot skip comment lines; the scan checks rows first, as pandas pads short ones
+        find_lines = lambda: scan_records(path, encoding, sep, settings, advice)  # noqa: E731 - when needed
+    else:  # Arrow cannot skip comment lines; the scan checks rows first, as pandas pads short ones
         lines = scan_records(path, encoding, sep, settings, advice)
-        find_lines = lambda: lines      # noqa: E731
-        frame = pd.read_csv(path, sep=sep, quotechar=settings.quotechar, comment=settings.comment, encoding=encoding,
-                            dtype=pd.StringDtype("pyarrow"), keep_default_na=False, na_filter=False, index_col=False,
-                            skip_blank_lines=True)
+        find_lines = lambda: lines  # noqa: E731
+        frame = pd.read_csv(
+            path,
+            sep=sep,
+            quotechar=settings.quotechar,
+            comment=settings.comment,
+            encoding=encoding,
+            dtype=pd.StringDtype("pyarrow"),
+            keep_default_na=False,
+            na_filter=False,
+            index_col=False,
+            skip_blank_lines=True,
+        )
     frame.columns = [name.strip() for name in header]
-    read = {"format": "csv", "encoding": encoding, "sep": sep, "decimal": settings.decimal,
-            "thousands": settings.thousands, "quotechar": settings.quotechar, "comment": settings.comment,
-            "na_values": list(settings.na_values), "keep_default_na": settings.keep_default_na,
-            "detected": detected}
+    read = {
+        "format": "csv",
+        "encoding": encoding,
+        "sep": sep,
+        "decimal": settings.decimal,
+        "thousands": settings.thousands,
+        "quotechar": settings.quotechar,
+        "comment": settings.comment,
+        "na_values": list(settings.na_values),
+        "keep_default_na": settings.keep_default_na,
+        "detected": detected,
+    }
     table = TableFile(frame, str(path), read, find_lines, advice)
     if settings.decimal is None:
         read["decimal"] = detect_decimal(frame, sep, settings.thousands)
@@ -182,24 +225,33 @@ def read_csv(path: Path, settings: Csv, advice: Advice = IN_PARAMS) -> TableFile
     return table
 
 
-def read_text_arrow(path: Path, encoding: str, sep: str, settings: Csv, header: list[str],
-                    advice: Advice = IN_PARAMS) -> pd.DataFrame:
+def read_text_arrow(
+    path: Path, encoding: str, sep: str, settings: Csv, header: list[str], advice: Advice = IN_PARAMS
+) -> pd.DataFrame:
     """Every cell as text, as written: no type inference, no missing values (an empty cell is "")."""
     import pyarrow as pa
     import pyarrow.csv as pcsv
-    arrow_encoding = "utf8" if encoding in ("utf-8", "utf-8-sig") else encoding    # Arrow drops a UTF-8 BOM itself
+
+    arrow_encoding = "utf8" if encoding in ("utf-8", "utf-8-sig") else encoding  # Arrow drops a UTF-8 BOM itself
     try:
         table = pcsv.read_csv(
-            path, read_options=pcsv.ReadOptions(encoding=arrow_encoding),
+            path,
+            read_options=pcsv.ReadOptions(encoding=arrow_encoding),
             parse_options=pcsv.ParseOptions(delimiter=sep, quote_char=settings.quotechar, newlines_in_values=True),
-            convert_options=pcsv.ConvertOptions(column_types={name: pa.string() for name in header},
-                                                strings_can_be_null=False, quoted_strings_can_be_null=False))
+            convert_options=pcsv.ConvertOptions(
+                column_types={name: pa.string() for name in header},
+                strings_can_be_null=False,
+                quoted_strings_can_be_null=False,
+            ),
+        )
     except (pa.ArrowInvalid, UnicodeDecodeError) as exc:
         if encoding in ("utf-8", "utf-8-sig") and "UTF8" in str(exc) or isinstance(exc, UnicodeDecodeError):
             raise decode_error(path, encoding, advice) from None
-        scan_records(path, encoding, sep, settings, advice)     # names the line of a row of the wrong width
-        raise UserError(f"{path}: cannot be read as CSV ({str(exc).splitlines()[0][:160]}); check the file "
-                        f"or {advice.setting('quotechar')}") from None
+        scan_records(path, encoding, sep, settings, advice)  # names the line of a row of the wrong width
+        raise UserError(
+            f"{path}: cannot be read as CSV ({str(exc).splitlines()[0][:160]}); check the file "
+            f"or {advice.setting('quotechar')}"
+        ) from None
     return table.to_pandas(types_mapper={pa.string(): pd.StringDtype("pyarrow")}.get)
 
 
@@ -217,8 +269,10 @@ def read_header(path: Path, sep: str, settings: Csv, encoding: str, advice: Advi
     except UnicodeDecodeError:
         raise decode_error(path, encoding, advice) from None
     except csv.Error as exc:
-        raise UserError(f"{path} line {reader.line_num}: cannot be read as CSV ({exc}); check the quoting "
-                        f"or {advice.setting('quotechar')}") from None
+        raise UserError(
+            f"{path} line {reader.line_num}: cannot be read as CSV ({exc}); check the quoting "
+            f"or {advice.setting('quotechar')}"
+        ) from None
     raise UserError(f"{path}: no header line; the first line must name the columns")
 
 
@@ -250,15 +304,19 @@ def decode_error(path: Path, encoding: str, advice: Advice = IN_PARAMS) -> UserE
                 decoder.decode(chunk)
             except UnicodeDecodeError as exc:
                 bad = offset + exc.start
-                line = newlines + chunk[:exc.start].count(b"\n") + 1
-                byte = chunk[exc.start:exc.start + 1].hex()
-                return UserError(f"{path}: byte {bad} (line {line}) is {byte!r} in hex, not valid {encoding}; "
-                                 f"{advice.setting('encoding')} (the file's encoding, e.g. cp1252 or latin-1 for "
-                                 "files from Excel on Windows) or save it as UTF-8")
+                line = newlines + chunk[: exc.start].count(b"\n") + 1
+                byte = chunk[exc.start : exc.start + 1].hex()
+                return UserError(
+                    f"{path}: byte {bad} (line {line}) is {byte!r} in hex, not valid {encoding}; "
+                    f"{advice.setting('encoding')} (the file's encoding, e.g. cp1252 or latin-1 for "
+                    "files from Excel on Windows) or save it as UTF-8"
+                )
             offset += len(chunk)
             newlines += chunk.count(b"\n")
-    return UserError(f"{path}: the file ends in the middle of a {encoding} character; "
-                     f"{advice.setting('encoding')} or save the file as UTF-8")
+    return UserError(
+        f"{path}: the file ends in the middle of a {encoding} character; "
+        f"{advice.setting('encoding')} or save the file as UTF-8"
+    )
 
 
 def sniff_separator(sample: str, settings: Csv) -> str:
@@ -267,10 +325,13 @@ def sniff_separator(sample: str, settings: Csv) -> str:
     best, chosen = (0.0, 0), ","
     text = "\n".join(sample.splitlines()[:200])
     for sep in SEPARATORS:
-        rows = [r for r in csv.reader(io.StringIO(text), delimiter=sep, quotechar=settings.quotechar)
-                if r and not is_comment(r, settings.comment)]
+        rows = [
+            r
+            for r in csv.reader(io.StringIO(text), delimiter=sep, quotechar=settings.quotechar)
+            if r and not is_comment(r, settings.comment)
+        ]
         if len(rows) > 2:
-            rows = rows[:-1]                # the sample may end inside its last record
+            rows = rows[:-1]  # the sample may end inside its last record
         if not rows or len(rows[0]) < 2:
             continue
         score = (sum(len(r) == len(rows[0]) for r in rows) / len(rows), len(rows[0]))
@@ -296,35 +357,43 @@ def scan_records(path: Path, encoding: str, sep: str, settings: Csv, advice: Adv
             for record in reader:
                 start, line = line, reader.line_num + 1
                 if not record or is_comment(record, settings.comment):
-                    continue                                # blank and comment lines, as Arrow and pandas skip them
-                if settings.comment is not None:             # an inline comment ends the record there
+                    continue  # blank and comment lines, as Arrow and pandas skip them
+                if settings.comment is not None:  # an inline comment ends the record there
                     cut = next((i for i, value in enumerate(record) if settings.comment in value), None)
-                    record = record if cut is None else record[:cut + 1]
+                    record = record if cut is None else record[: cut + 1]
                 if header is None:
                     header, header_line = [name.strip() for name in record], start
                     check_header(path, header, header_line)
                     continue
                 if record == ["\x1a"]:
-                    raise UserError(f"{path} line {start}: holds only a DOS end-of-file mark (Ctrl-Z, byte 1a); "
-                                    "delete it")
+                    raise UserError(
+                        f"{path} line {start}: holds only a DOS end-of-file mark (Ctrl-Z, byte 1a); delete it"
+                    )
                 if len(record) != len(header) and settings.comment is None and header[0].startswith("#"):
-                    raise UserError(f"{path} line {start}: {len(record)} fields, but the header (line {header_line}) "
-                                    f"has {len(header)} and starts with '#': if lines starting with '#' are comments, "
-                                    f"{advice.setting('comment', '#')}")
+                    raise UserError(
+                        f"{path} line {start}: {len(record)} fields, but the header (line {header_line}) "
+                        f"has {len(header)} and starts with '#': if lines starting with '#' are comments, "
+                        f"{advice.setting('comment', '#')}"
+                    )
                 if len(record) != len(header) and len(header) == 1:
-                    raise UserError(f"{path} line {start}: {len(record)} fields, but the header (line {header_line}) "
-                                    f"was read as one column with the separator {sep!r}; {advice.setting('sep')}")
+                    raise UserError(
+                        f"{path} line {start}: {len(record)} fields, but the header (line {header_line}) "
+                        f"was read as one column with the separator {sep!r}; {advice.setting('sep')}"
+                    )
                 if len(record) != len(header):
                     raise UserError(
                         f"{path} line {start}: {len(record)} fields, but the header (line {header_line}) has "
                         f"{len(header)}; quote values that contain the separator {sep!r} (or "
-                        f"{advice.setting('sep')}), and fill or remove missing fields")
+                        f"{advice.setting('sep')}), and fill or remove missing fields"
+                    )
                 starts.append(start)
     except UnicodeDecodeError:
         raise decode_error(path, encoding, advice) from None
     except csv.Error as exc:
-        raise UserError(f"{path} line {reader.line_num}: cannot be read as CSV ({exc}); check the quoting "
-                        f"or {advice.setting('quotechar')}") from None
+        raise UserError(
+            f"{path} line {reader.line_num}: cannot be read as CSV ({exc}); check the quoting "
+            f"or {advice.setting('quotechar')}"
+        ) from None
     if header is None:
         raise UserError(f"{path}: no header line; the first line must name the columns")
     return np.frombuffer(starts, dtype=np.int64).copy()
@@ -334,15 +403,24 @@ def check_header(path: Path, header: list[str], line: int) -> None:
     """pandas would silently rename a repeated name to 'name.1' and a blank one to 'Unnamed: 2'."""
     blank = [i + 1 for i, name in enumerate(header) if not name]
     if blank:
-        why = ("a separator at the end of every line?" if blank[0] == len(header) else
-               "an index saved by mistake?" if blank[0] == 1 else "a column nobody named?")
-        raise UserError(f"{path} line {line}: column {blank[0]} of {len(header)} has no name in the header ({why}); "
-                        "name it or delete the column")
+        why = (
+            "a separator at the end of every line?"
+            if blank[0] == len(header)
+            else "an index saved by mistake?"
+            if blank[0] == 1
+            else "a column nobody named?"
+        )
+        raise UserError(
+            f"{path} line {line}: column {blank[0]} of {len(header)} has no name in the header ({why}); "
+            "name it or delete the column"
+        )
     repeated = [name for name, n in Counter(header).items() if n > 1]
     if repeated:
         where = [i + 1 for i, name in enumerate(header) if name == repeated[0]]
-        raise UserError(f"{path} line {line}: the header names columns {', '.join(map(str, where))} both "
-                        f"{shorten(repeated[0])}; give each column its own name")
+        raise UserError(
+            f"{path} line {line}: the header names columns {', '.join(map(str, where))} both "
+            f"{shorten(repeated[0])}; give each column its own name"
+        )
 
 
 def detect_decimal(frame: pd.DataFrame, sep: str, thousands: str | None) -> str:
@@ -363,6 +441,7 @@ def detect_decimal(frame: pd.DataFrame, sep: str, thousands: str | None) -> str:
 
 
 # ---------------------------------------------------------------- cells to typed columns
+
 
 def as_label(value) -> str | None:
     """A category or class value as text, the same however the file typed it: 3, 3.0 and "3" -> "3";
@@ -401,7 +480,7 @@ def text_series(values: pd.Series) -> tuple[pd.Series, int]:
         return stripped, int((stripped != text).fillna(False).sum())
     if values.dtype == object and pd.api.types.infer_dtype(values, skipna=True) not in FACTORIZE_SAFE:
         names = [as_label(v) for v in values]
-        changed = sum(isinstance(v, str) and v != n for v, n in zip(values, names))
+        changed = sum(isinstance(v, str) and v != n for v, n in zip(values, names, strict=True))
         return pd.Series(names, index=values.index, dtype=pd.StringDtype("pyarrow")), changed
     codes, uniques = pd.factorize(values)
     names = np.array([as_label(u) for u in uniques] + [None], dtype=object)
@@ -419,15 +498,17 @@ def read_labels(values: pd.Series) -> tuple[np.ndarray, int]:
 @dataclass
 class Column:
     """One feature column, typed: float64 numbers (NaN where missing) or text categories (None where missing)."""
+
     values: np.ndarray
     numeric: bool
-    markers: dict[str, int] = field(default_factory=dict)   # missing-value markers found, with their counts
-    stripped: int = 0                                       # categories with surrounding whitespace
-    thousands: str | None = None                            # the thousands separator the numbers use
+    markers: dict[str, int] = field(default_factory=dict)  # missing-value markers found, with their counts
+    stripped: int = 0  # categories with surrounding whitespace
+    thousands: str | None = None  # the thousands separator the numbers use
 
 
-def read_column(table: TableFile, name: str, role: str | None, settings: Csv, decimal: str = ".",
-                advice: str | None = None) -> Column:
+def read_column(
+    table: TableFile, name: str, role: str | None, settings: Csv, decimal: str = ".", advice: str | None = None
+) -> Column:
     """Type the column `name` of `table`. role: "numeric" or "categorical" to force it, None to detect.
     Raises UserError naming the line of the first value that is not a number in a numeric column, with
     `advice` (what to do) or, by default, the params.yaml keys that would change how it is read."""
@@ -438,15 +519,17 @@ def read_column(table: TableFile, name: str, role: str | None, settings: Csv, de
         nested = values.map(lambda v: isinstance(v, (list, tuple, dict, set, np.ndarray))).to_numpy()
         if nested.any():
             row = int(np.flatnonzero(nested)[0])
-            raise UserError(f"{table.where(row)}: column {shorten(name)} holds {type(values.iloc[row]).__name__} values "
-                            f"(e.g. {str(values.iloc[row])[:40]}), not one number or category per row; flatten it "
-                            "into columns or leave it out of data.features")
+            raise UserError(
+                f"{table.where(row)}: column {shorten(name)} holds {type(values.iloc[row]).__name__} values "
+                f"(e.g. {str(values.iloc[row])[:40]}), not one number or category per row; flatten it "
+                "into columns or leave it out of data.features"
+            )
     if pd.api.types.is_bool_dtype(values) and role != "numeric":
         return Column(text_cells(values)[0], numeric=False)
     if pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values):
         if role == "categorical":
             return Column(text_cells(values)[0], numeric=False)
-        if values.dtype == np.float64:                  # a view, not a copy of a column of millions of rows
+        if values.dtype == np.float64:  # a view, not a copy of a column of millions of rows
             return Column(values.to_numpy(), numeric=True)
         return Column(values.to_numpy(dtype=np.float64, na_value=np.nan), numeric=True)
 
@@ -455,14 +538,14 @@ def read_column(table: TableFile, name: str, role: str | None, settings: Csv, de
         numbers = plain_numbers(cells)
         if numbers is not None:
             return Column(numbers, numeric=True)
-    codes, uniques = pd.factorize(cells)               # missing -> code -1
+    codes, uniques = pd.factorize(cells)  # missing -> code -1
     text = pd.Series(uniques, dtype=pd.StringDtype("pyarrow"))
     uniques = text.to_numpy(dtype=object)
     marker = missing_marker(text, settings).to_numpy()
     numbers, thousands = parse_numbers(text, decimal, settings.thousands)
     placeholder = (text.str.fullmatch(PLACEHOLDER) & np.isnan(numbers)).to_numpy()
     counts = np.bincount(codes[codes >= 0], minlength=len(uniques))
-    present = ~marker & ~placeholder                   # distinct values that are neither missing nor placeholders
+    present = ~marker & ~placeholder  # distinct values that are neither missing nor placeholders
     n_present, n_numbers = counts[present].sum(), counts[present & ~np.isnan(numbers)].sum()
     numeric = role == "numeric" or (role is None and n_present > 0 and n_numbers >= NUMERIC_SHARE * n_present)
     if numeric:
@@ -471,15 +554,23 @@ def read_column(table: TableFile, name: str, role: str | None, settings: Csv, de
             row = int(np.flatnonzero(np.isin(codes, bad))[0])
             value = uniques[codes[row]]
             marks = f"decimal {decimal!r}" + (f" and thousands {thousands!r}" if thousands else "")
-            hint = (f" (numbers are read with {marks}; {table.advice.setting('decimal')} or "
-                    f"{table.advice.setting('thousands')} if the file writes them otherwise)"
-                    if re.search(r"\d", value) else "")
-            or_else = (f"remove {shorten(name)} from data.numeric" if role == "numeric" else
-                       f"list {shorten(name)} in data.categorical")
-            advice = advice or (f"fix the value, add it to data.csv.na_values if it marks a missing value, or "
-                                f"{or_else}")
-            raise UserError(f"{table.where(row)}: column {shorten(name)} holds {shorten(value)}, not a number{hint}; "
-                            f"{advice}")
+            hint = (
+                f" (numbers are read with {marks}; {table.advice.setting('decimal')} or "
+                f"{table.advice.setting('thousands')} if the file writes them otherwise)"
+                if re.search(r"\d", value)
+                else ""
+            )
+            or_else = (
+                f"remove {shorten(name)} from data.numeric"
+                if role == "numeric"
+                else f"list {shorten(name)} in data.categorical"
+            )
+            advice = advice or (
+                f"fix the value, add it to data.csv.na_values if it marks a missing value, or {or_else}"
+            )
+            raise UserError(
+                f"{table.where(row)}: column {shorten(name)} holds {shorten(value)}, not a number{hint}; {advice}"
+            )
         missing = marker | placeholder
         found = {str(uniques[i]): int(counts[i]) for i in np.flatnonzero(missing) if uniques[i] != ""}
         column = np.append(np.where(missing, np.nan, numbers), np.nan)[codes]
@@ -495,6 +586,7 @@ def plain_numbers(text: pd.Series) -> np.ndarray | None:
     anything else (a marker, a thousands separator, a typo), for the full rules, or when none is a number."""
     import pyarrow as pa
     import pyarrow.compute as pc
+
     cells = pa.array(text.array, type=pa.string())
     cells = pc.if_else(pc.equal(cells, ""), pa.scalar(None, pa.string()), cells)
     try:
@@ -502,7 +594,7 @@ def plain_numbers(text: pd.Series) -> np.ndarray | None:
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
         return None
     present = ~pc.is_null(cells).to_numpy(zero_copy_only=False)
-    if not present.any() or np.isnan(values[present]).any():      # "nan" written out is a marker: report it
+    if not present.any() or np.isnan(values[present]).any():  # "nan" written out is a marker: report it
         return None
     return values
 
@@ -519,7 +611,7 @@ def parse_numbers(text: pd.Series, decimal: str, thousands: str | None) -> tuple
     """Numbers written with `decimal` and, optionally, thousands separators -> float64 (NaN where a cell is
     not such a number). thousands None: detected (the candidate that most cells are grouped with); "": none.
     Returns the values and the thousands separator used."""
-    text = text.str.replace("\u2212", "-", regex=False)            # the Unicode minus sign some exports write
+    text = text.str.replace("\u2212", "-", regex=False)  # the Unicode minus sign some exports write
     d = re.escape(decimal)
     plain = text.str.fullmatch(rf"[+-]?(?:\d+(?:{d}\d*)?|{d}\d+)(?:[eE][+-]?\d+)?").fillna(False)
     infinite = text.str.fullmatch(r"(?i)[+-]?inf(?:inity)?").fillna(False)

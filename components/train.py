@@ -49,6 +49,7 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class Placement:
     """Where this process trains: its device, and its rank among `world` data-parallel processes."""
+
     device: torch.device
     rank: int = 0
     world: int = 1
@@ -67,7 +68,7 @@ def on_device(array: np.ndarray, device: torch.device) -> torch.Tensor:
 
 def take(data: torch.Tensor, index: torch.Tensor, device: torch.device) -> torch.Tensor:
     """Rows `index` of `data` on `device`; images in channels_last, the layout tensor cores want."""
-    if data.device.type != device.type:           # a data set too big for the GPU: copy this batch only
+    if data.device.type != device.type:  # a data set too big for the GPU: copy this batch only
         data = data[index.cpu()].pin_memory().to(device, non_blocking=True)
     else:
         data = data[index]
@@ -75,8 +76,9 @@ def take(data: torch.Tensor, index: torch.Tensor, device: torch.device) -> torch
 
 
 @torch.no_grad()
-def validate(net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, device: torch.device, precision,
-             batch_size: int = 1024) -> tuple[np.ndarray, float]:
+def validate(
+    net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, device: torch.device, precision, batch_size: int = 1024
+) -> tuple[np.ndarray, float]:
     """Predicted classes (int64, (n,)) and mean cross-entropy (nats per example, computed in fp32) on a split."""
     net.eval()
     index = torch.arange(len(x), device=x.device)
@@ -86,10 +88,10 @@ def validate(net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, device: tor
             logits = net(take(x, batch, device))
             predicted.append(logits.argmax(dim=1))
             loss += F.cross_entropy(logits.float(), take(y, batch, device), reduction="sum")
-    return torch.cat(predicted).cpu().numpy(), (loss / max(len(x), 1)).item()     # one host sync per call
+    return torch.cat(predicted).cpu().numpy(), (loss / max(len(x), 1)).item()  # one host sync per call
 
 
-MIN_VAL_PER_CLASS = 10   # train.monitor auto: fewer validation examples per class than this -> val_loss (our choice)
+MIN_VAL_PER_CLASS = 10  # train.monitor auto: fewer validation examples per class than this -> val_loss (our choice)
 
 
 def resolve_monitor(monitor: str, n_val: int, n_classes: int) -> str:
@@ -108,18 +110,26 @@ def epoch_score(monitor: str, f1: float, loss: float) -> tuple[float, float]:
     return (-loss, f1) if monitor == "val_loss" else (f1, -loss)
 
 
-def fit(train_x: np.ndarray, train_y: np.ndarray, val_x: np.ndarray, val_y: np.ndarray, n_classes: int,
-        cfg: Train, seed: int, place: Placement = Placement(torch.device("cpu")),
-        checkpoint: Path | None = None) -> tuple[torch.nn.Module, list[dict]]:
+def fit(
+    train_x: np.ndarray,
+    train_y: np.ndarray,
+    val_x: np.ndarray,
+    val_y: np.ndarray,
+    n_classes: int,
+    cfg: Train,
+    seed: int,
+    place: Placement = Placement(torch.device("cpu")),
+    checkpoint: Path | None = None,
+) -> tuple[torch.nn.Module, list[dict]]:
     """Train on preprocessed inputs (images (n, c, h, w): a CNN; table rows (n, d): an MLP); return the
     net at its best validation macro-F1 and the history. With a checkpoint path: save there every epoch,
     and start from it when cfg.resume says so."""
     deterministic = torch.are_deterministic_algorithms_enabled()
-    torch.use_deterministic_algorithms(place.device.type == "cpu")   # CPU: same seed, same model
+    torch.use_deterministic_algorithms(place.device.type == "cpu")  # CPU: same seed, same model
     try:
         return _fit(train_x, train_y, val_x, val_y, n_classes, cfg, seed, place, checkpoint)
     finally:
-        torch.use_deterministic_algorithms(deterministic)            # the caller's setting, as it was
+        torch.use_deterministic_algorithms(deterministic)  # the caller's setting, as it was
 
 
 def _fit(train_x, train_y, val_x, val_y, n_classes, cfg, seed, place, checkpoint):
@@ -128,9 +138,15 @@ def _fit(train_x, train_y, val_x, val_y, n_classes, cfg, seed, place, checkpoint
     config = model_config(train_x, [str(c) for c in range(n_classes)], cfg)
     net = build_model(config).to(device, memory_format=torch.channels_last if cuda else torch.preserve_format)
     optimizer = torch.optim.Adam(net.parameters(), lr=cfg.lr)
-    order = torch.Generator().manual_seed(seed)     # the shuffle, identical in every process
-    state = {"epoch": 0, "history": [], "best_f1": -1.0, "best_loss": float("inf"), "best_state": None,
-             "stale_epochs": 0}
+    order = torch.Generator().manual_seed(seed)  # the shuffle, identical in every process
+    state = {
+        "epoch": 0,
+        "history": [],
+        "best_f1": -1.0,
+        "best_loss": float("inf"),
+        "best_state": None,
+        "stale_epochs": 0,
+    }
     if checkpoint is not None and cfg.resume and checkpoint.exists():
         state = resume_from(checkpoint, net, optimizer, order) or state
 
@@ -149,12 +165,13 @@ def _fit(train_x, train_y, val_x, val_y, n_classes, cfg, seed, place, checkpoint
 
     # A run killed after its early-stopping epoch was checkpointed has no epoch left to train.
     first_epoch = state["epoch"] + 1 if state["stale_epochs"] < cfg.patience else cfg.epochs + 1
-    bar = tqdm(range(first_epoch, cfg.epochs + 1), desc="train", unit="epoch",
-               disable=None if place.rank == 0 else True)      # None: only on a terminal
+    bar = tqdm(
+        range(first_epoch, cfg.epochs + 1), desc="train", unit="epoch", disable=None if place.rank == 0 else True
+    )  # None: only on a terminal
     for epoch in bar:
         net.train()
-        loss_sum = torch.zeros((), device=device)    # accumulated on the device: no host sync per step
-        shuffle = torch.randperm(len(x), generator=order)[place.rank:usable:place.world]
+        loss_sum = torch.zeros((), device=device)  # accumulated on the device: no host sync per step
+        shuffle = torch.randperm(len(x), generator=order)[place.rank : usable : place.world]
         for batch in shuffle.to(x.device, non_blocking=True).split(local_batch):
             with precision:
                 loss = F.cross_entropy(step_model(take(x, batch, device)), take(y, batch, device))
@@ -166,24 +183,33 @@ def _fit(train_x, train_y, val_x, val_y, n_classes, cfg, seed, place, checkpoint
         if place.world > 1:
             dist.all_reduce(loss_sum)
         # Rank 0 judges the epoch and tells the others, so every process stops at the same epoch.
-        judged = torch.tensor([-1.0, 0.0], device=device)         # validation macro-F1, loss
+        judged = torch.tensor([-1.0, 0.0], device=device)  # validation macro-F1, loss
         if place.rank == 0:
             val_pred, val_loss = validate(net, val, val_labels, device, precision)
             judged[0], judged[1] = f1_score(val_y, val_pred, average="macro", zero_division=0), val_loss
         if place.world > 1:
             dist.broadcast(judged, src=0)
         val_f1, val_loss = judged.tolist()
-        row = {"epoch": epoch, "train_loss": round((loss_sum / usable).item(), 6), "val_loss": round(val_loss, 6),
-               "val_macro_f1": round(val_f1, 6),
-               "time_ms": int(time.time() * 1000)}    # so MLflow's curves keep their wall-clock axis
+        row = {
+            "epoch": epoch,
+            "train_loss": round((loss_sum / usable).item(), 6),
+            "val_loss": round(val_loss, 6),
+            "val_macro_f1": round(val_f1, 6),
+            "time_ms": int(time.time() * 1000),
+        }  # so MLflow's curves keep their wall-clock axis
         state["history"].append(row)
         bar.set_postfix(loss=row["train_loss"], val_f1=row["val_macro_f1"])
 
         state["epoch"] = epoch
-        if epoch_score(monitor, row["val_macro_f1"], row["val_loss"]) > \
-                epoch_score(monitor, state["best_f1"], state.get("best_loss", float("inf"))):
-            state.update(best_f1=row["val_macro_f1"], best_loss=row["val_loss"], stale_epochs=0,
-                         best_state={k: v.detach().clone() for k, v in net.state_dict().items()})
+        if epoch_score(monitor, row["val_macro_f1"], row["val_loss"]) > epoch_score(
+            monitor, state["best_f1"], state.get("best_loss", float("inf"))
+        ):
+            state.update(
+                best_f1=row["val_macro_f1"],
+                best_loss=row["val_loss"],
+                stale_epochs=0,
+                best_state={k: v.detach().clone() for k, v in net.state_dict().items()},
+            )
         else:
             state["stale_epochs"] += 1
         checkpointer.save(state, net, optimizer, order)
@@ -204,14 +230,20 @@ class Checkpointer:
         self.path, self.pending = path, None
         self.writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="checkpoint")
 
-    def save(self, state: dict, net: torch.nn.Module, optimizer: torch.optim.Optimizer,
-             order: torch.Generator) -> None:
+    def save(self, state: dict, net: torch.nn.Module, optimizer: torch.optim.Optimizer, order: torch.Generator) -> None:
         """Everything the next epoch depends on, random number generators included."""
         if self.path is None:
             return
-        snapshot = to_host({**state, "model": net.state_dict(), "optimizer": optimizer.state_dict(),
-                            "order_rng": order.get_state(), "torch_rng": torch.get_rng_state(),
-                            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []})
+        snapshot = to_host(
+            {
+                **state,
+                "model": net.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "order_rng": order.get_state(),
+                "torch_rng": torch.get_rng_state(),
+                "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            }
+        )
         self.wait()
         self.pending = self.writer.submit(self._write, snapshot)
 
@@ -219,7 +251,7 @@ class Checkpointer:
         with atomic_path(self.path) as tmp, open(tmp, "wb") as fh:
             torch.save(snapshot, fh)
             fh.flush()
-            os.fsync(fh.fileno())       # on disk before the rename: a node crash leaves the old file or the new
+            os.fsync(fh.fileno())  # on disk before the rename: a node crash leaves the old file or the new
 
     def wait(self) -> None:
         """Until the last checkpoint is on disk (re-raising its error, if writing it failed)."""
@@ -239,8 +271,9 @@ def to_host(obj):
     return obj
 
 
-def resume_from(path: Path, net: torch.nn.Module, optimizer: torch.optim.Optimizer,
-                order: torch.Generator) -> dict | None:
+def resume_from(
+    path: Path, net: torch.nn.Module, optimizer: torch.optim.Optimizer, order: torch.Generator
+) -> dict | None:
     """Restore a checkpoint into net, optimizer and the generators; None if it cannot be read.
     Bit-identical continuation is promised on CPU; on GPUs only rank 0's CUDA generator is saved."""
     try:
@@ -286,22 +319,35 @@ def write_history(path: Path, history: list[dict]) -> None:
 def placement(params: Params) -> Placement:
     """This process's device and rank; under torchrun, joins the process group first."""
     device = resolve_device(params.train.device)
-    if "LOCAL_RANK" not in os.environ:     # an indexed device: tensors report cuda:0, never plain cuda
+    if "LOCAL_RANK" not in os.environ:  # an indexed device: tensors report cuda:0, never plain cuda
         index = torch.cuda.current_device() if device == "cuda" else None
         return Placement(torch.device(device, index))
     local_rank = int(os.environ["LOCAL_RANK"])
     if device == "cuda":
         if local_rank >= torch.cuda.device_count():
-            raise UserError(f"params.yaml: train.gpus is {os.environ['WORLD_SIZE']} but only "
-                            f"{torch.cuda.device_count()} GPU(s) are visible; lower train.gpus")
+            raise UserError(
+                f"params.yaml: train.gpus is {os.environ['WORLD_SIZE']} but only "
+                f"{torch.cuda.device_count()} GPU(s) are visible; lower train.gpus"
+            )
         torch.cuda.set_device(local_rank)
     dist.init_process_group("nccl" if device == "cuda" else "gloo")
-    return Placement(torch.device(device, local_rank) if device == "cuda" else torch.device("cpu"),
-                     dist.get_rank(), dist.get_world_size())
+    return Placement(
+        torch.device(device, local_rank) if device == "cuda" else torch.device("cpu"),
+        dist.get_rank(),
+        dist.get_world_size(),
+    )
 
 
-def train_files(train_path: Path, val_path: Path, params: Params, model_path: Path, info_path: Path,
-                history_path: Path, checkpoints: Path | None = None, timing_path: Path | None = None) -> dict | None:
+def train_files(
+    train_path: Path,
+    val_path: Path,
+    params: Params,
+    model_path: Path,
+    info_path: Path,
+    history_path: Path,
+    checkpoints: Path | None = None,
+    timing_path: Path | None = None,
+) -> dict | None:
     """Train on the augmented set; rank 0 writes the model, the per-epoch history and what register
     logs about it, and removes the checkpoint (other ranks return None). Clock times (when training
     started, when each epoch ended, in ms since the epoch) go to timing_path only, keyed by the weights
@@ -311,33 +357,56 @@ def train_files(train_path: Path, val_path: Path, params: Params, model_path: Pa
     try:
         train, val = load_inputs(train_path, ("x", "y", "classes")), load_inputs(val_path, ("x", "y"))
         if train["x"].shape[1:] != val["x"].shape[1:]:
-            raise UserError(f"{val_path}: examples of shape {val['x'].shape[1:]}, but {train_path} holds "
-                            f"{train['x'].shape[1:]}; rerun the stages before train (dvc repro)")
+            raise UserError(
+                f"{val_path}: examples of shape {val['x'].shape[1:]}, but {train_path} holds "
+                f"{train['x'].shape[1:]}; rerun the stages before train (dvc repro)"
+            )
         classes = train["classes"].tolist()
         checkpoint = checkpoint_path(checkpoints, [train_path, val_path], params, place.world) if checkpoints else None
-        net, history = fit(train["x"], train["y"], val["x"], val["y"], len(classes), params.train, params.seed,
-                           place, checkpoint)
+        net, history = fit(
+            train["x"], train["y"], val["x"], val["y"], len(classes), params.train, params.seed, place, checkpoint
+        )
     finally:
         if place.world > 1:
             dist.destroy_process_group()
     if place.rank != 0:
         return None
     monitor = resolve_monitor(params.train.monitor, len(val["y"]), len(classes))
-    best = max(history, key=lambda row: epoch_score(monitor, row["val_macro_f1"], row["val_loss"]))   # what fit kept
+    best = max(history, key=lambda row: epoch_score(monitor, row["val_macro_f1"], row["val_loss"]))  # what fit kept
     save_model(model_path, net.cpu(), model_config(train["x"], classes, params.train))
     write_history(history_path, [{k: v for k, v in row.items() if k != "time_ms"} for row in history])
-    info = {"device": torch.cuda.get_device_name() if place.device.type == "cuda" else "cpu",
-            "processes": place.world, "epochs_run": len(history),
-            "best_epoch": best["epoch"], "best_val_macro_f1": best["val_macro_f1"], "best_val_loss": best["val_loss"],
-            "monitor": monitor, "weights_hash": weights_hash(model_path)}
+    info = {
+        "device": torch.cuda.get_device_name() if place.device.type == "cuda" else "cpu",
+        "processes": place.world,
+        "epochs_run": len(history),
+        "best_epoch": best["epoch"],
+        "best_val_macro_f1": best["val_macro_f1"],
+        "best_val_loss": best["val_loss"],
+        "monitor": monitor,
+        "weights_hash": weights_hash(model_path),
+    }
     write_json(info_path, info)
     if timing_path is not None:
-        write_json(timing_path, {"weights_hash": info["weights_hash"], "started_ms": started_ms,
-                                 "epoch_end_ms": [row["time_ms"] for row in history]})
+        write_json(
+            timing_path,
+            {
+                "weights_hash": info["weights_hash"],
+                "started_ms": started_ms,
+                "epoch_end_ms": [row["time_ms"] for row in history],
+            },
+        )
     if checkpoint is not None:
         remove_checkpoint(checkpoint)
-    log.info("best epoch by %s: %d of %d, validation macro-F1 %.4f, loss %.4f (%d x %s)", monitor, best["epoch"],
-             len(history), best["val_macro_f1"], best["val_loss"], place.world, info["device"])
+    log.info(
+        "best epoch by %s: %d of %d, validation macro-F1 %.4f, loss %.4f (%d x %s)",
+        monitor,
+        best["epoch"],
+        len(history),
+        best["val_macro_f1"],
+        best["val_loss"],
+        place.world,
+        info["device"],
+    )
     return info
 
 
@@ -352,8 +421,9 @@ def load_inputs(path: Path, keys: tuple[str, ...], arrays: bool = True) -> dict[
     except FileNotFoundError:
         raise UserError(f"{path}: not found; run the stages before train (dvc repro)") from None
     except Exception as exc:  # noqa: BLE001 - numpy and zipfile raise many types for a damaged file
-        raise UserError(f"{path}: not a readable .npz file ({exc.__class__.__name__}); rerun the stage that "
-                        "writes it (dvc repro)") from None
+        raise UserError(
+            f"{path}: not a readable .npz file ({exc.__class__.__name__}); rerun the stage that writes it (dvc repro)"
+        ) from None
     missing = [key for key in keys if key not in loaded]
     if missing:
         raise UserError(f"{path}: has no {', '.join(missing)} array; rerun the stage that writes it (dvc repro)")
@@ -369,17 +439,26 @@ def launch_distributed(processes: int, argv: list[str]) -> None:
     log.info("train.gpus = %d: starting %d data-parallel processes with torchrun", processes, processes)
     logging.getLogger("torch.distributed.elastic").setLevel(logging.CRITICAL)  # we report failures in one line
     os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // processes)))  # no oversubscription
-    config = LaunchConfig(min_nodes=1, max_nodes=1, nproc_per_node=processes, run_id=str(uuid.uuid4()),
-                          rdzv_backend="c10d", rdzv_endpoint="localhost:0", max_restarts=0)
+    config = LaunchConfig(
+        min_nodes=1,
+        max_nodes=1,
+        nproc_per_node=processes,
+        run_id=str(uuid.uuid4()),
+        rdzv_backend="c10d",
+        rdzv_endpoint="localhost:0",
+        max_restarts=0,
+    )
     try:
         elastic_launch(config, sys.executable)("-m", "components.train", *argv)
     except ChildFailedError as exc:
-        rank, failure = exc.get_first_failure()      # any worker may be the first to fail
-        if isinstance(failure.message, str) and failure.message.startswith("error"):   # its own one-line error
+        rank, failure = exc.get_first_failure()  # any worker may be the first to fail
+        if isinstance(failure.message, str) and failure.message.startswith("error"):  # its own one-line error
             raise UserError(f"train: torchrun worker {rank} failed: {failure.message}") from None
-        how = (f"killed by {failure.signal_name()}" if failure.exitcode < 0 else f"exit {failure.exitcode}")
-        raise UserError(f"train: torchrun worker {rank} failed ({how}); if it was killed (out of memory, a preempted "
-                        "node), rerun and training resumes from the last epoch checkpoint") from None
+        how = f"killed by {failure.signal_name()}" if failure.exitcode < 0 else f"exit {failure.exitcode}"
+        raise UserError(
+            f"train: torchrun worker {rank} failed ({how}); if it was killed (out of memory, a preempted "
+            "node), rerun and training resumes from the last epoch checkpoint"
+        ) from None
 
 
 def main(argv: list[str]) -> None:
@@ -397,8 +476,9 @@ def main(argv: list[str]) -> None:
     if params.train.gpus > 1 and "LOCAL_RANK" not in os.environ:
         visible = torch.cuda.device_count()
         if resolve_device(params.train.device) == "cuda" and visible < params.train.gpus:
-            raise UserError(f"{args.params}: train.gpus is {params.train.gpus} but {visible} GPU(s) are visible; "
-                            "lower train.gpus")
+            raise UserError(
+                f"{args.params}: train.gpus is {params.train.gpus} but {visible} GPU(s) are visible; lower train.gpus"
+            )
         # Bad input is found here, once, rather than by every worker at the same moment.
         load_inputs(args.train, ("x", "y", "classes"), arrays=False)
         load_inputs(args.val, ("x", "y"), arrays=False)

@@ -1,5 +1,6 @@
 """`python -m benchmarks --quick` runs end to end and writes every figure BENCHMARKS.md reports.
 Values are only checked for sense here (tests do not time things); the figures come from a full run."""
+
 import json
 import subprocess
 import sys
@@ -10,15 +11,30 @@ from benchmarks.augment import CFG, per_sample_torchvision
 from components.kinds.images import augment_images
 from conftest import REPO
 
-KEYS = {"train_throughput_ratio", "augment_speedup", "clean_normalise_ratio", "clean_normalise_peak_rss_ratio",
-        "csv_read_cost_ratio", "wide_clean_ratio", "repro_noop_s", "pipeline_fresh_s", "device", "gpu_busy_fraction",
-        "machine"}
+KEYS = {
+    "train_throughput_ratio",
+    "augment_speedup",
+    "clean_normalise_ratio",
+    "clean_normalise_peak_rss_ratio",
+    "csv_read_cost_ratio",
+    "wide_clean_ratio",
+    "repro_noop_s",
+    "pipeline_fresh_s",
+    "device",
+    "gpu_busy_fraction",
+    "machine",
+}
 
 
 def test_quick_benchmarks_write_every_figure(tmp_path):
     out = tmp_path / "results.json"
-    result = subprocess.run([sys.executable, "-m", "benchmarks", "--quick", "--device", "cpu", "--out", str(out)],
-                            cwd=REPO, capture_output=True, text=True, timeout=1800)
+    result = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "--quick", "--device", "cpu", "--out", str(out)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=1800,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     figures = json.loads(out.read_text())
     assert figures.keys() >= KEYS
@@ -35,7 +51,7 @@ def test_the_augmentation_baseline_does_the_same_kind_of_work():
     images = np.random.default_rng(0).integers(0, 256, (64, 32, 32, 3), dtype=np.uint8)
     theirs = per_sample_torchvision(images, CFG)
     ours, _ = augment_images(images, np.zeros(64, np.int64), CFG, seed=0)
-    ours = ours[64:]                                   # the augmented copies
+    ours = ours[64:]  # the augmented copies
     assert theirs.shape == ours.shape == images.shape and theirs.dtype == ours.dtype == np.uint8
     for out in (theirs, ours):
         changed = (out != images).reshape(64, -1).mean(axis=1)

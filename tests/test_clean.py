@@ -1,4 +1,5 @@
 """clean: every file decoded, duplicates and unreadable files dropped and reported; raw data untouched."""
+
 from __future__ import annotations
 
 import hashlib
@@ -10,8 +11,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from components.kinds.images import clean_images, read_image_folder
 from components.errors import UserError
+from components.kinds.images import clean_images, read_image_folder
 from components.params import Clean, Data
 
 
@@ -25,7 +26,7 @@ def dirty_folder(tmp_path):
     rng = np.random.default_rng(0)
     for label in ("cat", "dog"):
         (root / label).mkdir(parents=True)
-        for i in range(4):                    # 4 per class: enough for a 0.3/0.3 val/test split
+        for i in range(4):  # 4 per class: enough for a 0.3/0.3 val/test split
             Image.fromarray(rng.integers(0, 255, (8, 8), dtype=np.uint8)).save(root / label / f"{i}.png")
     # same pixels saved as BMP under another name and class: a duplicate with a conflicting label
     Image.open(root / "cat" / "0.png").save(root / "dog" / "copy.bmp")
@@ -40,12 +41,29 @@ def test_clean_reports_each_dropped_file_with_its_reason(dirty_folder, tmp_path)
     out, report_path = tmp_path / "clean", tmp_path / "clean.json"
     params = tmp_path / "params.yaml"
     params.write_text(f"data: {{path: {dirty_folder}}}\nsplit: {{val_fraction: 0.3, test_fraction: 0.3}}\n")
-    subprocess.run([sys.executable, "-m", "components.clean", "--params", str(params), "--out", str(out),
-                    "--report", str(report_path)], check=True, capture_output=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "components.clean",
+            "--params",
+            str(params),
+            "--out",
+            str(out),
+            "--report",
+            str(report_path),
+        ],
+        check=True,
+        capture_output=True,
+    )
     report = json.loads(report_path.read_text())
     assert report["n_input"] == 12 and report["n_kept"] == 8
-    assert report["dropped_by_reason"] == {"not_in_class_folder": 1, "duplicate": 1, "unreadable": 1,
-                                           "unsupported_file": 1}
+    assert report["dropped_by_reason"] == {
+        "not_in_class_folder": 1,
+        "duplicate": 1,
+        "unreadable": 1,
+        "unsupported_file": 1,
+    }
     reasons = {d["id"].rsplit("/", 2)[-1]: d for d in report["dropped"]}
     assert reasons["copy.bmp"]["reason"] == "duplicate"
     assert "cat/0.png" in reasons["copy.bmp"]["detail"] and "'cat'" in reasons["copy.bmp"]["detail"]
@@ -75,13 +93,23 @@ def test_mixed_image_sizes_need_image_size_or_are_resized(tmp_path):
 def test_cli_error_is_one_line_naming_the_folder_and_exit_1(tmp_path):
     params = tmp_path / "params.yaml"
     params.write_text(f"data: {{path: {tmp_path / 'missing'}}}\n")
-    args = [sys.executable, "-m", "components.clean", "--params", str(params), "--out", str(tmp_path / "o"),
-            "--report", str(tmp_path / "r.json")]
+    args = [
+        sys.executable,
+        "-m",
+        "components.clean",
+        "--params",
+        str(params),
+        "--out",
+        str(tmp_path / "o"),
+        "--report",
+        str(tmp_path / "r.json"),
+    ]
     result = subprocess.run(args, capture_output=True, text=True)
     assert result.returncode == 1
     assert result.stderr.strip().splitlines() == [
         f"error: {tmp_path / 'missing'}: folder not found; "
-        "set data.path in params.yaml to a folder of class sub-folders"]
+        "set data.path in params.yaml to a folder of class sub-folders"
+    ]
     assert not (tmp_path / "o").exists() and not (tmp_path / "r.json").exists()
     debug = subprocess.run(args + ["--debug"], capture_output=True, text=True)
     assert debug.returncode == 1 and "Traceback" in debug.stderr
@@ -91,6 +119,7 @@ def test_16_bit_images_are_scaled_not_clipped():
     import io
 
     from components.image_files import decode
+
     buffer = io.BytesIO()
     Image.fromarray(np.array([[0, 257, 4112, 32896, 65535]], dtype=np.uint16)).save(buffer, format="PNG")
     assert decode(buffer.getvalue())[0, :, 0].tolist() == [0, 1, 16, 128, 255]

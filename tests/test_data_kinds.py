@@ -1,5 +1,6 @@
 """The stages are the same for every kind of data: what depends on the kind is asked of its module
 (components/kinds/), so a new kind is one module, a params section and tests (docs/data-kinds.md)."""
+
 from __future__ import annotations
 
 import ast
@@ -49,12 +50,15 @@ def test_no_stage_branches_on_the_kind_of_data(stage):
     assert kind_branches((ROOT / "components" / f"{stage}.py").read_text()) == []
 
 
-@pytest.mark.parametrize("branch", [
-    'if meta["kind"] == "image_folder":\n    pass',          # augment and normalise before components/kinds/
-    'if meta.get("kind") == "tabular":\n    pass',           # predict and serving
-    'if data.kind == other:\n    pass',
-    'reader = {"tabular": read_table}',
-])
+@pytest.mark.parametrize(
+    "branch",
+    [
+        'if meta["kind"] == "image_folder":\n    pass',  # augment and normalise before components/kinds/
+        'if meta.get("kind") == "tabular":\n    pass',  # predict and serving
+        "if data.kind == other:\n    pass",
+        'reader = {"tabular": read_table}',
+    ],
+)
 def test_the_check_finds_a_branch_on_the_kind(branch):
     assert kind_branches(branch)
 
@@ -76,7 +80,7 @@ def test_every_kind_module_is_a_data_kind(name):
     attributes, methods = protocol_members()
     assert all(isinstance(getattr(kind, attribute), tuple) for attribute in attributes)
     for method in methods:
-        wanted = list(inspect.signature(getattr(DataKind, method)).parameters.values())[1:]     # without self
+        wanted = list(inspect.signature(getattr(DataKind, method)).parameters.values())[1:]  # without self
         given = list(inspect.signature(getattr(kind, method)).parameters.values())
         assert [(p.name, p.kind, p.default) for p in given] == [(p.name, p.kind, p.default) for p in wanted], method
 

@@ -1,4 +1,5 @@
 """Core functions of normalise, augment and train, on small real digit images."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -18,8 +19,9 @@ from components.train import fit
 
 def split_and_normalise(images, labels, split, seed):
     """The normalise stage's split and preprocessing of image pixels: (parts, the fitted Normaliser)."""
-    parts, normaliser, _ = split_and_preprocess(kinds.get("image_folder"), images, labels, {}, split, seed,
-                                                Normalise(), Clean())
+    parts, normaliser, _ = split_and_preprocess(
+        kinds.get("image_folder"), images, labels, {}, split, seed, Normalise(), Clean()
+    )
     return parts, normaliser
 
 
@@ -63,18 +65,21 @@ def test_zscore_outliers_are_dropped_from_train_only_with_train_statistics():
     """clean.outliers: zscore_drop. A test row is never dropped, and the statistics never see it: one
     extreme test value would otherwise inflate the std so much that the train outlier survives."""
     import pandas as pd
+
     from components.normalise import stratified_split
     from components.params import Normalise
+
     rng = np.random.default_rng(0)
     labels = np.arange(200) % 2
     values = rng.normal(0, 1, 200)
     parts = stratified_split(labels, Split(), seed=1)
     train_row, test_row = parts["train"][0], parts["test"][0]
-    values[train_row], values[test_row] = 6.0, 1e6        # 6 train std devs; a wild test value
+    values[train_row], values[test_row] = 6.0, 1e6  # 6 train std devs; a wild test value
     table = pd.DataFrame({"x": values, "noise": rng.normal(0, 1, 200)})
     meta = {"numeric": ["x", "noise"], "categorical": []}
-    split, preprocessor, dropped = split_and_preprocess(kinds.get("tabular"), table, labels, meta, Split(), 1,
-                                                        Normalise(), Clean(outliers="zscore_drop", zscore=4.0))
+    split, preprocessor, dropped = split_and_preprocess(
+        kinds.get("tabular"), table, labels, meta, Split(), 1, Normalise(), Clean(outliers="zscore_drop", zscore=4.0)
+    )
     assert [{"row": d["row"], "column": d["column"]} for d in dropped] == [{"row": int(train_row), "column": "x"}]
     assert train_row not in split["train"]["index"] and len(split["train"]["index"]) == len(parts["train"]) - 1
     assert np.array_equal(split["test"]["index"], parts["test"]) and np.array_equal(split["val"]["index"], parts["val"])
@@ -86,7 +91,7 @@ def test_zscore_outliers_are_dropped_from_train_only_with_train_statistics():
 
 def test_augmentation_is_seeded_with_per_sample_parameters(digits):
     images, labels = digits
-    batch = np.repeat(images[:1], 16, axis=0)          # 16 copies of one image
+    batch = np.repeat(images[:1], 16, axis=0)  # 16 copies of one image
     cfg = Augment(copies=2, rotation_degrees=20, scale=(0.8, 1.2), translate=0.15)
     out, out_labels = augment_images(batch, np.zeros(16, np.int64), cfg, seed=1)
     assert out.shape == (48, 8, 8, 1) and out.dtype == np.uint8 and len(out_labels) == 48
@@ -97,7 +102,7 @@ def test_augmentation_is_seeded_with_per_sample_parameters(digits):
     np.testing.assert_array_equal(out, again)
     different, _ = augment_images(batch, np.zeros(16, np.int64), cfg, seed=2)
     assert not np.array_equal(out, different)
-    before = torch.get_rng_state()                  # the caller's RNG stream is left alone
+    before = torch.get_rng_state()  # the caller's RNG stream is left alone
     augment_images(batch, np.zeros(16, np.int64), cfg, seed=1)
     assert torch.equal(before, torch.get_rng_state())
     flipped, _ = augment_images(batch, np.zeros(16, np.int64), Augment(copies=0, hflip=True), seed=1)
@@ -117,8 +122,8 @@ def test_training_is_deterministic_on_cpu_and_early_stops(digits):
     assert all(a["time_ms"] <= b["time_ms"] for a, b in pairs), "wall clock per epoch"
     for a, b in zip(net_a.state_dict().values(), net_b.state_dict().values(), strict=True):
         assert torch.equal(a, b)
-    scores = [(row["val_macro_f1"], -row["val_loss"]) for row in history_a]    # F1, ties broken by loss
-    best_epoch = scores.index(max(scores)) + 1         # the first epoch that reached the best score
+    scores = [(row["val_macro_f1"], -row["val_loss"]) for row in history_a]  # F1, ties broken by loss
+    best_epoch = scores.index(max(scores)) + 1  # the first epoch that reached the best score
     assert max(scores)[0] > 0.3
     assert len(history_a) == min(best_epoch + cfg.patience, cfg.epochs), "stops `patience` epochs after the best"
 
@@ -138,6 +143,7 @@ def test_a_saturated_validation_f1_does_not_freeze_an_undertrained_model(seed):
     from sklearn.metrics import f1_score, log_loss
 
     from components.model import predict_proba
+
     rng = np.random.default_rng(seed)
     x, y = small_table(60, rng)
     x_new, y_new = small_table(3000, rng)
@@ -166,8 +172,9 @@ def test_a_saturated_validation_f1_does_not_freeze_an_undertrained_model(seed):
 
 def test_monitor_auto_uses_the_loss_when_the_validation_split_is_small():
     from components.train import epoch_score, resolve_monitor
-    assert resolve_monitor("auto", 9, 3) == resolve_monitor("auto", 22, 3) == "val_loss"     # 60 and 150 rows
-    assert resolve_monitor("auto", 51, 3) == resolve_monitor("auto", 270, 10) == "val_macro_f1"   # penguins, digits
+
+    assert resolve_monitor("auto", 9, 3) == resolve_monitor("auto", 22, 3) == "val_loss"  # 60 and 150 rows
+    assert resolve_monitor("auto", 51, 3) == resolve_monitor("auto", 270, 10) == "val_macro_f1"  # penguins, digits
     assert resolve_monitor("val_macro_f1", 9, 3) == "val_macro_f1"
     # a lucky F1 of 1.0 with near-uniform probabilities (loss ln 3) loses to a trained epoch under val_loss only
     lucky, trained = (1.0, 1.025), (0.96, 0.30)

@@ -17,8 +17,11 @@ def test_shipped_params_validate_and_match_the_schema_defaults():
     assert params.data.path == "data/digits" and params.register.model_name == "digits-classifier"
     assert params.register.min_macro_f1 == 0.9 and params.register.require_significance is True
     # The schema's defaults are the product's; only the names of the sample (its data, model, experiment) differ.
-    sample = {"data": {"path": "data/digits"}, "register": {"model_name": "digits-classifier"},
-              "mlflow": {"experiment": "digits"}}
+    sample = {
+        "data": {"path": "data/digits"},
+        "register": {"model_name": "digits-classifier"},
+        "mlflow": {"experiment": "digits"},
+    }
     assert params == Params.model_validate(sample), "params.yaml and the schema defaults should say the same"
     assert Params().register.model_name == "classifier" and Params().mlflow.experiment == "twinline"
 

@@ -1,5 +1,6 @@
 """The data kinds, by their `data.kind` value (also written into meta.json): the stages ask these modules for
 everything that depends on what an example is. Adding a kind: docs/data-kinds.md."""
+
 from __future__ import annotations
 
 from typing import TYPE_CHECKING

@@ -4,6 +4,7 @@ The stages are the same for every kind: they ask the kind module named by `data.
 for everything that depends on what an example is. A kind is a module whose functions match DataKind's
 methods (without `self`). See docs/data-kinds.md.
 """
+
 from __future__ import annotations
 
 from collections import Counter
@@ -23,17 +24,18 @@ if TYPE_CHECKING:
 @dataclass
 class Cleaned:
     """What a kind's read_clean kept, and what it dropped or skipped, with why."""
-    labels: np.ndarray                                  # class label (str) of each kept example
-    ids: np.ndarray                                     # file path (images) or row number (tables)
-    features: np.ndarray | pd.DataFrame | None = None   # the kept examples' inputs, one per label
-    settings: dict = field(default_factory=dict)        # written into meta.json: what serving reads input with
-    n_input: int = 0                                    # examples read, kept or not
-    dropped: list[dict] = field(default_factory=list)   # {"id", "reason", "detail"[, "column", "line"]}
+
+    labels: np.ndarray  # class label (str) of each kept example
+    ids: np.ndarray  # file path (images) or row number (tables)
+    features: np.ndarray | pd.DataFrame | None = None  # the kept examples' inputs, one per label
+    settings: dict = field(default_factory=dict)  # written into meta.json: what serving reads input with
+    n_input: int = 0  # examples read, kept or not
+    dropped: list[dict] = field(default_factory=list)  # {"id", "reason", "detail"[, "column", "line"]}
     imputed: dict[str, int] = field(default_factory=dict)
-    source_file: Any = None                             # a file with .lines (line of each row), for dropped rows
-    read: dict = field(default_factory=dict)            # how the file was read (tables)
-    skipped: list[dict] = field(default_factory=list)   # hidden files, never read (images)
-    small_classes: dict[str, int] = field(default_factory=dict)   # classes dropped as too small, with their size
+    source_file: Any = None  # a file with .lines (line of each row), for dropped rows
+    read: dict = field(default_factory=dict)  # how the file was read (tables)
+    skipped: list[dict] = field(default_factory=list)  # hidden files, never read (images)
+    small_classes: dict[str, int] = field(default_factory=dict)  # classes dropped as too small, with their size
 
     def __post_init__(self) -> None:
         # Arrays, not lists: on a table of millions of rows every drop is then one vectorised step.
@@ -51,16 +53,20 @@ class Cleaned:
         extra = {"column": column} if column else {}
         ids = self.ids[dropped]
         details = [detail(label) for label in self.labels[dropped]] if callable(detail) else [detail] * len(ids)
-        lines = self.source_file.lines if self.source_file is not None and len(ids) else None   # found when needed
+        lines = self.source_file.lines if self.source_file is not None and len(ids) else None  # found when needed
         if lines is None:
-            self.dropped.extend({"id": str(i), "reason": reason, "detail": d} | extra for i, d in zip(ids, details))
+            self.dropped.extend(
+                {"id": str(i), "reason": reason, "detail": d} | extra for i, d in zip(ids, details, strict=True)
+            )
         else:
-            self.dropped.extend({"id": str(i), "line": int(lines[i]), "reason": reason, "detail": d} | extra
-                                for i, d in zip(ids, details))
+            self.dropped.extend(
+                {"id": str(i), "line": int(lines[i]), "reason": reason, "detail": d} | extra
+                for i, d in zip(ids, details, strict=True)
+            )
 
     def select(self, mask: np.ndarray) -> None:
         """Keep only the examples where mask is True."""
-        if mask.all():              # nothing to drop: spare a copy of a table that may take gigabytes
+        if mask.all():  # nothing to drop: spare a copy of a table that may take gigabytes
             return
         self.labels, self.ids = self.labels[mask], self.ids[mask]
         if isinstance(self.features, pd.DataFrame):
@@ -101,8 +107,8 @@ class DataKind(Protocol):
     is what the served model takes (pixels, table rows), "model input" what the network takes (float32).
     Errors in the data or the params are UserError (components/errors.py), one line naming the file/column."""
 
-    NETWORKS: tuple[str, ...]           # the model config "arch" values build_network builds
-    SERVING_SETTINGS: tuple[str, ...]   # keys of meta.json that read_input needs; logged with the registered model
+    NETWORKS: tuple[str, ...]  # the model config "arch" values build_network builds
+    SERVING_SETTINGS: tuple[str, ...]  # keys of meta.json that read_input needs; logged with the registered model
 
     def read_clean(self, source: Path, data: Data, cfg: Clean) -> Cleaned:
         """Read the raw data at `source` (data.path, or where Kubeflow fetched it) and clean it: features
@@ -133,8 +139,9 @@ class DataKind(Protocol):
         """What save_preprocessing wrote, loaded as data: a crafted file cannot run code. Raises UserError
         naming the file when it is missing, in an older (pickled) form or holds anything but data."""
 
-    def augment(self, train: dict[str, np.ndarray], preprocessor: Any, cfg: Augment,
-                seed: int) -> tuple[np.ndarray, np.ndarray]:
+    def augment(
+        self, train: dict[str, np.ndarray], preprocessor: Any, cfg: Augment, seed: int
+    ) -> tuple[np.ndarray, np.ndarray]:
         """The train split (normalise's train.npz: "x" model input, "y" int64 (n,), "raw" where the kind keeps
         it) -> (model input float32 (m, ...), labels int64 (m,)) with the originals and augmented copies,
         seeded: the same seed gives the same arrays."""
@@ -149,8 +156,9 @@ class DataKind(Protocol):
     def build_network(self, config: dict) -> nn.Module:
         """The untrained network that network_config describes: model input -> logits float32 (n, classes)."""
 
-    def read_input(self, source: Path, meta: dict, preprocessor: Any,
-                   overrides: dict[str, str]) -> tuple[list[str], Any]:
+    def read_input(
+        self, source: Path, meta: dict, preprocessor: Any, overrides: dict[str, str]
+    ) -> tuple[list[str], Any]:
         """Batch prediction: read new data at source as the training data were read (meta: the registered
         model's metadata, SERVING_SETTINGS among it; overrides: --csv KEY=VALUE reading options). Returns (an
         id per example, raw input for transform). Raises UserError naming the file, line or column."""

@@ -6,6 +6,7 @@ mean/std of the train pixels (normaliser.json). Augmentation: each copy gets its
 translation (zero-padded affine) and, when enabled, horizontal flip, drawn by kornia per sample on a batched
 tensor, on the GPU when there is one. Networks: the small CNN or ResNet-18 (components/model.py).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -30,39 +31,52 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 NETWORKS = ("cnn", "resnet18")
 SERVING_SETTINGS = ("image_size", "channels", "background", "max_image_pixels")
-CHUNK = 8192        # images per augmentation batch: bounds memory on any device, fixed so the draws are too
+CHUNK = 8192  # images per augmentation batch: bounds memory on any device, fixed so the draws are too
 
 
 # ---------------------------------------------------------------- clean
+
 
 def read_clean(source: Path, data: Data, cfg: Clean) -> Cleaned:
     """The image folder at source, cleaned: features uint8 (n, h, w, channels), ids the file paths."""
     files, stray, skipped = read_image_folder(source, cfg.follow_symlinks)
     unreadable = [s for s in stray if s["reason"] == "unreadable"]
     if unreadable and cfg.on_bad_file == "fail":
-        raise UserError(f"{unreadable[0]['id']}: {unreadable[0]['detail']}; fix or remove the file, or set "
-                        "clean.on_bad_file: drop")
+        raise UserError(
+            f"{unreadable[0]['id']}: {unreadable[0]['detail']}; fix or remove the file, or set clean.on_bad_file: drop"
+        )
     cleaned = clean_images(files, data, cfg)
     cleaned.dropped[:0] = stray
     cleaned.skipped = skipped
     cleaned.n_input = len(files) + len(stray)
     # meta.json has always held the table settings too (empty here): kept, so it stays the same bytes
-    cleaned.settings = {"numeric": [], "categorical": [], "target": data.target, "image_size": data.image_size,
-                        "channels": data.channels, "background": data.background,
-                        "max_image_pixels": cfg.max_image_pixels, "csv": data.csv.model_dump(mode="json")}
+    cleaned.settings = {
+        "numeric": [],
+        "categorical": [],
+        "target": data.target,
+        "image_size": data.image_size,
+        "channels": data.channels,
+        "background": data.background,
+        "max_image_pixels": cfg.max_image_pixels,
+        "csv": data.csv.model_dump(mode="json"),
+    }
     return cleaned
 
 
 def clean_images(files: list[tuple[str, str, bytes]], data: Data, cfg: Clean = Clean()) -> Cleaned:
     """files: (path, class label, file content), sorted by path. Keeps the first of each duplicate."""
     from tqdm import tqdm
+
     kept: list[tuple[str, str, np.ndarray]] = []
     dropped: list[dict] = []
     first_seen: dict[str, tuple[str, str]] = {}
     for path, label, content in tqdm(files, desc="clean", unit="img", leave=False, disable=None):
         if Path(path).suffix.lower() not in IMAGE_SUFFIXES:
-            problem = {"id": path, "reason": "unsupported_file",
-                       "detail": f"not an image file ({', '.join(sorted(IMAGE_SUFFIXES))})"}
+            problem = {
+                "id": path,
+                "reason": "unsupported_file",
+                "detail": f"not an image file ({', '.join(sorted(IMAGE_SUFFIXES))})",
+            }
         else:
             try:
                 pixels = decode(content, data.channels, data.image_size, data.background, cfg.max_image_pixels)
@@ -72,8 +86,7 @@ def clean_images(files: list[tuple[str, str, bytes]], data: Data, cfg: Clean = C
                 problem = {"id": path, "reason": reason, "detail": str(exc)}
         if problem is not None:
             if cfg.on_bad_file == "fail":
-                raise UserError(f"{path}: {problem['detail']}; fix or remove the file, "
-                                "or set clean.on_bad_file: drop")
+                raise UserError(f"{path}: {problem['detail']}; fix or remove the file, or set clean.on_bad_file: drop")
             dropped.append(problem)
             continue
         digest = hashlib.sha256(pixels.tobytes() + str(pixels.shape).encode()).hexdigest()
@@ -89,21 +102,29 @@ def clean_images(files: list[tuple[str, str, bytes]], data: Data, cfg: Clean = C
 
     if not kept:
         reasons = ", ".join(f"{n} {reason}" for reason, n in Counter(d["reason"] for d in dropped).items())
-        raise UserError(f"{data.path}: no readable images found{f' ({reasons})' if reasons else ''}; expected "
-                        f"{data.path}/<class>/<image>.png")
+        raise UserError(
+            f"{data.path}: no readable images found{f' ({reasons})' if reasons else ''}; expected "
+            f"{data.path}/<class>/<image>.png"
+        )
     shapes = Counter(pixels.shape for _, _, pixels in kept)
     if len(shapes) > 1:
         common = shapes.most_common(1)[0][0]
         odd_path, _, odd = next(k for k in kept if k[2].shape != common)
         raise UserError(
             f"{odd_path}: image is {odd.shape[0]}x{odd.shape[1]} but most are {common[0]}x{common[1]}; "
-            "set data.image_size: [height, width] in params.yaml to resize all images")
-    return Cleaned(labels=[label for _, label, _ in kept], ids=[path for path, _, _ in kept],
-                   features=np.stack([pixels for _, _, pixels in kept]), dropped=dropped)
+            "set data.image_size: [height, width] in params.yaml to resize all images"
+        )
+    return Cleaned(
+        labels=[label for _, label, _ in kept],
+        ids=[path for path, _, _ in kept],
+        features=np.stack([pixels for _, _, pixels in kept]),
+        dropped=dropped,
+    )
 
 
-def read_image_folder(root: Path, follow_symlinks: bool = False) -> tuple[list[tuple[str, str, bytes]], list[dict],
-                                                                          list[dict]]:
+def read_image_folder(
+    root: Path, follow_symlinks: bool = False
+) -> tuple[list[tuple[str, str, bytes]], list[dict], list[dict]]:
     """All visible files under root/<class>/, sorted; files outside a class folder, symbolic links that
     lead outside root (unless follow_symlinks) and links to folders read directly are reported, not read,
     and hidden ones (.DS_Store, __MACOSX/, Thumbs.db, ...) are skipped. Returns (files as (path, class, content),
@@ -112,12 +133,24 @@ def read_image_folder(root: Path, follow_symlinks: bool = False) -> tuple[list[t
         raise UserError(f"{root}: folder not found; set data.path in params.yaml to a folder of class sub-folders")
     visible, hidden, away, aliases = walk_files(root, follow_symlinks)
     files = []
-    stray = [{"id": str(path), "reason": "link_outside_folder",
-              "detail": f"a symbolic link to {os.path.realpath(path)}, outside {root}: not read; copy the data in, "
-                        "or set clean.follow_symlinks: true"} for path in away]
-    stray += [{"id": str(path), "reason": "link_to_folder_read_directly",
-               "detail": f"a symbolic link to {os.path.realpath(path)}, which is read as itself: not read twice "
-                         "(its images would get two labels); remove the link, or copy the images"} for path in aliases]
+    stray = [
+        {
+            "id": str(path),
+            "reason": "link_outside_folder",
+            "detail": f"a symbolic link to {os.path.realpath(path)}, outside {root}: not read; copy the data in, "
+            "or set clean.follow_symlinks: true",
+        }
+        for path in away
+    ]
+    stray += [
+        {
+            "id": str(path),
+            "reason": "link_to_folder_read_directly",
+            "detail": f"a symbolic link to {os.path.realpath(path)}, which is read as itself: not read twice "
+            "(its images would get two labels); remove the link, or copy the images",
+        }
+        for path in aliases
+    ]
     for path in visible:
         relative = path.relative_to(root)
         if len(relative.parts) < 2:
@@ -125,16 +158,18 @@ def read_image_folder(root: Path, follow_symlinks: bool = False) -> tuple[list[t
             continue
         try:
             files.append((str(path), relative.parts[0], path.read_bytes()))
-        except OSError as exc:              # a broken symbolic link, no permission
+        except OSError as exc:  # a broken symbolic link, no permission
             stray.append({"id": str(path), "reason": "unreadable", "detail": f"cannot be read ({exc.strerror})"})
-    skipped = [{"id": str(path), "reason": "hidden", "detail": "hidden or made by the operating system"}
-               for path in hidden]
+    skipped = [
+        {"id": str(path), "reason": "hidden", "detail": "hidden or made by the operating system"} for path in hidden
+    ]
     return files, stray, skipped
 
 
 def save_clean(folder: Path, cleaned: Cleaned, labels: np.ndarray, classes: list[str]) -> None:
-    save_arrays(folder / "images.npz", images=cleaned.features, labels=labels, classes=np.array(classes),
-                ids=cleaned.ids)
+    save_arrays(
+        folder / "images.npz", images=cleaned.features, labels=labels, classes=np.array(classes), ids=cleaned.ids
+    )
 
 
 def load_clean(folder: Path) -> dict:
@@ -144,14 +179,16 @@ def load_clean(folder: Path) -> dict:
 
 # ---------------------------------------------------------------- preprocessing
 
+
 @dataclass
 class Normaliser:
     """Per-channel standardisation of pixel values, scikit-learn style: fit on train, transform everywhere."""
+
     mean: list[float] | None = None
     std: list[float] | None = None
 
     def fit(self, images: np.ndarray) -> Normaliser:
-        pixels = images.astype(np.float64) / 255.0           # (n, h, w, c)
+        pixels = images.astype(np.float64) / 255.0  # (n, h, w, c)
         self.mean = pixels.mean(axis=(0, 1, 2)).tolist()
         self.std = np.maximum(pixels.std(axis=(0, 1, 2)), 1e-6).tolist()
         return self
@@ -194,39 +231,53 @@ def load_preprocessing(folder: Path) -> Normaliser:
 
 # ---------------------------------------------------------------- augmentation
 
-def augment(train: dict[str, np.ndarray], preprocessor: Normaliser, cfg: Augment,
-            seed: int) -> tuple[np.ndarray, np.ndarray]:
+
+def augment(
+    train: dict[str, np.ndarray], preprocessor: Normaliser, cfg: Augment, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
     """Augment the raw pixels (the background stays 0 where the affine pads), then apply the train-fitted
     scaling."""
     from components.model import resolve_device
+
     raw, labels = augment_images(train["raw"], train["y"], cfg, seed, resolve_device(cfg.device, "augment.device"))
     return preprocessor.transform(raw), labels
 
 
 def augmenter(cfg: Augment) -> torch.nn.Module:
     import kornia.augmentation as K
-    steps = [K.RandomAffine(degrees=cfg.rotation_degrees, translate=(cfg.translate, cfg.translate),
-                            scale=tuple(cfg.scale), padding_mode="zeros", p=1.0, same_on_batch=False)]
+
+    steps = [
+        K.RandomAffine(
+            degrees=cfg.rotation_degrees,
+            translate=(cfg.translate, cfg.translate),
+            scale=tuple(cfg.scale),
+            padding_mode="zeros",
+            p=1.0,
+            same_on_batch=False,
+        )
+    ]
     if cfg.hflip:
         steps.append(K.RandomHorizontalFlip(p=0.5))
     return K.AugmentationSequential(*steps)
 
 
-def augment_images(raw: np.ndarray, labels: np.ndarray, cfg: Augment, seed: int,
-                   device: str = "cpu") -> tuple[np.ndarray, np.ndarray]:
+def augment_images(
+    raw: np.ndarray, labels: np.ndarray, cfg: Augment, seed: int, device: str = "cpu"
+) -> tuple[np.ndarray, np.ndarray]:
     """Raw uint8 (n, h, w, c) -> originals followed by `cfg.copies` augmented copies, as uint8 again.
     The images travel to `device` as uint8 (4x less to copy than floats) in fixed-size chunks, so the
     random parameters do not depend on the device: kornia draws them on the CPU generator (a GPU's warp
     arithmetic may still round a few pixels differently from the CPU's)."""
     import torch
+
     if cfg.copies == 0:
         return raw, labels
-    pipeline = augmenter(cfg)                      # stays on the CPU: its generator draws there, kornia moves the draws
+    pipeline = augmenter(cfg)  # stays on the CPU: its generator draws there, kornia moves the draws
     images = torch.from_numpy(raw).permute(0, 3, 1, 2)
     if device != "cpu":
         images = images.pin_memory()
     copies = []
-    with torch.random.fork_rng(devices=[]):        # seeded locally, leaves the caller's RNG alone
+    with torch.random.fork_rng(devices=[]):  # seeded locally, leaves the caller's RNG alone
         torch.manual_seed(seed)
         for _ in range(cfg.copies):
             for chunk in images.split(CHUNK):
@@ -237,6 +288,7 @@ def augment_images(raw: np.ndarray, labels: np.ndarray, cfg: Augment, seed: int,
 
 
 # ---------------------------------------------------------------- network
+
 
 def is_model_input(x: np.ndarray) -> bool:
     """Images reach the network as (n, channels, height, width)."""
@@ -250,6 +302,7 @@ def network_config(x_shape: tuple[int, ...], classes: list[str], cfg: Train) -> 
 
 def build_network(config: dict) -> torch.nn.Module:
     from components.model import SmallCNN, resnet18
+
     if config["arch"] == "resnet18":
         return resnet18(config["in_channels"], len(config["classes"]))
     return SmallCNN(config["in_channels"], len(config["classes"]), config["width"])
@@ -257,8 +310,10 @@ def build_network(config: dict) -> torch.nn.Module:
 
 # ---------------------------------------------------------------- batch prediction
 
-def read_input(source: Path, meta: dict, preprocessor: Normaliser,
-               overrides: dict[str, str]) -> tuple[list[str], np.ndarray]:
+
+def read_input(
+    source: Path, meta: dict, preprocessor: Normaliser, overrides: dict[str, str]
+) -> tuple[list[str], np.ndarray]:
     """Every visible image file under source (any depth): (paths, float32 pixels (n, h, w, c) 0..255).
     overrides (CSV reading options) do not apply to images."""
     return read_images(source, meta)
@@ -267,7 +322,8 @@ def read_input(source: Path, meta: dict, preprocessor: Normaliser,
 def read_images(root: Path, meta: dict) -> tuple[list[str], np.ndarray]:
     """Every visible image file under root (any depth), decoded as the model's training images were
     (the same background and pixel limit); a bad file, or one of another size, is an error naming it."""
-    from components.params import MAX_IMAGE_PIXELS       # models registered before the limit travelled with them
+    from components.params import MAX_IMAGE_PIXELS  # models registered before the limit travelled with them
+
     if not root.is_dir():
         raise UserError(f"{root}: not a folder; this model takes a folder of images (check --input)")
     visible, hidden = list_files(root)
@@ -279,15 +335,24 @@ def read_images(root: Path, meta: dict) -> tuple[list[str], np.ndarray]:
     images = []
     for path in paths:
         try:
-            images.append(decode(path.read_bytes(), meta.get("channels", 1), meta.get("image_size"),
-                                 meta.get("background") or "white", meta.get("max_image_pixels", MAX_IMAGE_PIXELS)))
+            images.append(
+                decode(
+                    path.read_bytes(),
+                    meta.get("channels", 1),
+                    meta.get("image_size"),
+                    meta.get("background") or "white",
+                    meta.get("max_image_pixels", MAX_IMAGE_PIXELS),
+                )
+            )
         except BadImage as exc:
             raise UserError(f"{path}: {exc}; fix or remove it") from None
-        except OSError as exc:              # a broken symbolic link, no permission
+        except OSError as exc:  # a broken symbolic link, no permission
             raise UserError(f"{path}: cannot be read ({exc.strerror}); fix or remove it") from None
         if images[-1].shape != images[0].shape:
             height, width = images[0].shape[:2]
-            raise UserError(f"{path}: image is {images[-1].shape[0]}x{images[-1].shape[1]}, but {paths[0]} is "
-                            f"{height}x{width} and the model was trained without data.image_size; resize them to "
-                            "the training images' size")
+            raise UserError(
+                f"{path}: image is {images[-1].shape[0]}x{images[-1].shape[1]}, but {paths[0]} is "
+                f"{height}x{width} and the model was trained without data.image_size; resize them to "
+                "the training images' size"
+            )
     return [str(p) for p in paths], np.stack(images).astype(np.float32)

@@ -1,6 +1,7 @@
 """The preprocessing of a table (data.kind tabular), all scikit-learn: a pandera schema of the feature columns,
 median / most-frequent imputation, optional IQR clipping, standard/min-max/robust scaling and one-hot
 categories (unknown ones ignored); saved as data (JSON and skops, never pickle) and loaded back."""
+
 from __future__ import annotations
 
 import warnings
@@ -19,7 +20,7 @@ from components.io import read_json
 from components.table_files import as_labels
 
 SCALERS = {"standard": StandardScaler, "minmax": MinMaxScaler, "robust": RobustScaler}
-CHUNK_VALUES = 1 << 24      # tables are transformed this many values at a time: scikit-learn's copies stay small
+CHUNK_VALUES = 1 << 24  # tables are transformed this many values at a time: scikit-learn's copies stay small
 # Saved transformers (skops) name the classes below by module and class: they were defined in
 # components.normalise, which still exports them, so that a preprocessing saved before this module existed
 # loads, and the same fit gives the same bytes.
@@ -31,6 +32,7 @@ TRUSTED_TYPES = [f"{SAVED_AS}.IQRClipper", f"{SAVED_AS}.MedianImputer", "numpy.d
 
 class IQRClipper(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
     """Clip each column to [Q1 - k*IQR, Q3 + k*IQR], the quartiles learnt on train."""
+
     __module__ = SAVED_AS
 
     def __init__(self, factor: float = 1.5):
@@ -51,15 +53,19 @@ class MedianImputer(SimpleImputer):
     """SimpleImputer(strategy="median") that finds the train medians by partitioning each column
     (np.nanmedian) instead of sorting a masked copy of the whole array: the same medians, in a fraction
     of the time and memory on millions of rows. Everything else, transform included, is SimpleImputer's."""
+
     __module__ = SAVED_AS
 
     def _dense_fit(self, X, strategy, missing_values, fill_value):
-        if strategy != "median" or self.add_indicator or not (isinstance(missing_values, float)
-                                                               and np.isnan(missing_values)):
+        if (
+            strategy != "median"
+            or self.add_indicator
+            or not (isinstance(missing_values, float) and np.isnan(missing_values))
+        ):
             return super()._dense_fit(X, strategy, missing_values, fill_value)
-        self._fit_indicator(None)               # add_indicator is off: records that there is no indicator
+        self._fit_indicator(None)  # add_indicator is off: records that there is no indicator
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)     # an all-missing column: NaN, as SimpleImputer
+            warnings.simplefilter("ignore", RuntimeWarning)  # an all-missing column: NaN, as SimpleImputer
             median = np.nanmedian(X, axis=0)
         median[np.isnan(median)] = 0 if self.keep_empty_features else np.nan
         return median
@@ -73,9 +79,11 @@ def require_columns(needed: list[str], present: list[str], source: str) -> None:
         by_case = {str(c).lower(): c for c in present}
         other_case = [f"{by_case[c.lower()]!r}" for c in absent if c.lower() in by_case]
         hint = f" (the file has {', '.join(other_case)}: names are case-sensitive)" if other_case else ""
-        raise UserError(f"{source}: column{'s' if len(absent) > 1 else ''} {', '.join(map(repr, absent))} "
-                        f"{'are' if len(absent) > 1 else 'is'} missing{hint}; the model needs columns "
-                        f"{', '.join(needed)}")
+        raise UserError(
+            f"{source}: column{'s' if len(absent) > 1 else ''} {', '.join(map(repr, absent))} "
+            f"{'are' if len(absent) > 1 else 'is'} missing{hint}; the model needs columns "
+            f"{', '.join(needed)}"
+        )
 
 
 def check_schema(schema, table: pd.DataFrame, source: str, inplace: bool = False, where=None) -> pd.DataFrame:
@@ -85,58 +93,81 @@ def check_schema(schema, table: pd.DataFrame, source: str, inplace: bool = False
     needs and the table lacks is named as missing.
     inplace: coerce the columns of `table` itself rather than of a copy of it."""
     import pandera.pandas as pa
+
     require_columns(list(schema.columns), list(table.columns), source)
     try:
         return schema.validate(table, lazy=True, inplace=inplace)
     except pa.errors.SchemaErrors as exc:
         case = exc.failure_cases.iloc[0]
         if case["column"] is None or case["index"] is None or pd.isna(case["index"]):
-            raise UserError(f"{source}: {case['failure_case']}; the model needs columns "
-                            f"{', '.join(schema.columns)}") from None
+            raise UserError(
+                f"{source}: {case['failure_case']}; the model needs columns {', '.join(schema.columns)}"
+            ) from None
         expected = "a number" if "float" in str(schema.columns[case["column"]].dtype) else "text"
         place = where(int(case["index"])) if where else f"{source} row {case['index']}"
-        raise UserError(f"{place}: column {shorten(case['column'])} holds {shorten(case['failure_case'])}, "
-                        f"which does not fit the model's schema (expected {expected})") from None
+        raise UserError(
+            f"{place}: column {shorten(case['column'])} holds {shorten(case['failure_case'])}, "
+            f"which does not fit the model's schema (expected {expected})"
+        ) from None
 
 
 class TablePreprocessor:
     """Schema check, imputation, clipping, scaling and one-hot encoding of the feature columns."""
 
-    def __init__(self, numeric: list[str], categorical: list[str], scaling: str = "standard",
-                 clip_factor: float | None = None):
+    def __init__(
+        self, numeric: list[str], categorical: list[str], scaling: str = "standard", clip_factor: float | None = None
+    ):
         self.numeric, self.categorical = numeric, categorical
         self.scaling, self.clip_factor = scaling, clip_factor
         steps = ([IQRClipper(clip_factor)] if clip_factor else []) + [SCALERS[scaling]()]
         # the step names make_pipeline gives, "simpleimputer" included, as before MedianImputer
-        numeric_steps = Pipeline([("simpleimputer", MedianImputer(strategy="median"))]
-                                 + [(type(step).__name__.lower(), step) for step in steps])
-        self.transformer = ColumnTransformer([
-            ("numeric", numeric_steps, numeric),
-            ("categorical", make_pipeline(SimpleImputer(strategy="most_frequent"),
-                                          OneHotEncoder(handle_unknown="ignore", sparse_output=False)), categorical),
-        ])
+        numeric_steps = Pipeline(
+            [("simpleimputer", MedianImputer(strategy="median"))]
+            + [(type(step).__name__.lower(), step) for step in steps]
+        )
+        self.transformer = ColumnTransformer(
+            [
+                ("numeric", numeric_steps, numeric),
+                (
+                    "categorical",
+                    make_pipeline(
+                        SimpleImputer(strategy="most_frequent"),
+                        OneHotEncoder(handle_unknown="ignore", sparse_output=False),
+                    ),
+                    categorical,
+                ),
+            ]
+        )
         import pandera.pandas as pa
+
         self.schema = pa.DataFrameSchema(
             {c: pa.Column(float, nullable=True, coerce=True) for c in numeric}
-            | {c: pa.Column(str, nullable=True, coerce=True) for c in categorical}, strict=False)
+            | {c: pa.Column(str, nullable=True, coerce=True) for c in categorical},
+            strict=False,
+        )
 
     def settings(self) -> dict:
         """What rebuilds this preprocessor around its fitted transformer (see from_settings), as JSON."""
-        return {"numeric": self.numeric, "categorical": self.categorical, "scaling": self.scaling,
-                "clip_factor": self.clip_factor}
+        return {
+            "numeric": self.numeric,
+            "categorical": self.categorical,
+            "scaling": self.scaling,
+            "clip_factor": self.clip_factor,
+        }
 
     @classmethod
     def from_settings(cls, settings: dict, transformer) -> TablePreprocessor:
         """settings(): the columns and options; transformer: the fitted ColumnTransformer."""
-        preprocessor = cls(list(settings["numeric"]), list(settings["categorical"]), settings["scaling"],
-                           settings["clip_factor"])
+        preprocessor = cls(
+            list(settings["numeric"]), list(settings["categorical"]), settings["scaling"], settings["clip_factor"]
+        )
         preprocessor.transformer = transformer
         return preprocessor
 
     def validate(self, table: pd.DataFrame, source: str = "input") -> pd.DataFrame:
         """Apply the saved schema; categories are written as in training (3, 3.0, "3" -> "3") and
         scikit-learn gets object columns with NaN for missing ones."""
-        table = table.copy(deep=False)          # columns are replaced below, never written into
+        table = table.copy(deep=False)  # columns are replaced below, never written into
         # Float64 columns come through the schema unchanged but split into one block each, which scikit-learn
         # would then copy whole at every step: the frame gets them as they came, in one block, instead.
         frame = table[[c for c in self.numeric if c in table and table[c].dtype == np.float64]]
@@ -161,12 +192,14 @@ class TablePreprocessor:
         frame = self.validate(table, source)
         x = np.empty((len(frame), len(self.feature_names())), dtype=np.float32)
         rows = max(1, CHUNK_VALUES // max(1, *x.shape[1:], frame.shape[1]))
-        for start in range(0, max(len(frame), 1), rows):     # an empty table fails in scikit-learn, as before
-            x[start:start + rows] = self.transformer.transform(frame.iloc[start:start + rows])
+        for start in range(0, max(len(frame), 1), rows):  # an empty table fails in scikit-learn, as before
+            x[start : start + rows] = self.transformer.transform(frame.iloc[start : start + rows])
         if not np.isfinite(x).all():
             row, col = np.argwhere(~np.isfinite(x))[0]
-            raise UserError(f"{source}: row {row}: feature {self.feature_names()[col]!r} is NaN or infinite after "
-                            "preprocessing; clean that value")
+            raise UserError(
+                f"{source}: row {row}: feature {self.feature_names()[col]!r} is NaN or infinite after "
+                "preprocessing; clean that value"
+            )
         return x
 
     def feature_names(self) -> list[str]:
@@ -181,7 +214,9 @@ def skops_bytes(estimator) -> bytes:
     fitted transformer must give the same bytes (DVC hashes them)."""
     import io
     import zipfile
+
     import skops.io
+
     source, out = zipfile.ZipFile(io.BytesIO(skops.io.dumps(estimator))), io.BytesIO()
     with zipfile.ZipFile(out, "w", zipfile.ZIP_STORED) as target:
         for info in source.infolist():
@@ -194,18 +229,25 @@ def load_transformer(path: Path) -> TablePreprocessor:
     to its allow-list plus TRUSTED_TYPES. Nothing is unpickled, so a crafted file cannot run code.
     Raises UserError naming the file when it is missing, in an older pickled form, or holds other types."""
     if not (path / "transformer.skops").exists():
-        old = " (transformer.joblib is a pickle, which is never loaded: rerun normalise, or re-register the model)" \
-            if (path / "transformer.joblib").exists() else ""
+        old = (
+            " (transformer.joblib is a pickle, which is never loaded: rerun normalise, or re-register the model)"
+            if (path / "transformer.joblib").exists()
+            else ""
+        )
         raise UserError(f"{path / 'transformer.skops'}: not found{old}")
     import skops.io
+
     try:
         transformer = skops.io.load(path / "transformer.skops", trusted=TRUSTED_TYPES)
     except skops.io.exceptions.UntrustedTypesFoundException as exc:
-        raise UserError(f"{path / 'transformer.skops'}: holds types outside the allow-list "
-                        f"({str(exc).split(':')[-1].strip()[:80]}); refusing to load it") from None
-    except Exception as exc:        # not a skops file: a zip, JSON or numpy error, whatever it is
-        raise UserError(f"{path / 'transformer.skops'}: not a readable skops file ({type(exc).__name__}); "
-                        "rerun normalise") from None
+        raise UserError(
+            f"{path / 'transformer.skops'}: holds types outside the allow-list "
+            f"({str(exc).split(':')[-1].strip()[:80]}); refusing to load it"
+        ) from None
+    except Exception as exc:  # noqa: BLE001 -- not a skops file: a zip, JSON or numpy error, whatever it is
+        raise UserError(
+            f"{path / 'transformer.skops'}: not a readable skops file ({type(exc).__name__}); rerun normalise"
+        ) from None
     return TablePreprocessor.from_settings(read_json(path / "columns.json"), transformer)
 
 
@@ -217,8 +259,8 @@ def train_outliers(train: pd.DataFrame, numeric: list[str], threshold: float) ->
         return np.zeros(len(train), dtype=bool), np.zeros(len(train), dtype=np.int64)
     values = train[numeric].to_numpy(dtype=np.float64)
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)      # an all-missing column: no outliers in it
+        warnings.simplefilter("ignore", RuntimeWarning)  # an all-missing column: no outliers in it
         mean, std = np.nanmean(values, axis=0), np.nanstd(values, axis=0)
     std[~(std > 0)] = 1.0
-    beyond = np.abs(values - mean) / std > threshold         # NaN compares False: never an outlier
+    beyond = np.abs(values - mean) / std > threshold  # NaN compares False: never an outlier
     return beyond.any(axis=1), beyond.argmax(axis=1)

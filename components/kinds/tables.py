@@ -7,6 +7,7 @@ row, as the served model will see them); then schema, imputation, clipping, scal
 fitted on train. Augmentation: optional oversampling of smaller classes, and copies with Gaussian jitter on
 the scaled numeric features.
 """
+
 from __future__ import annotations
 
 import warnings
@@ -32,12 +33,14 @@ SERVING_SETTINGS = ("target", "csv")
 
 # ---------------------------------------------------------------- clean
 
+
 def read_clean(source: Path, data: Data, cfg: Clean) -> Cleaned:
     """The table file at source, cleaned: features a DataFrame of the feature columns, ids the row numbers.
     source may also be a folder holding the table file, as Kubeflow's fetch writes it: its one file, or else
     the file named as data.path's."""
     from components.kinds.table_clean import clean_table, prediction_csv
     from components.table_files import read_table
+
     if source.is_dir():
         files = [p for p in source.iterdir() if p.is_file()]
         source = files[0] if len(files) == 1 else source / Path(data.path).name
@@ -45,15 +48,20 @@ def read_clean(source: Path, data: Data, cfg: Clean) -> Cleaned:
     cleaned = clean_table(read_table(source, data.format, data.csv), data, cfg)
     cleaned.n_input = len(cleaned.ids) + len(cleaned.dropped)
     # meta.json has always held the image settings too (unused here): kept, so it stays the same bytes
-    cleaned.settings |= {"target": data.target, "image_size": data.image_size, "channels": data.channels,
-                         "background": data.background, "max_image_pixels": cfg.max_image_pixels,
-                         "csv": prediction_csv(data, cleaned.read)}
+    cleaned.settings |= {
+        "target": data.target,
+        "image_size": data.image_size,
+        "channels": data.channels,
+        "background": data.background,
+        "max_image_pixels": cfg.max_image_pixels,
+        "csv": prediction_csv(data, cleaned.read),
+    }
     return cleaned
 
 
 def save_clean(folder: Path, cleaned: Cleaned, labels: np.ndarray, classes: list[str]) -> None:
     """table.parquet: the feature columns, then _label (int64) and _id (the row number, as text)."""
-    ids = pd.Series(cleaned.ids).astype(str)          # row numbers as text, in one vectorised cast
+    ids = pd.Series(cleaned.ids).astype(str)  # row numbers as text, in one vectorised cast
     with atomic_path(folder / "table.parquet") as tmp, warnings.catch_warnings():
         # a wide table is a frame of many blocks; adding two columns to it is fine, not "fragmented"
         warnings.simplefilter("ignore", pd.errors.PerformanceWarning)
@@ -62,6 +70,7 @@ def save_clean(folder: Path, cleaned: Cleaned, labels: np.ndarray, classes: list
 
 def load_clean(folder: Path) -> dict:
     import pyarrow.parquet as pq
+
     path = folder / "table.parquet"
     rows = read_parquet(path, columns=["_id", "_label"])
     ids, labels = rows["_id"].to_numpy().astype(str), rows["_label"].to_numpy()
@@ -71,17 +80,25 @@ def load_clean(folder: Path) -> dict:
 
 # ---------------------------------------------------------------- preprocessing
 
-def fit(train: pd.DataFrame, meta: dict, normalise: Normalise,
-        clean: Clean) -> tuple[TablePreprocessor, list[dict]]:
+
+def fit(train: pd.DataFrame, meta: dict, normalise: Normalise, clean: Clean) -> tuple[TablePreprocessor, list[dict]]:
     """Leave out train outliers (clean.outliers: zscore_drop), then fit the preprocessor on the train rows kept.
     meta: "numeric" and "categorical", the feature columns clean typed."""
     from components.kinds.table_preprocessing import TablePreprocessor, train_outliers
+
     dropped = []
     if clean.outliers == "zscore_drop":
         outlier, first = train_outliers(train, meta["numeric"], clean.zscore)
         detail = f"|z| > {clean.zscore} in {{!r}}, with the train split's mean and standard deviation"
-        dropped = [{"row": int(i), "reason": "outlier", "detail": detail.format(meta["numeric"][first[i]]),
-                    "column": meta["numeric"][first[i]]} for i in np.flatnonzero(outlier)]
+        dropped = [
+            {
+                "row": int(i),
+                "reason": "outlier",
+                "detail": detail.format(meta["numeric"][first[i]]),
+                "column": meta["numeric"][first[i]],
+            }
+            for i in np.flatnonzero(outlier)
+        ]
         train = train[~outlier].reset_index(drop=True)
     clip = clean.iqr_factor if clean.outliers == "iqr_clip" else None
     preprocessor = TablePreprocessor(meta["numeric"], meta["categorical"], normalise.numeric, clip)
@@ -97,6 +114,7 @@ def save_preprocessing(folder: Path, preprocessor: TablePreprocessor) -> None:
     """columns.json (feature columns and settings), transformer.skops (the fitted scikit-learn transformer in
     skops' data-only format) and schema.yaml (the input contract, for people to read)."""
     from components.kinds.table_preprocessing import skops_bytes
+
     write_json(folder / "columns.json", preprocessor.settings())
     with atomic_path(folder / "transformer.skops") as tmp:
         tmp.write_bytes(skops_bytes(preprocessor.transformer))
@@ -106,24 +124,31 @@ def save_preprocessing(folder: Path, preprocessor: TablePreprocessor) -> None:
 
 def load_preprocessing(folder: Path) -> TablePreprocessor:
     from components.kinds.table_preprocessing import load_transformer
+
     return load_transformer(folder)
 
 
 # ---------------------------------------------------------------- augmentation
 
-def augment(train: dict[str, np.ndarray], preprocessor: TablePreprocessor, cfg: Augment,
-            seed: int) -> tuple[np.ndarray, np.ndarray]:
+
+def augment(
+    train: dict[str, np.ndarray], preprocessor: TablePreprocessor, cfg: Augment, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
     return augment_table(train["x"], train["y"], preprocessor.numeric_mask(), cfg, seed)
 
 
-def augment_table(x: np.ndarray, labels: np.ndarray, numeric: np.ndarray, cfg: Augment,
-                  seed: int) -> tuple[np.ndarray, np.ndarray]:
+def augment_table(
+    x: np.ndarray, labels: np.ndarray, numeric: np.ndarray, cfg: Augment, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
     """Scaled features (n, d) -> optionally class-balanced rows, then `copies` jittered copies of them."""
     rng = np.random.default_rng(seed)
     if cfg.oversample:
         counts = np.bincount(labels)
-        extra = [rng.choice(np.flatnonzero(labels == c), counts.max() - n, replace=True)
-                 for c, n in enumerate(counts) if 0 < n < counts.max()]
+        extra = [
+            rng.choice(np.flatnonzero(labels == c), counts.max() - n, replace=True)
+            for c, n in enumerate(counts)
+            if 0 < n < counts.max()
+        ]
         if extra:
             index = np.concatenate([np.arange(len(labels)), *extra])
             x, labels = x[index], labels[index]
@@ -135,6 +160,7 @@ def augment_table(x: np.ndarray, labels: np.ndarray, numeric: np.ndarray, cfg: A
 
 
 # ---------------------------------------------------------------- network
+
 
 def is_model_input(x: np.ndarray) -> bool:
     """Table rows reach the network as float features (n, features)."""
@@ -148,17 +174,21 @@ def network_config(x_shape: tuple[int, ...], classes: list[str], cfg: Train) -> 
 
 def build_network(config: dict) -> torch.nn.Module:
     from components.model import MLP
+
     return MLP(config["in_features"], len(config["classes"]), config["hidden"])
 
 
 # ---------------------------------------------------------------- batch prediction
 
-def read_input(source: Path, meta: dict, preprocessor: TablePreprocessor,
-               overrides: dict[str, str]) -> tuple[list[str], pd.DataFrame]:
+
+def read_input(
+    source: Path, meta: dict, preprocessor: TablePreprocessor, overrides: dict[str, str]
+) -> tuple[list[str], pd.DataFrame]:
     """A table file, read with the model's CSV settings (overrides: --csv KEY=VALUE) and checked against the
     model's input contract (its schema), coerced to the logged types (an all-integer CSV column becomes
     float64, as in training): (row numbers from 0 as text, the feature columns). Errors name the file's line."""
     from components.kinds.table_preprocessing import check_schema
+
     table, raw = read_rows(source, preprocessor.schema, meta, overrides)
     return [str(i) for i in range(len(raw))], check_schema(preprocessor.schema, raw, str(source), where=table.where)
 
@@ -170,25 +200,35 @@ def read_rows(source: Path, schema, meta: dict, overrides: dict):
     naming a missing column, or the line of a value that is not a number or is infinite."""
     from components.kinds.table_preprocessing import require_columns
     from components.table_files import Advice, read_column, read_table
+
     settings = csv_settings(meta.get("csv") or {}, overrides)
     table = read_table(source, None, settings, Advice(command_line=True))
     columns = list(table.frame.columns)
     if len(columns) == 1 and len(schema.columns) > 1:
-        raise UserError(f"{source}: read as one column {columns[0][:60]!r} with the separator "
-                        f"{table.read.get('sep')!r} the model's training file used; pass --csv sep=... with this "
-                        "file's separator")
+        raise UserError(
+            f"{source}: read as one column {columns[0][:60]!r} with the separator "
+            f"{table.read.get('sep')!r} the model's training file used; pass --csv sep=... with this "
+            "file's separator"
+        )
     require_columns(list(schema.columns), columns, str(source))
     raw = pd.DataFrame(index=table.frame.index)
     for column, spec in schema.columns.items():
         numeric = "float" in str(spec.dtype)
-        typed = read_column(table, column, "numeric" if numeric else "categorical", settings,
-                            table.read.get("decimal") or ".",
-                            advice="the model takes numbers here: fix the value, or empty the cell if it is unknown")
+        typed = read_column(
+            table,
+            column,
+            "numeric" if numeric else "categorical",
+            settings,
+            table.read.get("decimal") or ".",
+            advice="the model takes numbers here: fix the value, or empty the cell if it is unknown",
+        )
         raw[column] = pd.Series(typed.values, index=raw.index, dtype=np.float64 if numeric else object)
         infinite = np.flatnonzero(np.isinf(raw[column].to_numpy())) if numeric else []
         if len(infinite):
-            raise UserError(f"{table.where(int(infinite[0]))}: column {column!r} holds infinity (or a number too "
-                            "large for float64); fix the value")
+            raise UserError(
+                f"{table.where(int(infinite[0]))}: column {column!r} holds infinity (or a number too "
+                "large for float64); fix the value"
+            )
     return table, raw
 
 
@@ -204,5 +244,6 @@ def csv_settings(saved: dict, overrides: dict):
         if key == "keep_default_na":
             return text.lower() in ("true", "yes", "1")
         return text.split(",") if key == "na_values" else text
+
     merged = saved | {key: value(key, text) for key, text in overrides.items()}
     return validate_params({"data": {"csv": merged}}, "--csv").data.csv
