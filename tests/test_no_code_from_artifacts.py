@@ -115,6 +115,32 @@ def test_the_table_preprocessing_is_saved_as_data(penguins):
     assert meta["kind"] == "tabular" and "categorical__island_Biscoe" in preprocessor.feature_names()
 
 
+def test_the_table_preprocessing_is_the_same_bytes_when_fitted_again(penguins, tmp_path):
+    """skops numbers objects by memory address and dates its zip entries: both are normalised away, so a
+    fit in another process gives the same transformer.skops, and DVC sees the same output."""
+    again = tmp_path / "preprocess"
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "components.normalise",
+            "--clean",
+            "outputs/clean",
+            "--out",
+            str(tmp_path / "split"),
+            "--preprocess",
+            str(again),
+            "--report",
+            str(tmp_path / "split.json"),
+        ],
+        cwd=penguins.root,
+        check=True,
+        capture_output=True,
+    )
+    first = (penguins.root / "outputs" / "preprocess" / "transformer.skops").read_bytes()
+    assert (again / "transformer.skops").read_bytes() == first
+
+
 def crafted_model_version(project: Project, marker: Path, weights: Path, preprocess: Path) -> str:
     """Register a model whose pyfunc (a cloudpickled python_model) and given files are what an attacker with
     write access to the registry would put there; move @champion to it. Returns its version."""

@@ -210,17 +210,35 @@ class TablePreprocessor:
 
 
 def skops_bytes(estimator) -> bytes:
-    """skops.io.dumps(estimator) with every zip entry dated 1980-01-01: skops dates them now, and the same
-    fitted transformer must give the same bytes (DVC hashes them)."""
+    """skops.io.dumps(estimator), made a function of the fitted transformer alone (DVC hashes it): skops dates
+    every zip entry now, and numbers objects (schema.json's "__id__", the arrays' N.npy file names) by their
+    memory address, id(). Entries are dated 1980-01-01 and the addresses renumbered 1, 2, ... in order of
+    first appearance in schema.json; the loader only matches equal numbers, so what it rebuilds is the same."""
     import io
+    import re
     import zipfile
 
     import skops.io
 
     source, out = zipfile.ZipFile(io.BytesIO(skops.io.dumps(estimator))), io.BytesIO()
+    schema = source.read("schema.json").decode()
+    numbers: dict[str, str] = {}
+    arrays = set(source.namelist())
+
+    def renumber(match: re.Match) -> str:
+        if match[1] is None and f"{match[2]}.npy" not in arrays:  # a string that only looks like an array's name
+            return match[0]
+        old = match[1] or match[2]
+        new = numbers.setdefault(old, str(len(numbers) + 1))
+        return f'"__id__": {new}' if match[1] else f'"{new}.npy"'
+
+    schema = re.sub(r'"__id__": (\d+)|"(\d+)\.npy"', renumber, schema)
     with zipfile.ZipFile(out, "w", zipfile.ZIP_STORED) as target:
-        for info in source.infolist():
-            target.writestr(zipfile.ZipInfo(info.filename, (1980, 1, 1, 0, 0, 0)), source.read(info))
+        for name in sorted(n for n in source.namelist() if n != "schema.json"):
+            stem = name.removesuffix(".npy")
+            renamed = f"{numbers[stem]}.npy" if name.endswith(".npy") and stem in numbers else name
+            target.writestr(zipfile.ZipInfo(renamed, (1980, 1, 1, 0, 0, 0)), source.read(name))
+        target.writestr(zipfile.ZipInfo("schema.json", (1980, 1, 1, 0, 0, 0)), schema)
     return out.getvalue()
 
 
