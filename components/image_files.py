@@ -63,7 +63,11 @@ def walk_files(root: Path, follow_symlinks: bool = False) -> tuple[list[Path], l
     def outside(path: Path) -> bool:
         return not follow_symlinks and os.path.islink(path) and not inside(path)
 
-    visible, hidden, away, aliases, seen = [], [], [], [], set()
+    visible: list[Path] = []
+    hidden: list[Path] = []
+    away: list[Path] = []
+    aliases: list[Path] = []
+    seen: set[str] = set()
     for folder, subfolders, files in os.walk(root, followlinks=True):
         real = os.path.realpath(folder)
         if real in seen:
@@ -115,14 +119,14 @@ def decode(
     (1 grey, 3 RGB), resized to image_size [height, width] (bilinear) when given.
     Raises BadImage for a file that is not a readable image or has more than max_pixels pixels."""
     try:
-        with pillow_pixel_limit(max_pixels), Image.open(io.BytesIO(content)) as image:
-            width, height = image.size
+        with pillow_pixel_limit(max_pixels), Image.open(io.BytesIO(content)) as opened:
+            width, height = opened.size
             if max_pixels is not None and width * height > max_pixels:
                 raise TooManyPixels(
                     f"image is {width}x{height} = {width * height / 1e6:.0f} megapixels, more than "
                     f"clean.max_image_pixels ({max_pixels})"
                 )
-            image = ImageOps.exif_transpose(image)
+            image: Image.Image = ImageOps.exif_transpose(opened)
             image = composited(wide_grey_scaled(image), ImageColor.getrgb(background))
             image = image.convert("L" if channels == 1 else "RGB")
             if image_size is not None:

@@ -7,7 +7,7 @@ import contextlib
 import json
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -63,7 +63,7 @@ class BadFile(UserError, ValueError):
 
 def save_arrays(path: str | Path, **arrays: np.ndarray) -> None:
     with atomic_path(path) as tmp, open(tmp, "wb") as fh:
-        np.savez(fh, **arrays)
+        np.savez(fh, **arrays)  # type: ignore[arg-type]  # numpy's stub types **kwds as its allow_pickle flag
 
 
 def load_arrays(path: str | Path) -> dict[str, np.ndarray]:
@@ -89,7 +89,7 @@ def read_parquet(path: str | Path, columns: list[str] | None = None) -> pd.DataF
     return frame
 
 
-def files_digest(paths: list[str | Path]) -> hashlib._Hash:
+def files_digest(paths: Sequence[str | Path]) -> hashlib._Hash:
     """A sha256 object fed with the files' bytes in the order given, read 16 MiB at a time (memory stays
     flat for a split of gigabytes); callers add what else names their result, then take .hexdigest().
     Our .npz files are the same bytes for the same arrays (np.savez dates every member 1980-01-01)."""

@@ -54,7 +54,7 @@ def predict(model_uri: str, source: Path, output: Path, csv: dict | None = None)
             raise UserError(f"{model_uri}: {exc}") from None
     # Read as the training data were (the model's metadata says how), and, for a table, checked against the
     # input contract saved with the model: a clear error naming the file's line.
-    ids, raw = kinds.get(meta.get("kind")).read_input(source, meta, preprocessor, csv or {})
+    ids, raw = kinds.get(meta.get("kind", "")).read_input(source, meta, preprocessor, csv or {})
     try:
         frame = score(net, config, meta, preprocessor, raw)
     except (ValueError, RuntimeError) as exc:

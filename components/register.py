@@ -133,6 +133,16 @@ def champion_predictions(client, name: str, raw, classes: list[str]) -> tuple[st
     return version, np.array([index.get(label, -1) for label in labels]), ""
 
 
+def active_run_id() -> str:
+    """The MLflow run register opened: the functions that log into it are only called inside it."""
+    import mlflow
+
+    run = mlflow.active_run()
+    if run is None:
+        raise RuntimeError("no active MLflow run: register's logging is called outside its run")
+    return run.info.run_id
+
+
 @dataclass
 class StageFiles:
     """What the stages before register wrote: the same paths under DVC and inside Kubeflow artifacts."""
@@ -190,7 +200,7 @@ def log_execution(
 
     from components.evaluate import metric_names
 
-    client, run_id = mlflow.MlflowClient(), mlflow.active_run().info.run_id
+    client, run_id = mlflow.MlflowClient(), active_run_id()
     present = set(client.get_run(run_id).data.metrics)
     mlflow.set_tags(lineage)
     mlflow.log_params(logged_params)
@@ -257,7 +267,7 @@ def log_and_register_model(files: StageFiles, raw, classes: list[str], model_nam
 
     from components import kinds, serving
 
-    client, run_id = mlflow.MlflowClient(), mlflow.active_run().info.run_id
+    client, run_id = mlflow.MlflowClient(), active_run_id()
     from components.tracking import filter_value
 
     earlier = client.search_model_versions(f"name = {filter_value(model_name)} and run_id = {filter_value(run_id)}")

@@ -108,7 +108,7 @@ def score(net, config: dict, meta: dict, preprocessor, raw) -> pd.DataFrame:
     from components import kinds
     from components.model import predict_proba
 
-    x = kinds.get(meta.get("kind")).transform(preprocessor, raw)
+    x = kinds.get(meta.get("kind", "")).transform(preprocessor, raw)
     return predictions_frame(predict_proba(net, x), config["classes"])
 
 

@@ -483,9 +483,12 @@ def text_series(values: pd.Series) -> tuple[pd.Series, int]:
         changed = sum(isinstance(v, str) and v != n for v, n in zip(values, names, strict=True))
         return pd.Series(names, index=values.index, dtype=pd.StringDtype("pyarrow")), changed
     codes, uniques = pd.factorize(values)
-    names = np.array([as_label(u) for u in uniques] + [None], dtype=object)
-    changed = np.array([isinstance(u, str) and u != u.strip() for u in uniques] + [False])
-    return pd.Series(names[codes], index=values.index, dtype=pd.StringDtype("pyarrow")), int(changed[codes].sum())
+    unique_names = np.array([as_label(u) for u in uniques] + [None], dtype=object)
+    stripped_unique = np.array([isinstance(u, str) and u != u.strip() for u in uniques] + [False])
+    return (
+        pd.Series(unique_names[codes], index=values.index, dtype=pd.StringDtype("pyarrow")),
+        int(stripped_unique[codes].sum()),
+    )
 
 
 def read_labels(values: pd.Series) -> tuple[np.ndarray, int]:
@@ -499,7 +502,7 @@ def read_labels(values: pd.Series) -> tuple[np.ndarray, int]:
 class Column:
     """One feature column, typed: float64 numbers (NaN where missing) or text categories (None where missing)."""
 
-    values: np.ndarray
+    values: np.ndarray | None  # None once a caller has taken them (memory on big tables)
     numeric: bool
     markers: dict[str, int] = field(default_factory=dict)  # missing-value markers found, with their counts
     stripped: int = 0  # categories with surrounding whitespace
@@ -576,7 +579,7 @@ def read_column(
         column = np.append(np.where(missing, np.nan, numbers), np.nan)[codes]
         return Column(column, numeric=True, markers=found, thousands=thousands if thousands else None)
     found = {str(uniques[i]): int(counts[i]) for i in np.flatnonzero(marker) if uniques[i] != ""}
-    column = np.append(np.where(marker, None, uniques), None)[codes]
+    column = np.append(np.where(marker, None, uniques), [None])[codes]
     return Column(column.astype(object), numeric=False, markers=found, stripped=stripped)
 
 
@@ -621,7 +624,7 @@ def parse_numbers(text: pd.Series, decimal: str, thousands: str | None) -> tuple
 
     if thousands is None:
         matches = {sep: int(grouped(sep).sum()) for sep in THOUSANDS[decimal]}
-        thousands = max(matches, key=matches.get) if max(matches.values(), default=0) else ""
+        thousands = max(matches, key=lambda sep: matches[sep]) if max(matches.values(), default=0) else ""
     in_groups = grouped(thousands) if thousands else pd.Series(False, index=text.index)
     number = plain | in_groups
     cleaned = text.where(number, "")

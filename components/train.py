@@ -27,7 +27,7 @@ import os
 import sys
 import time
 import uuid
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -227,7 +227,8 @@ class Checkpointer:
     epoch changes it in place; files are written atomically, one at a time. path None: saves nothing."""
 
     def __init__(self, path: Path | None):
-        self.path, self.pending = path, None
+        self.path = path
+        self.pending: Future | None = None
         self.writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="checkpoint")
 
     def save(self, state: dict, net: torch.nn.Module, optimizer: torch.optim.Optimizer, order: torch.Generator) -> None:
@@ -248,6 +249,7 @@ class Checkpointer:
         self.pending = self.writer.submit(self._write, snapshot)
 
     def _write(self, snapshot: dict) -> None:
+        assert self.path is not None  # save() writes nothing without a path
         with atomic_path(self.path) as tmp, open(tmp, "wb") as fh:
             torch.save(snapshot, fh)
             fh.flush()
@@ -320,8 +322,9 @@ def placement(params: Params) -> Placement:
     """This process's device and rank; under torchrun, joins the process group first."""
     device = resolve_device(params.train.device)
     if "LOCAL_RANK" not in os.environ:  # an indexed device: tensors report cuda:0, never plain cuda
-        index = torch.cuda.current_device() if device == "cuda" else None
-        return Placement(torch.device(device, index))
+        if device != "cuda":
+            return Placement(torch.device(device))
+        return Placement(torch.device(device, torch.cuda.current_device()))
     local_rank = int(os.environ["LOCAL_RANK"])
     if device == "cuda":
         if local_rank >= torch.cuda.device_count():
@@ -412,12 +415,13 @@ def train_files(
 
 def load_inputs(path: Path, keys: tuple[str, ...], arrays: bool = True) -> dict[str, np.ndarray]:
     """An input .npz with `keys` (only checked when arrays=False). Raises UserError naming the file."""
+    loaded: dict
     try:
         if arrays:
             loaded = load_arrays(path)
         else:
             with np.load(path, allow_pickle=False) as npz:
-                loaded = dict.fromkeys(npz.files)
+                loaded = dict.fromkeys(npz.files)  # the keys only
     except FileNotFoundError:
         raise UserError(f"{path}: not found; run the stages before train (dvc repro)") from None
     except Exception as exc:  # noqa: BLE001 - numpy and zipfile raise many types for a damaged file

@@ -25,9 +25,9 @@ if TYPE_CHECKING:
 class Cleaned:
     """What a kind's read_clean kept, and what it dropped or skipped, with why."""
 
-    labels: np.ndarray  # class label (str) of each kept example
-    ids: np.ndarray  # file path (images) or row number (tables)
-    features: np.ndarray | pd.DataFrame | None = None  # the kept examples' inputs, one per label
+    labels: Any  # class label (str) of each kept example: a sequence, held as an object ndarray
+    ids: Any  # file path (images) or row number (tables): a sequence, held as an ndarray
+    features: Any = None  # the kept examples' inputs, one per label, as the kind keeps them (ndarray, DataFrame)
     settings: dict = field(default_factory=dict)  # written into meta.json: what serving reads input with
     n_input: int = 0  # examples read, kept or not
     dropped: list[dict] = field(default_factory=list)  # {"id", "reason", "detail"[, "column", "line"]}

@@ -29,8 +29,8 @@ if TYPE_CHECKING:
     import torch
 
 log = logging.getLogger(__name__)
-NETWORKS = ("cnn", "resnet18")
-SERVING_SETTINGS = ("image_size", "channels", "background", "max_image_pixels")
+NETWORKS: tuple[str, ...] = ("cnn", "resnet18")
+SERVING_SETTINGS: tuple[str, ...] = ("image_size", "channels", "background", "max_image_pixels")
 CHUNK = 8192  # images per augmentation batch: bounds memory on any device, fixed so the draws are too
 
 
@@ -200,7 +200,7 @@ class Normaliser:
         images = np.asarray(images, dtype=np.float32)
         if images.shape[-1] != len(self.mean):
             raise UserError(f"input has {images.shape[-1]} channels, the model expects {len(self.mean)}")
-        scaled = (images / np.float32(255.0) - np.float32(self.mean)) / np.float32(self.std)
+        scaled = (images / np.float32(255.0) - np.asarray(self.mean, np.float32)) / np.asarray(self.std, np.float32)
         return np.ascontiguousarray(scaled.transpose(0, 3, 1, 2), dtype=np.float32)
 
     def to_dict(self) -> dict:
@@ -246,11 +246,11 @@ def augment(
 def augmenter(cfg: Augment) -> torch.nn.Module:
     import kornia.augmentation as K
 
-    steps = [
+    steps: list[K.AugmentationBase2D] = [
         K.RandomAffine(
             degrees=cfg.rotation_degrees,
             translate=(cfg.translate, cfg.translate),
-            scale=tuple(cfg.scale),
+            scale=(cfg.scale[0], cfg.scale[1]),
             padding_mode="zeros",
             p=1.0,
             same_on_batch=False,

@@ -54,7 +54,7 @@ def check_columns(table: TableFile, data: Data, cfg: Clean) -> list[str]:
     columns = [str(c) for c in table.frame.columns]
     if data.target not in columns:
         hint = "set data.target"
-        close = [c for c in columns if c.lower() == data.target.lower()]
+        close = [c for c in columns if c.lower() == str(data.target).lower()]
         if close:
             hint = f"did you mean {shorten(close[0])}? set data.target"
         elif len(columns) == 1 and any(sep in columns[0] for sep in ",;\t|"):

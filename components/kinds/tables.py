@@ -27,8 +27,8 @@ if TYPE_CHECKING:
 
     from components.kinds.table_preprocessing import TablePreprocessor
 
-NETWORKS = ("mlp",)
-SERVING_SETTINGS = ("target", "csv")
+NETWORKS: tuple[str, ...] = ("mlp",)
+SERVING_SETTINGS: tuple[str, ...] = ("target", "csv")
 
 
 # ---------------------------------------------------------------- clean
@@ -119,7 +119,7 @@ def save_preprocessing(folder: Path, preprocessor: TablePreprocessor) -> None:
     with atomic_path(folder / "transformer.skops") as tmp:
         tmp.write_bytes(skops_bytes(preprocessor.transformer))
     with atomic_path(folder / "schema.yaml") as tmp:
-        tmp.write_text(preprocessor.schema.to_yaml())
+        tmp.write_text(str(preprocessor.schema.to_yaml()))  # a str: to_yaml returns None only given a stream
 
 
 def load_preprocessing(folder: Path) -> TablePreprocessor:
@@ -223,7 +223,7 @@ def read_rows(source: Path, schema, meta: dict, overrides: dict):
             advice="the model takes numbers here: fix the value, or empty the cell if it is unknown",
         )
         raw[column] = pd.Series(typed.values, index=raw.index, dtype=np.float64 if numeric else object)
-        infinite = np.flatnonzero(np.isinf(raw[column].to_numpy())) if numeric else []
+        infinite = np.flatnonzero(np.isinf(raw[column].to_numpy())) if numeric else np.array([], dtype=np.intp)
         if len(infinite):
             raise UserError(
                 f"{table.where(int(infinite[0]))}: column {column!r} holds infinity (or a number too "
