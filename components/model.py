@@ -15,7 +15,7 @@ if TYPE_CHECKING:
 
 
 class SmallCNN(nn.Module):
-    """Two conv blocks and a global average pool: size-agnostic, fast on CPU, enough for digits."""
+    """Two conv blocks and a global average pool: size-agnostic, fast on CPU, enough for small images."""
 
     def __init__(self, in_channels: int, n_classes: int, width: int = 32):
         super().__init__()

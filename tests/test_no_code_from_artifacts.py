@@ -139,6 +139,13 @@ def test_the_table_preprocessing_is_the_same_bytes_when_fitted_again(penguins, t
     )
     first = (penguins.root / "outputs" / "preprocess" / "transformer.skops").read_bytes()
     assert (again / "transformer.skops").read_bytes() == first
+    # Entries numbered in order of appearance and stored in the order of those numbers, never of addresses
+    import zipfile
+
+    names = zipfile.ZipFile(again / "transformer.skops").namelist()
+    arrays = names[:-1]
+    assert names[-1] == "schema.json" and arrays == sorted(arrays), names
+    assert {int(n.removesuffix(".npy")) for n in arrays} <= set(range(1, 1000)), names
 
 
 def crafted_model_version(project: Project, marker: Path, weights: Path, preprocess: Path) -> str:

@@ -1,4 +1,4 @@
-"""data.kind image_folder: one folder per class (data/digits/<label>/*.png), a CNN on per-channel standardised pixels.
+"""data.kind image_folder: one folder per class (data.path/<label>/*.png), a CNN on per-channel standardised pixels.
 
 clean: decode every image as a viewer shows it (components/image_files.py), skip hidden files, drop unreadable
 or oversized files and duplicates (by pixel hash); outputs/clean/images.npz. Preprocessing: per-channel

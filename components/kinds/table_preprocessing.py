@@ -233,11 +233,15 @@ def skops_bytes(estimator) -> bytes:
         return f'"__id__": {new}' if match[1] else f'"{new}.npy"'
 
     schema = re.sub(r'"__id__": (\d+)|"(\d+)\.npy"', renumber, schema)
+
+    def renamed(name: str) -> str:
+        stem = name.removesuffix(".npy")
+        return f"{numbers[stem]}.npy" if name.endswith(".npy") and stem in numbers else name
+
+    entries = sorted((renamed(name), name) for name in source.namelist() if name != "schema.json")
     with zipfile.ZipFile(out, "w", zipfile.ZIP_STORED) as target:
-        for name in sorted(n for n in source.namelist() if n != "schema.json"):
-            stem = name.removesuffix(".npy")
-            renamed = f"{numbers[stem]}.npy" if name.endswith(".npy") and stem in numbers else name
-            target.writestr(zipfile.ZipInfo(renamed, (1980, 1, 1, 0, 0, 0)), source.read(name))
+        for new_name, name in entries:  # in the order of the new names: the old ones are addresses
+            target.writestr(zipfile.ZipInfo(new_name, (1980, 1, 1, 0, 0, 0)), source.read(name))
         target.writestr(zipfile.ZipInfo("schema.json", (1980, 1, 1, 0, 0, 0)), schema)
     return out.getvalue()
 
