@@ -102,7 +102,8 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--report", type=Path, required=True)
     args = parser.parse_args(argv)
     params = load_params(args.params)
-    clean_dataset(params.data, params.clean, params.split, args.out, args.report, args.data)
+    data = params.data if args.data is None else params.data.model_copy(update={"path": str(args.data)})
+    clean_dataset(data, params.clean, params.split, args.out, args.report)
 
 
 if __name__ == "__main__":

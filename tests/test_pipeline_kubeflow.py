@@ -164,6 +164,14 @@ def test_kfp_local_run_matches_the_dvc_run_on_the_same_params(tmp_path):
     version = client.get_model_version_by_alias("digits-classifier", "champion")
     assert version.tags["engine"] == "kubeflow"
     assert client.get_run(version.run_id).data.tags["engine"] == "kubeflow"
+    # ...and it is the same model by register's key (weights, data, params), so one store shared by both
+    # engines keeps one version: the split's ids name the fetched files as data.path does.
+    dvc_store = f"sqlite:///{project.root / 'mlflow' / 'mlflow.db'}"
+    dvc_version = mlflow.MlflowClient(tracking_uri=dvc_store, registry_uri=dvc_store).get_model_version(
+        "digits-classifier", "1"
+    )
+    for tag in ("data_hash", "params_hash", "model_key"):
+        assert version.tags[tag] == dvc_version.tags[tag], tag
 
 
 class RecordingKfpApi(BaseHTTPRequestHandler):

@@ -39,7 +39,7 @@ CHUNK = 8192  # images per augmentation batch: bounds memory on any device, fixe
 
 def read_clean(source: Path, data: Data, cfg: Clean) -> Cleaned:
     """The image folder at source, cleaned: features uint8 (n, h, w, channels), ids the file paths."""
-    files, stray, skipped = read_image_folder(source, cfg.follow_symlinks)
+    files, stray, skipped = read_image_folder(source, cfg.follow_symlinks, shown_as=Path(data.path))
     unreadable = [s for s in stray if s["reason"] == "unreadable"]
     if unreadable and cfg.on_bad_file == "fail":
         raise UserError(
@@ -123,19 +123,25 @@ def clean_images(files: list[tuple[str, str, bytes]], data: Data, cfg: Clean = C
 
 
 def read_image_folder(
-    root: Path, follow_symlinks: bool = False
+    root: Path, follow_symlinks: bool = False, shown_as: Path | None = None
 ) -> tuple[list[tuple[str, str, bytes]], list[dict], list[dict]]:
     """All visible files under root/<class>/, sorted; files outside a class folder, symbolic links that
     lead outside root (unless follow_symlinks) and links to folders read directly are reported, not read,
     and hidden ones (.DS_Store, __MACOSX/, Thumbs.db, ...) are skipped. Returns (files as (path, class, content),
-    strays, skipped)."""
+    strays, skipped), each path named under shown_as (default root): Kubeflow's fetch copies data.path to a
+    folder of its own, and ids that name files as data.path does keep the split, and so the registered
+    model's data_hash, the same as under DVC."""
     if not root.is_dir():
         raise UserError(f"{root}: folder not found; set data.path in params.yaml to a folder of class sub-folders")
     visible, hidden, away, aliases = walk_files(root, follow_symlinks)
+
+    def shown(path: Path) -> str:
+        return str(path if shown_as is None else shown_as / path.relative_to(root))
+
     files = []
     stray = [
         {
-            "id": str(path),
+            "id": shown(path),
             "reason": "link_outside_folder",
             "detail": f"a symbolic link to {os.path.realpath(path)}, outside {root}: not read; copy the data in, "
             "or set clean.follow_symlinks: true",
@@ -144,7 +150,7 @@ def read_image_folder(
     ]
     stray += [
         {
-            "id": str(path),
+            "id": shown(path),
             "reason": "link_to_folder_read_directly",
             "detail": f"a symbolic link to {os.path.realpath(path)}, which is read as itself: not read twice "
             "(its images would get two labels); remove the link, or copy the images",
@@ -154,14 +160,14 @@ def read_image_folder(
     for path in visible:
         relative = path.relative_to(root)
         if len(relative.parts) < 2:
-            stray.append({"id": str(path), "reason": "not_in_class_folder", "detail": "put it in <class>/"})
+            stray.append({"id": shown(path), "reason": "not_in_class_folder", "detail": "put it in <class>/"})
             continue
         try:
-            files.append((str(path), relative.parts[0], path.read_bytes()))
+            files.append((shown(path), relative.parts[0], path.read_bytes()))
         except OSError as exc:  # a broken symbolic link, no permission
-            stray.append({"id": str(path), "reason": "unreadable", "detail": f"cannot be read ({exc.strerror})"})
+            stray.append({"id": shown(path), "reason": "unreadable", "detail": f"cannot be read ({exc.strerror})"})
     skipped = [
-        {"id": str(path), "reason": "hidden", "detail": "hidden or made by the operating system"} for path in hidden
+        {"id": shown(path), "reason": "hidden", "detail": "hidden or made by the operating system"} for path in hidden
     ]
     return files, stray, skipped
 
