@@ -98,7 +98,19 @@ def load_registered(model_uri: str, workdir: Path) -> tuple[dict, torch.nn.Modul
         raise UnsafeArtifact(
             f"{artifacts['preprocess']}: lacks the key {exc}; it was not saved by this project"
         ) from None
-    return mlmodel.get("metadata") or {}, net, config, preprocessor
+    return (mlmodel.get("metadata") or {}) | {"input_shape": tensor_input_shape(mlmodel)}, net, config, preprocessor
+
+
+def tensor_input_shape(mlmodel: dict) -> list[int] | None:
+    """The input shape (first axis -1: any number of examples) that the MLmodel's signature gives a model
+    taking one tensor (images), or None (a table, or no signature)."""
+    import json
+
+    try:
+        inputs = json.loads(mlmodel["signature"]["inputs"])
+        return [int(n) for n in inputs[0]["tensor-spec"]["shape"]] if len(inputs) == 1 else None
+    except (KeyError, TypeError, ValueError, IndexError):
+        return None
 
 
 def score(net, config: dict, meta: dict, preprocessor, raw) -> pd.DataFrame:
@@ -106,8 +118,18 @@ def score(net, config: dict, meta: dict, preprocessor, raw) -> pd.DataFrame:
     takes it: images (n, h, w, c) pixel values 0-255, or a table (DataFrame) with the feature columns.
     Raises UserError for an unknown kind or input the preprocessing refuses."""
     from components import kinds
+    from components.errors import UserError
     from components.model import predict_proba
 
+    expected, shape = meta.get("input_shape"), np.shape(raw)
+    # A size-agnostic network (global pooling) would score other sizes too, confidently and wrongly.
+    if expected and (
+        len(shape) != len(expected) or any(e not in (-1, n) for e, n in zip(expected, shape, strict=True))
+    ):
+        raise UserError(
+            f"input of shape {tuple(shape[1:])} per example, but the model was trained on {tuple(expected[1:])} "
+            "(its signature); give input of that shape (images: train with data.image_size to resize any input)"
+        )
     x = kinds.get(meta.get("kind", "")).transform(preprocessor, raw)
     return predictions_frame(predict_proba(net, x), config["classes"])
 

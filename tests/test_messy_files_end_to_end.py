@@ -320,3 +320,26 @@ def test_transparent_icons_with_clutter_and_a_bomb_train_and_predict(tmp_path):
         check=False,
     )
     assert result.returncode == 1 and f"{new / 'batch' / 'zz_big.png'}: image is 40x40, but " in result.stderr
+
+    # A batch of only other-sized images: the size-agnostic CNN would score them, confidently and wrongly;
+    # the model's signature (16x16 grey) refuses them in one line.
+    other = tmp_path / "other"
+    other.mkdir()
+    Image.new("L", (40, 40), 255).save(other / "big.png")
+    result = project.run(
+        sys.executable,
+        "-m",
+        "components.predict",
+        "--model",
+        "models:/icons@champion",
+        "--input",
+        str(other),
+        "--output",
+        str(tmp_path / "r.csv"),
+        check=False,
+    )
+    assert result.returncode == 1 and result.stderr.strip().splitlines()[-1] == (
+        "error: input of shape (40, 40, 1) per example, but the model was trained on (16, 16, 1) (its signature); "
+        "give input of that shape (images: train with data.image_size to resize any input)"
+    )
+    assert not (tmp_path / "r.csv").exists()
