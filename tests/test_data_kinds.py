@@ -103,3 +103,20 @@ def test_an_unknown_kind_is_one_line_naming_data_kind_and_the_known_ones():
     message = str(failure.value)
     assert "\n" not in message and "data.kind 'text'" in message
     assert all(name in message for name in kinds.KINDS)
+
+
+def test_a_folder_given_as_a_table_names_it_and_says_what_to_set(tmp_path):
+    """A tables data.path that is a folder (e.g. the image sample) is one line saying so, not a missing file
+    inside it; a folder holding just the table file (as Kubeflow's fetch writes it) is read."""
+    from components.params import Clean, Data
+
+    (tmp_path / "images" / "0").mkdir(parents=True)
+    (tmp_path / "images" / "1").mkdir()
+    data = Data(kind="tabular", path=str(tmp_path / "images"), target="y")
+    with pytest.raises(UserError, match=r"images: a folder \(0 files, 2 folders\), not a table file; .*data.path"):
+        kinds.get("tabular").read_clean(tmp_path / "images", data, Clean())
+
+    (tmp_path / "fetched").mkdir()
+    (tmp_path / "fetched" / "renamed.csv").write_text("x,y\n" + "".join(f"{i},{i % 2}\n" for i in range(20)))
+    cleaned = kinds.get("tabular").read_clean(tmp_path / "fetched", data, Clean())
+    assert len(cleaned.ids) == 20 and sorted(set(cleaned.labels)) == ["0", "1"]

@@ -43,7 +43,13 @@ def read_clean(source: Path, data: Data, cfg: Clean) -> Cleaned:
 
     if source.is_dir():
         files = [p for p in source.iterdir() if p.is_file()]
-        source = files[0] if len(files) == 1 else source / Path(data.path).name
+        named = source / Path(data.path).name
+        if len(files) != 1 and not named.is_file():
+            raise UserError(
+                f"{source}: a folder ({len(files)} files, {len(list(source.iterdir())) - len(files)} folders), not "
+                "a table file; for data.kind tabular set data.path to the CSV/Parquet/JSON Lines file"
+            )
+        source = files[0] if len(files) == 1 else named
     # No name for the table here: clean_table frees what it does not keep (memory on big tables).
     cleaned = clean_table(read_table(source, data.format, data.csv), data, cfg)
     cleaned.n_input = len(cleaned.ids) + len(cleaned.dropped)
