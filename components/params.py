@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from components.errors import UserError, shorten
 
@@ -300,10 +300,31 @@ class Toleration(Section):
     effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
 
 
+# A container image reference as the OCI distribution spec (github.com/distribution/reference) writes it:
+# [host[:port]/]path[:tag][@algorithm:hex].
+IMAGE_REFERENCE = (
+    r"(?:[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?(?:\.[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)*(?::[0-9]+)?/)?"
+    r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*"
+    r"(?::[\w][\w.-]{0,127})?(?:@[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,})?"
+)
+
+
+def check_image(reference: str) -> str:
+    """reference, if it is a container image reference (IMAGE_REFERENCE); else ValueError saying what one is."""
+    import re
+
+    if not re.fullmatch(IMAGE_REFERENCE, reference):
+        raise ValueError(
+            f"{reference[:80]!r} is not a container image reference; write REGISTRY/NAME:TAG or "
+            "REGISTRY/NAME@sha256:DIGEST (lower-case name)"
+        )
+    return reference
+
+
 class Kubeflow(Section):
     """How the pipeline runs on a cluster; read when compiling, not by the stages themselves."""
 
-    image: str = "ghcr.io/example/twinline:latest"
+    image: Annotated[str, AfterValidator(check_image)] = "ghcr.io/example/twinline:latest"
     mlflow_secret: str = "mlflow-credentials"
     resources: Resources = Resources()
     train_resources: Resources = Resources(cpu_request="2", cpu_limit="8", memory_request="4Gi", memory_limit="16Gi")
@@ -342,6 +363,12 @@ def load_params(path: str | Path = "params.yaml") -> Params:
         raw = yaml.safe_load(path.read_text()) or {}
     except FileNotFoundError:
         raise UserError(f"{path}: not found; run from the project root or pass --params") from None
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f":{mark.line + 1}:{mark.column + 1}" if mark else ""
+        raise UserError(
+            f"{path}{where}: not valid YAML ({exc.problem or exc.__class__.__name__}); fix the syntax"
+        ) from None
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
         raise UserError(f"{path}: not valid YAML ({exc.__class__.__name__}); fix the syntax") from None
     return validate_params(raw, str(path))

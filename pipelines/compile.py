@@ -9,9 +9,9 @@ from pathlib import Path
 
 from kfp import compiler
 
-from components.errors import run_cli
+from components.errors import UserError, run_cli
 from components.io import atomic_path
-from components.params import Params, load_params
+from components.params import Params, check_image, load_params
 from pipelines.pipeline import build_pipeline
 
 log = logging.getLogger(__name__)
@@ -22,6 +22,10 @@ def compile_pipeline(output: Path, params: Params, image: str | None = None) -> 
     named by a tag, not a digest, gets a warning: a tag can be moved to other code between two runs, and
     the tasks hold the MLflow credentials."""
     chosen = image or params.kubeflow.image
+    try:
+        check_image(chosen)
+    except ValueError as exc:
+        raise UserError(f"--image: {exc}") from None
     if "@sha256:" not in chosen:
         log.warning(
             "image %s is a tag, not a digest: pin it (REGISTRY/twinline@sha256:...) so every task of "

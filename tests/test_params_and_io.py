@@ -45,9 +45,39 @@ def test_shipped_params_validate_and_match_the_schema_defaults():
 def test_bad_params_give_one_line_naming_the_key(tmp_path, text, message):
     path = tmp_path / "params.yaml"
     path.write_text(text)
-    with pytest.raises(UserError, match=f"^{path}: .*") as info:
+    with pytest.raises(UserError, match=f"^{path}(:\\d+:\\d+)?: .*") as info:
         load_params(path)
     assert message in str(info.value) and "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "text, where, problem",
+    [
+        ("train: [unclosed\n", ":2:1", "expected ',' or ']'"),
+        ("seed: 1\ndata:\n  kind: tabular\n   path: x\n", ":4:8", "mapping values are not allowed here"),
+    ],
+)
+def test_a_yaml_syntax_error_names_its_line_and_column(tmp_path, text, where, problem):
+    path = tmp_path / "params.yaml"
+    path.write_text(text)
+    with pytest.raises(UserError) as info:
+        load_params(path)
+    assert str(info.value).startswith(f"{path}{where}: not valid YAML ({problem}")
+
+
+@pytest.mark.parametrize("image", ["not an image!!", "Registry.test/Upper:1", "ghcr.io/x/y:tag with space", ""])
+def test_a_kubeflow_image_must_be_an_image_reference(tmp_path, image):
+    path = tmp_path / "params.yaml"
+    path.write_text(f"kubeflow: {{image: {image!r}}}\n")
+    with pytest.raises(UserError, match="kubeflow.image: .*is not a container image reference"):
+        load_params(path)
+
+
+@pytest.mark.parametrize("image", ["ghcr.io/example/twinline:latest", "localhost:5000/a/b_c@sha256:" + "0" * 64, "dm"])
+def test_image_references_as_registries_write_them_are_accepted(image):
+    from components.params import check_image
+
+    assert check_image(image) == image
 
 
 # Every numeric (and numeric list) key with a value out of its bound: the one-line message names the key.
