@@ -30,6 +30,7 @@ import uuid
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -136,10 +137,11 @@ def _fit(train_x, train_y, val_x, val_y, n_classes, cfg, seed, place, checkpoint
     device, cuda = place.device, place.device.type == "cuda"
     torch.manual_seed(seed)
     config = model_config(train_x, [str(c) for c in range(n_classes)], cfg)
-    net = build_model(config).to(device, memory_format=torch.channels_last if cuda else torch.preserve_format)
+    # Module.to takes a device and a memory_format together; torch's stubs list them in separate overloads.
+    net = build_model(config).to(device, memory_format=torch.channels_last if cuda else torch.preserve_format)  # type: ignore[call-overload]
     optimizer = torch.optim.Adam(net.parameters(), lr=cfg.lr)
     order = torch.Generator().manual_seed(seed)  # the shuffle, identical in every process
-    state = {
+    state: dict[str, Any] = {
         "epoch": 0,
         "history": [],
         "best_f1": -1.0,
