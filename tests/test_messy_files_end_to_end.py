@@ -103,17 +103,19 @@ def test_a_european_excel_csv_trains_three_classes_named_as_written(regions):
     assert sha256(regions.root / "data" / "regions.csv") == regions.raw_hash
 
 
-def predict(project, source, out):
+def predict(project, source, out, *options: str, model: str = "models:/regions-classifier@champion"):
+    """`python -m components.predict` in the project; the caller checks the exit code."""
     return project.run(
         sys.executable,
         "-m",
         "components.predict",
         "--model",
-        "models:/regions-classifier@champion",
+        model,
         "--input",
         str(source),
         "--output",
         str(out),
+        *options,
         check=False,
     )
 
@@ -187,41 +189,13 @@ def test_predict_reads_a_file_written_otherwise_with_csv_overrides(regions, tmp_
         "separator ';' the model's training file used; pass --csv sep=... with this file's separator"
         in result.stderr
     )
-    result = regions.run(
-        sys.executable,
-        "-m",
-        "components.predict",
-        "--model",
-        "models:/regions-classifier@champion",
-        "--input",
-        str(us),
-        "--output",
-        str(tmp_path / "out.csv"),
-        "--csv",
-        "sep=,",
-        "--csv",
-        "decimal=.",
-        check=False,
-    )
+    result = predict(regions, us, tmp_path / "out.csv", "--csv", "sep=,", "--csv", "decimal=.")
     assert result.returncode == 0, result.stderr[-2000:]
     european = tmp_path / "eu.csv"
     european.write_bytes(european_csv(regions.rows.head(30)))
     assert predict(regions, european, tmp_path / "eu_out.csv").returncode == 0
     assert pd.read_csv(tmp_path / "out.csv")["label"].tolist() == pd.read_csv(tmp_path / "eu_out.csv")["label"].tolist()
-    result = regions.run(
-        sys.executable,
-        "-m",
-        "components.predict",
-        "--model",
-        "models:/regions-classifier@champion",
-        "--input",
-        str(us),
-        "--output",
-        str(tmp_path / "x.csv"),
-        "--csv",
-        "seperator=,",
-        check=False,
-    )
+    result = predict(regions, us, tmp_path / "x.csv", "--csv", "seperator=,")
     assert result.returncode == 1 and "--csv: data.csv.seperator: unknown key (known keys here: sep," in result.stderr
 
 
@@ -271,54 +245,24 @@ def test_transparent_icons_with_clutter_and_a_bomb_train_and_predict(tmp_path):
     shutil.copytree(root / "digit_1", new / "batch")
     (new / "batch" / "scan.png").unlink(missing_ok=True)
     (new / ".DS_Store").write_bytes(b"\x00")
+    icons = "models:/icons@champion"
     (new / "batch" / "._0100.png").write_bytes(b"\x00\x05\x16\x07AppleDouble")
-    result = project.run(
-        sys.executable,
-        "-m",
-        "components.predict",
-        "--model",
-        "models:/icons@champion",
-        "--input",
-        str(new),
-        "--output",
-        str(tmp_path / "p.csv"),
-    )
+    result = predict(project, new, tmp_path / "p.csv", model=icons)
+    assert result.returncode == 0, result.stderr[-2000:]
     predicted = pd.read_csv(tmp_path / "p.csv")
     assert len(predicted) == 40 and not predicted["id"].str.contains("/\\.").any(), result.stderr[-1000:]
     assert (predicted["label"] == "digit_1").mean() >= 0.8
 
     # the training's pixel limit travels with the model: a bomb in a batch is named, never decoded
     shutil.copy(root / "digit_2" / "scan.png", new / "batch" / "zz_scan.png")
-    result = project.run(
-        sys.executable,
-        "-m",
-        "components.predict",
-        "--model",
-        "models:/icons@champion",
-        "--input",
-        str(new),
-        "--output",
-        str(tmp_path / "q.csv"),
-        check=False,
-    )
+    result = predict(project, new, tmp_path / "q.csv", model=icons)
     assert result.returncode == 1 and result.stderr.strip().splitlines()[-1] == (
         f"error: {new / 'batch' / 'zz_scan.png'}: image is 13500x13500 = 182 megapixels, more than "
         "clean.max_image_pixels (89478485); fix or remove it"
     )
     (new / "batch" / "zz_scan.png").unlink()
     Image.new("L", (40, 40), 255).save(new / "batch" / "zz_big.png")
-    result = project.run(
-        sys.executable,
-        "-m",
-        "components.predict",
-        "--model",
-        "models:/icons@champion",
-        "--input",
-        str(new),
-        "--output",
-        str(tmp_path / "q.csv"),
-        check=False,
-    )
+    result = predict(project, new, tmp_path / "q.csv", model=icons)
     assert result.returncode == 1 and f"{new / 'batch' / 'zz_big.png'}: image is 40x40, but " in result.stderr
 
     # A batch of only other-sized images: the size-agnostic CNN would score them, confidently and wrongly;
@@ -326,18 +270,7 @@ def test_transparent_icons_with_clutter_and_a_bomb_train_and_predict(tmp_path):
     other = tmp_path / "other"
     other.mkdir()
     Image.new("L", (40, 40), 255).save(other / "big.png")
-    result = project.run(
-        sys.executable,
-        "-m",
-        "components.predict",
-        "--model",
-        "models:/icons@champion",
-        "--input",
-        str(other),
-        "--output",
-        str(tmp_path / "r.csv"),
-        check=False,
-    )
+    result = predict(project, other, tmp_path / "r.csv", model=icons)
     assert result.returncode == 1 and result.stderr.strip().splitlines()[-1] == (
         "error: input of shape (40, 40, 1) per example, but the model was trained on (16, 16, 1) (its signature); "
         "give input of that shape (images: train with data.image_size to resize any input)"
