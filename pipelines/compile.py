@@ -21,9 +21,8 @@ def compile_pipeline(output: Path, params: Params, image: str | None = None) -> 
     """Compile the pipeline for `params` (image: overrides kubeflow.image) to IR YAML at output. An image
     named by a tag, not a digest, gets a warning: a tag can be moved to other code between two runs, and
     the tasks hold the MLflow credentials."""
-    chosen = image or params.kubeflow.image
-    try:
-        check_image(chosen)
+    try:  # kubeflow.image was checked with the params; the override is checked here
+        chosen = check_image(image) if image else params.kubeflow.image
     except ValueError as exc:
         raise UserError(f"--image: {exc}") from None
     if "@sha256:" not in chosen:

@@ -36,6 +36,21 @@ def compiled(tmp_path_factory) -> tuple[dict, dict]:
     return spec, platform
 
 
+def test_an_image_override_that_is_no_image_reference_is_one_line_and_writes_nothing(tmp_path):
+    out = tmp_path / "pipeline.yaml"
+    result = subprocess.run(
+        [sys.executable, "-m", "pipelines.compile", "--output", str(out), "--image", "not an image!!"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 1 and result.stderr.strip().splitlines()[-1] == (
+        "error: --image: 'not an image!!' is not a container image reference; write REGISTRY/NAME:TAG or "
+        "REGISTRY/NAME@sha256:DIGEST (lower-case name)"
+    )
+    assert not out.exists()
+
+
 def test_compiled_spec_requests_gpu_for_train_and_limits_every_task(compiled):
     spec, platform = compiled
     params = load_params(REPO / "params.yaml")

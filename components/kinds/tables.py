@@ -42,11 +42,12 @@ def read_clean(source: Path, data: Data, cfg: Clean) -> Cleaned:
     from components.table_files import read_table
 
     if source.is_dir():
-        files = [p for p in source.iterdir() if p.is_file()]
+        entries = list(source.iterdir())
+        files = [p for p in entries if p.is_file()]
         named = source / Path(data.path).name
         if len(files) != 1 and not named.is_file():
             raise UserError(
-                f"{source}: a folder ({len(files)} files, {len(list(source.iterdir())) - len(files)} folders), not "
+                f"{source}: a folder ({len(files)} files, {len(entries) - len(files)} folders), not "
                 "a table file; for data.kind tabular set data.path to the CSV/Parquet/JSON Lines file"
             )
         source = files[0] if len(files) == 1 else named
