@@ -46,6 +46,11 @@ def run_cli(main: Callable[[list[str]], None], argv: list[str] | None = None) ->
     except KeyboardInterrupt:
         sys.exit(130)
     except Exception as exc:
+        if _signalled and not debug:
+            # The signal landed inside a library (e.g. SQLAlchemy's commit) whose cleanup then failed with
+            # an error of its own, hiding the KeyboardInterrupt: it was still an interruption.
+            sys.stderr.write(f"interrupted by signal {_signalled[-1]} ({exc.__class__.__name__} while unwinding)\n")
+            sys.exit(130)
         if debug:
             raise
         kind = "error" if isinstance(exc, UserError) else f"error ({exc.__class__.__name__})"
@@ -68,5 +73,28 @@ def unwind_on_sigterm() -> None:
     signal.signal(signal.SIGTERM, _interrupt)
 
 
+_signalled: list[int] = []  # the signals received, so an exception raised while unwinding still exits 130
+# A KeyboardInterrupt raised inside the database driver cuts a transaction in half and leaves the sqlite
+# store locked for the cleanup that follows (seen in CI: register then failed with "database is locked" and
+# left its run RUNNING). Inside these packages the interruption waits until control is back in our code.
+_DEFER_INSIDE = ("sqlalchemy", "sqlite3")
+_RETRY_S = 0.05
+
+
+def _inside(frame, packages: tuple[str, ...]) -> bool:
+    while frame is not None:
+        if str(frame.f_globals.get("__name__", "")).split(".")[0] in packages:
+            return True
+        frame = frame.f_back
+    return False
+
+
 def _interrupt(signum, frame) -> None:
+    if not _signalled or _signalled[-1] != signum:
+        _signalled.append(signum)
+    if _inside(frame, _DEFER_INSIDE):
+        # try again in 50 ms; SIGALRM, because a signal handler runs only in the main thread between bytecodes
+        signal.signal(signal.SIGALRM, lambda _, later: _interrupt(signum, later))
+        signal.setitimer(signal.ITIMER_REAL, _RETRY_S)
+        return
     raise KeyboardInterrupt(f"signal {signum}")
