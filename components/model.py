@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 if TYPE_CHECKING:
-    from components.params import Train
+    from components.params import Params
 
 
 class SmallCNN(nn.Module):
@@ -68,21 +68,22 @@ def resnet18(in_channels: int, n_classes: int) -> nn.Module:
     return net
 
 
-def build_model(config: dict) -> nn.Module:
-    """The untrained network a saved config describes, built by the data kind whose network it is
-    (components/kinds/): images (n, c, h, w) -> "cnn" or "resnet18", table rows (n, features) -> "mlp".
-    Raises UserError for an arch no kind builds."""
+def build_model(config: dict, params: Params | None = None) -> nn.Module:
+    """The network a saved config describes, built by the data kind whose network it is (components/kinds/):
+    images (n, c, h, w) -> "cnn" or "resnet18", table rows (n, features) -> "mlp", token ids -> "bilstm" or
+    "transformer". With params, as training starts it (a transformer from its pretrained weights); without,
+    to load saved weights into. Raises UserError for an arch no kind builds."""
     from components import kinds
 
-    return kinds.for_network(config).build_network(config)
+    return kinds.for_network(config).build_network(config, params)
 
 
-def model_config(x: np.ndarray, classes: list[str], cfg: Train) -> dict:
-    """What it takes to rebuild the default network of the data kind whose model input is shaped like x
-    (preprocessed, float32, n first), with the class names. Raises UserError when no kind takes x."""
+def model_config(x: np.ndarray, classes: list[str], params: Params) -> dict:
+    """What it takes to rebuild the network train.arch names for the data kind whose model input is shaped
+    like x (preprocessed, n first), with the class names. Raises UserError when no kind takes x."""
     from components import kinds
 
-    return kinds.for_model_input(x).network_config(x.shape, classes, cfg)
+    return kinds.for_model_input(x).network_config(x.shape, classes, params)
 
 
 def save_model(path: str | Path, net: nn.Module, config: dict) -> None:
@@ -145,7 +146,8 @@ def load_model(path: str | Path, device: str = "cpu") -> tuple[nn.Module, dict]:
 
 @torch.no_grad()
 def predict_proba(net: nn.Module, x: np.ndarray, batch_size: int = 512, device: str = "cpu") -> np.ndarray:
-    """Preprocessed inputs (images (n, c, h, w) or table rows (n, features)) -> class probabilities."""
+    """Model input (images (n, c, h, w), table rows (n, features) or token ids (n, L)) -> class probabilities
+    float32 (n, classes)."""
     net.eval()
     out = [
         torch.softmax(net(torch.from_numpy(x[i : i + batch_size]).to(device)), dim=1).cpu()

@@ -26,7 +26,7 @@ from components.kinds.base import DataKind
 
 # Saved table transformers (skops) name these two classes as components.normalise.*: loading them imports them here.
 from components.kinds.table_preprocessing import IQRClipper, MedianImputer  # noqa: F401
-from components.params import Clean, Normalise, Split, load_params
+from components.params import Params, Split, load_params
 
 log = logging.getLogger(__name__)
 SPLITS = ("train", "val", "test")
@@ -62,20 +62,17 @@ def split_and_preprocess(
     features,
     labels: np.ndarray,
     meta: dict,
-    split: Split,
-    seed: int,
-    normalise: Normalise,
-    clean: Clean,
+    params: Params,
 ) -> tuple[dict, object, list[dict]]:
     """Split the cleaned examples (features as kind.load_clean gives them, labels int64 (n,)), fit the kind's
     preprocessing on the train split only, and transform every split. Returns the parts ({"index", "raw",
     "x" float32, "y"} per split), the preprocessor and the train examples it left out ({"row": position in
     the cleaned examples, "reason", "detail", "column"}). Pass the features without keeping a name for them:
     once split, they are freed (memory on big tables)."""
-    indices = stratified_split(labels, split, seed)
+    indices = stratified_split(labels, params.split, params.seed)
     raw = {name: rows(features, idx) for name, idx in indices.items()}
     del features
-    preprocessor, left_out = kind.fit(raw["train"], meta, normalise, clean)
+    preprocessor, left_out = kind.fit(raw["train"], meta, params)
     dropped = [d | {"row": int(indices["train"][d["row"]])} for d in left_out]
     if left_out:
         keep = np.ones(len(indices["train"]), dtype=bool)
@@ -110,24 +107,20 @@ def load_raw(split_dir: Path, name: str):
 
 def normalise_files(
     clean_dir: Path,
-    split: Split,
-    seed: int,
-    normalise: Normalise,
-    clean: Clean,
+    params: Params,
     out_dir: Path,
     preprocess_dir: Path,
     report_path: Path | None = None,
 ) -> dict:
     """outputs/clean -> out_dir/{train,val,test}.npz (+ *_raw.parquet where the raw input is a table), the fitted
-    preprocessor, and the report (split sizes, train examples left out, e.g. outliers, with ids and columns)."""
+    preprocessor, and the report (split sizes, train examples left out, e.g. outliers, with ids and columns).
+    params: seed, split and the sections the kind's fit reads (normalise, clean, text, train.arch/pretrained)."""
     meta = read_json(clean_dir / "meta.json")
     kind = kinds.get(meta["kind"])
     cleaned = kind.load_clean(clean_dir)
     ids, labels = cleaned["ids"], cleaned["labels"]
     # The features go straight into the call, so that they can be freed once split.
-    parts, preprocessor, dropped = split_and_preprocess(
-        kind, cleaned.pop("features"), labels, meta, split, seed, normalise, clean
-    )
+    parts, preprocessor, dropped = split_and_preprocess(kind, cleaned.pop("features"), labels, meta, params)
     out_dir.mkdir(parents=True, exist_ok=True)
     for name, part in parts.items():
         raw = part.pop("raw")
@@ -155,7 +148,7 @@ def normalise_files(
     log.info(
         "split %s (stratified, seed %d); preprocessing fitted on the %d train examples%s",
         report["n_per_split"],
-        seed,
+        params.seed,
         len(parts["train"]["y"]),
         f" ({len(dropped)} train examples left out)" if dropped else "",
     )
@@ -171,7 +164,7 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--report", type=Path, help="split sizes and train rows dropped (JSON)")
     args = parser.parse_args(argv)
     p = load_params(args.params)
-    normalise_files(args.clean, p.split, p.seed, p.normalise, p.clean, args.out, args.preprocess, args.report)
+    normalise_files(args.clean, p, args.out, args.preprocess, args.report)
 
 
 if __name__ == "__main__":

@@ -70,19 +70,22 @@ class Csv(Section):
 
 
 class Data(Section):
-    kind: Literal["image_folder", "tabular"] = "image_folder"
+    kind: Literal["image_folder", "tabular", "text"] = "image_folder"
     path: str = "data/raw"
     # image_folder
     image_size: tuple[int, int] | None = None  # [height, width], each 1..MAX_IMAGE_SIDE
     channels: Literal[1, 3] = 1
     background: str = "white"  # transparent pixels are composited on this colour (a name, or quoted '#rrggbb')
     # tabular
-    format: Literal["csv", "parquet"] | None = None  # None: from the file extension
+    format: Literal["csv", "parquet", "jsonl"] | None = None  # None: from the file extension
     target: str | None = None
     features: list[str] | None = None  # None: every column but the target
     categorical: list[str] = []  # force these columns to be categories
     numeric: list[str] = []  # force these columns to be numbers
     csv: Csv = Csv()
+    # text: the column(s) holding the text of a table; several are joined with text_separator (subject + body)
+    text: str | list[str] = "text"
+    text_separator: str = "\n\n"
 
     @model_validator(mode="after")
     def table_has_target(self) -> Data:
@@ -136,6 +139,8 @@ class Clean(Section):
     iqr_factor: float = Field(1.5, gt=0)  # iqr_clip: clip to [Q1 - f*IQR, Q3 + f*IQR] of train
     zscore: float = Field(4.0, ge=1)  # zscore_drop: drop train rows beyond this many train std devs
     small_classes: Literal["drop", "fail"] = "drop"  # classes too small for the stratified split
+    min_chars: int = Field(1, ge=1, le=1_000_000)  # text: shorter texts (after stripping) are dropped
+    max_chars: int = Field(20_000, ge=1, le=100_000_000)  # text: longer texts are cut to this many characters
 
 
 class Normalise(Section):
@@ -153,6 +158,19 @@ class Split(Section):
         return self
 
 
+class Text(Section):
+    """data.kind text: the tokenizer train.arch bilstm fits on the train split, and the BiLSTM's size.
+    max_length also truncates the pretrained checkpoint's tokens for train.arch transformer."""
+
+    vocab_size: int = Field(8000, ge=100, le=1_000_000)  # WordPiece vocabulary, special tokens included
+    min_frequency: int = Field(2, ge=1, le=1_000_000)  # a subword must occur this often in train to be kept
+    lowercase: bool = True
+    max_length: int = Field(256, ge=8, le=8192)  # tokens per text; longer texts are truncated
+    embedding_dim: int = Field(128, ge=8, le=4096)
+    hidden_size: int = Field(128, ge=8, le=4096)  # per LSTM direction
+    dropout: float = Field(0.3, ge=0, lt=1)
+
+
 class Augment(Section):
     copies: int = Field(2, ge=0, le=100)
     rotation_degrees: float = Field(12, ge=0, le=180)
@@ -162,6 +180,8 @@ class Augment(Section):
     jitter: float = Field(0.0, ge=0, le=1)  # tables: std of Gaussian noise on scaled numeric features in copies
     oversample: bool = False  # tables: repeat rows of smaller classes up to the largest class
     device: Literal["auto", "cpu", "cuda"] = "auto"  # images: where the batched transforms run
+    token_deletion: float = Field(0.1, ge=0, lt=1)  # text: each token of a copy is deleted with this probability
+    token_swap: float = Field(0.1, ge=0, le=1)  # text: swaps of two random tokens per copy, as a share of its length
 
     @field_validator("scale")
     @classmethod
@@ -184,7 +204,10 @@ class Train(Section):
     # Which validation score picks the best epoch and stops training: val_macro_f1 (ties broken by the loss),
     # val_loss, or auto: val_loss when the validation split has fewer than 10 examples per class.
     monitor: Literal["auto", "val_macro_f1", "val_loss"] = "auto"
-    arch: Literal["cnn", "resnet18"] = "cnn"  # images: the small CNN, or torchvision's ResNet-18 (CIFAR stem)
+    # images: cnn (small) | resnet18 (torchvision's, CIFAR stem); text: bilstm | transformer; tables: the MLP
+    arch: Literal["cnn", "resnet18", "bilstm", "transformer"] = "cnn"
+    pretrained: str | None = None  # transformer: a checkpoint folder (config.json, weights, tokenizer) or a hub id
+    freeze_layers: int = Field(0, ge=0, le=1000)  # transformer: embeddings and the first N layers stay fixed
     width: int = Field(32, ge=1, le=1024)
     hidden: list[int] = Field([64, 64], max_length=32)  # tables: the MLP's hidden layer sizes
     # Processes, one per GPU: > 1 trains data-parallel (DDP through torchrun), with the nccl backend on
@@ -193,6 +216,34 @@ class Train(Section):
     mixed_precision: Literal["bf16", "none"] = "bf16"  # CUDA only: bf16 autocast; CPU always trains in fp32
     compile: bool = False  # torch.compile the model (minutes of compiling, then faster steps)
     resume: bool = True  # continue from the last epoch checkpoint of an identical, killed run
+    # The optimiser and its schedule. Unset, they follow the arch: for transformer (fine-tuning) AdamW, lr 2e-5,
+    # weight decay 0.01, 10 % linear warm-up then linear decay to 0, gradients clipped to norm 1.0, as BERT
+    # was fine-tuned (Devlin et al. 2019, appendix A.3; Hugging Face's Trainer defaults); else Adam, constant lr.
+    optimizer: Literal["adam", "adamw"] = "adam"
+    weight_decay: float = Field(0.0, ge=0, le=1)
+    warmup_fraction: float = Field(0.0, ge=0, lt=1)  # share of all optimiser steps with a linearly rising lr
+    lr_decay: Literal["none", "linear"] = "none"  # linear: to 0 at the last step of train.epochs
+    max_grad_norm: float | None = Field(None, gt=0)  # clip the gradients' global L2 norm; null = no clipping
+    # Examples per forward/backward pass; batch_size / micro_batch_size passes accumulate into one optimiser step
+    # when a batch does not fit in memory. null = batch_size (no accumulation).
+    micro_batch_size: int | None = Field(None, ge=1, le=65_536)
+    bucket_by_length: bool = True  # text: batches of similar lengths (less padding); the batch order stays random
+
+    @model_validator(mode="before")
+    @classmethod
+    def fine_tuning_defaults(cls, values):
+        if isinstance(values, dict) and values.get("arch") == "transformer":
+            for key, value in TRANSFORMER_DEFAULTS.items():
+                values.setdefault(key, value)
+        return values
+
+    @model_validator(mode="after")
+    def micro_batches_divide_the_batch(self) -> Train:
+        if self.micro_batch_size is not None and self.batch_size % self.micro_batch_size:
+            raise ValueError(
+                f"train.micro_batch_size {self.micro_batch_size} must divide train.batch_size {self.batch_size}"
+            )
+        return self
 
     @field_validator("hidden")
     @classmethod
@@ -200,6 +251,16 @@ class Train(Section):
         if not all(1 <= size <= 65_536 for size in value):
             raise ValueError(f"layer sizes must each be from 1 to 65536, got {shorten(value)}")
         return value
+
+
+TRANSFORMER_DEFAULTS = {
+    "lr": 2e-5,
+    "optimizer": "adamw",
+    "weight_decay": 0.01,
+    "warmup_fraction": 0.1,
+    "lr_decay": "linear",
+    "max_grad_norm": 1.0,
+}
 
 
 class Register(Section):
@@ -221,6 +282,11 @@ class Register(Section):
                 "digits, '-', '_' or '.', starting with a letter or digit"
             )
         return value
+
+
+class Evaluate(Section):
+    # reports/errors.csv: at most this many misclassified test examples, the most confident first (0 = none).
+    n_errors: int = Field(20, ge=0, le=10_000)
 
 
 class Mlflow(Section):
@@ -350,10 +416,28 @@ class Params(Section):
     split: Split = Split()
     normalise: Normalise = Normalise()
     augment: Augment = Augment()
+    text: Text = Text()
     train: Train = Train()
+    evaluate: Evaluate = Evaluate()
     register: Register = Register()
     mlflow: Mlflow = Mlflow()
     kubeflow: Kubeflow = Kubeflow()
+
+    @model_validator(mode="after")
+    def arch_fits_the_kind(self) -> Params:
+        text_archs = ("bilstm", "transformer")
+        if self.data.kind == "text" and self.train.arch not in text_archs:
+            raise ValueError(
+                f"train.arch {self.train.arch!r} is not a text network; for data.kind text use bilstm or transformer"
+            )
+        if self.data.kind != "text" and self.train.arch in text_archs:
+            raise ValueError(f"train.arch {self.train.arch} is for data.kind text, not {self.data.kind}")
+        if self.train.arch == "transformer" and not self.train.pretrained:
+            raise ValueError(
+                "train.arch transformer needs train.pretrained: a checkpoint folder (e.g. "
+                "models/all-MiniLM-L6-v2, which `make setup-text` exports) or a Hugging Face hub id"
+            )
+        return self
 
 
 def load_params(path: str | Path = "params.yaml") -> Params:

@@ -1,4 +1,4 @@
-"""predict: batch predictions from a registered model, on a table file or an image folder.
+"""predict: batch predictions from a registered model, on a table file, an image folder or text files.
 
     python -m components.predict --model models:/penguins-classifier@champion \
         --input new_penguins.csv --output predictions.csv [--csv sep=';' --csv encoding=cp1252]
@@ -69,7 +69,12 @@ def predict(model_uri: str, source: Path, output: Path, csv: dict | None = None)
 def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(description="Batch predictions from a registered MLflow model.")
     parser.add_argument("--model", required=True, help="e.g. models:/NAME@champion (register.model_name)")
-    parser.add_argument("--input", type=Path, required=True, help="CSV/TSV/Parquet table, or a folder of images")
+    parser.add_argument(
+        "--input",
+        type=Path,
+        required=True,
+        help="CSV/TSV/Parquet/JSON Lines table, a folder of images, or a folder of .txt/.eml files",
+    )
     parser.add_argument("--output", type=Path, required=True, help=".csv or .parquet")
     parser.add_argument(
         "--csv",

@@ -1,9 +1,10 @@
 """register: the pipeline execution's MLflow run, a new model version, and `champion` only for a better model.
 
 The only stage that talks to MLflow. It logs what the stages before it wrote (params, lineage tags, per-epoch
-curves, test metrics, confusion matrix, precision-recall curves, clean report) into one run, logs the model
-(weights + preprocessing, so it takes raw input) and registers it. A tracking server that is down or failing
-costs no training: after bounded retries this stage stops with one line, and rerunning it resumes the same run.
+curves, test metrics, confusion matrix, precision-recall curves, the most confident test mistakes, clean report)
+into one run, logs the model (weights + preprocessing, so it takes raw input) and registers it. A tracking
+server that is down or failing costs no training: after bounded retries this stage stops with one line, and
+rerunning it resumes the same run.
 
 Promotion rule: macro-F1 >= register.min_macro_f1, and, when a champion exists, the champion is
 re-scored on the *current* test split and the candidate must beat it: with
@@ -16,10 +17,10 @@ a forced rerun, the same model from Kubeflow - reuses that version and reports t
 then, with no new run or version. Nothing it writes for DVC holds a run id or a time.
 
     python -m components.register --model outputs/model.pt --preprocess outputs/preprocess \
-        --split outputs/split --predictions reports/predictions.csv --metrics reports/metrics.json \
-        --plots reports/plots --train-info outputs/train_info.json --history reports/plots/training.csv \
-        --clean-report reports/clean.json --split-report reports/split.json --out reports/registration.json \
-        --timing outputs/timing/train.json
+        --split outputs/split --predictions reports/predictions.csv --errors reports/errors.csv \
+        --metrics reports/metrics.json --plots reports/plots --train-info outputs/train_info.json \
+        --history reports/plots/training.csv --clean-report reports/clean.json --split-report reports/split.json \
+        --out reports/registration.json --timing outputs/timing/train.json
 """
 
 import argparse
@@ -151,6 +152,7 @@ class StageFiles:
     preprocess: Path
     split: Path
     predictions: Path
+    errors: Path  # evaluate's most confident mistakes on the test split
     metrics: Path
     plots: Path  # evaluate's confusion_matrix.{png,json}, confusion_matrix_table.json, precision_recall.png
     train_info: Path
@@ -240,7 +242,7 @@ def log_execution(
             "per_class.json",
         )
     ] + [files.history]
-    reports = [files.metrics, files.predictions, files.clean_report, files.split_report]
+    reports = [files.metrics, files.predictions, files.errors, files.clean_report, files.split_report]
     for path, folder in [(path, "plots") for path in plots] + [(path, "reports") for path in reports]:
         mlflow.log_artifact(str(path), artifact_path=folder)
     # every section, as params.yaml holds it: what `python -m pipelines.reproduce` applies to rerun this model
@@ -274,7 +276,7 @@ def log_and_register_model(files: StageFiles, raw, classes: list[str], model_nam
     if earlier:
         return str(earlier[0].version)
     meta = read_json(files.preprocess / "meta.json")
-    example = raw[:2]  # >= 2 rows so nothing freezes the batch size at 1
+    example = kinds.get(meta["kind"]).signature_input(raw[:2])  # >= 2 rows so nothing freezes the batch size at 1
     example_output = serving.predictions_frame(np.full((2, len(classes)), 1 / len(classes), np.float32), classes)
     info = mlflow.pyfunc.log_model(
         name="model",
@@ -285,7 +287,7 @@ def log_and_register_model(files: StageFiles, raw, classes: list[str], model_nam
         code_paths=[str(Path(serving.__file__).parent)],
         signature=infer_signature(example, example_output),
         input_example=example,
-        pip_requirements=serving.pinned_requirements(),
+        pip_requirements=serving.pinned_requirements(meta.get("kind")),
         registered_model_name=model_name,
     )
     return str(info.registered_model_version)
@@ -308,8 +310,10 @@ def register_files(params: Params, files: StageFiles, out: Path, engine: str = "
     metrics, train_info = read_json(files.metrics), read_json(files.train_info)
     raw = load_raw(files.split, "test")
     # register.* goes on the run as tags (it may change between attempts); kubeflow.* and mlflow.* (where and
-    # how to log) do not shape the model, and raising mlflow.http_retries must still resume the same run
-    logged_params = tracking.flatten("", params.model_dump(mode="json", exclude={"register", "kubeflow", "mlflow"}))
+    # how to log) and evaluate.* (how many mistakes errors.csv lists) do not shape the model, and raising
+    # mlflow.http_retries must still resume the same run
+    unlogged = {"evaluate", "register", "kubeflow", "mlflow"}
+    logged_params = tracking.flatten("", params.model_dump(mode="json", exclude=unlogged))
     identity = files.identity(logged_params)
     lineage = tracking.lineage_tags(train_info["device"], engine)
     clock = files.clock(identity["weights_hash"])
@@ -426,6 +430,7 @@ def main(argv: list[str]) -> None:
         "preprocess",
         "split",
         "predictions",
+        "errors",
         "metrics",
         "plots",
         "train-info",
@@ -442,6 +447,7 @@ def main(argv: list[str]) -> None:
         args.preprocess,
         args.split,
         args.predictions,
+        args.errors,
         args.metrics,
         args.plots,
         args.train_info,

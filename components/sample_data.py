@@ -26,15 +26,8 @@ small real data sets.
 from __future__ import annotations
 
 import argparse
-import email
-import email.errors
-import email.header
-import email.message
-import email.policy
-import html.parser
 import json
 import logging
-import re
 from collections import Counter
 from pathlib import Path
 
@@ -44,6 +37,7 @@ from sklearn.datasets import load_digits
 
 from components.errors import UserError
 from components.io import atomic_path
+from components.kinds.text_files import message_text
 
 log = logging.getLogger(__name__)
 SPAM_GROUPS = {"easy-ham-1": "ham", "easy-ham-2": "ham", "hard-ham-1": "ham", "spam-1": "spam", "spam-2": "spam"}
@@ -123,119 +117,6 @@ def export_spam(package_dir: str | Path, dest: str | Path, per_class: int = 1500
     with atomic_path(dest) as tmp:
         subset.to_csv(tmp, index=False, encoding="utf-8", lineterminator="\n")
     return len(subset)
-
-
-def message_text(raw: bytes) -> tuple[str, str, str]:
-    """(subject, body, how) of a raw e-mail: the decoded Subject ("" if none) and the body (module docstring),
-    and where the body came from: "text/plain", "text/html" or "no text"; with " (compat32)" added when the
-    default policy failed on the message, or "raw" when compat32 failed too (then the Subject line and what
-    follows the first blank line, as UTF-8). Never raises."""
-    for policy in (email.policy.default, email.policy.compat32):
-        try:
-            message = email.message_from_bytes(raw, policy=policy)
-            subject = _subject(message)
-            body, how = _parts_text(message, "text/plain"), "text/plain"
-            if not body.strip():
-                body = _html_text(_parts_text(message, "text/html"))
-                how = "text/html" if body else "no text"
-            return (
-                _tidy(subject, one_line=True),
-                _tidy(body),
-                how + ("" if policy is email.policy.default else " (compat32)"),
-            )
-        except Exception:  # noqa: BLE001  # a malformed message is read the next, simpler way
-            continue
-    head, _, body = raw.decode("utf-8", "replace").replace("\r\n", "\n").partition("\n\n")
-    found = re.search(r"^Subject:(.*)$", head, re.MULTILINE | re.IGNORECASE)
-    return _tidy(found.group(1) if found else "", one_line=True), _tidy(body), "raw"
-
-
-def _subject(message: email.message.Message) -> str:
-    """The Subject header decoded: its =?charset?...?= words in their charsets, or, when it holds raw 8-bit
-    bytes (against RFC 5322; the email package would give U+FFFD), those in the first charset its parts declare."""
-    value = next((value for name, value in message.raw_items() if name.lower() == "subject"), "")
-    raw = str(value).encode("ascii", "surrogateescape")  # the parser keeps 8-bit bytes as surrogates
-    if not raw.isascii():
-        return _decode(raw, next((charset for charset in message.get_charsets() if charset), None))
-    try:
-        words = email.header.decode_header(raw.decode())
-    except email.errors.HeaderParseError:  # a word whose base64 is broken
-        return raw.decode()
-    return "".join(_decode(word, charset) if isinstance(word, bytes) else word for word, charset in words)
-
-
-def _parts_text(message: email.message.Message, content_type: str) -> str:
-    """The message's parts of content_type (attachments and forwarded messages included), decoded, joined;
-    an HTML part that declares no charset in the mail (or us-ascii) is read in the one its <meta> names."""
-    texts = []
-    for part in message.walk():
-        kind = part.get_content_type()
-        kind = "text/plain" if " " in kind else kind  # "TEXT/PLAIN charset=X", invalid: RFC 2045 says text/plain
-        payload = part.get_payload(decode=True) if kind == content_type else None
-        if isinstance(payload, bytes):
-            charset = part.get_content_charset()
-            meta = re.search(rb"<meta[^>]*charset\s*=\s*[\"']?([-\w]+)", payload, re.IGNORECASE)
-            if kind == "text/html" and charset in (None, "us-ascii") and meta:  # <meta charset=...> in the HTML
-                charset = meta.group(1).decode().lower()
-            texts.append(_decode(payload, charset))
-    return "\n\n".join(texts)
-
-
-def _decode(payload: bytes, charset: str | None) -> str:
-    """payload in its declared charset (errors replaced); when none is declared, Python does not know it or it is
-    us-ascii (often a lie in 2002 mail), as UTF-8 when that fits, else as windows-1252."""
-    if charset not in (None, "us-ascii", "ascii"):
-        try:
-            return payload.decode(charset, "replace")
-        except LookupError:
-            pass
-    try:
-        return payload.decode("utf-8")
-    except UnicodeDecodeError:
-        return payload.decode("cp1252", "replace")
-
-
-def _tidy(text: str, one_line: bool = False) -> str:
-    """text with \\n line ends (one_line: each run of white space one space), outer white space
-    stripped, no NULs, and U+FFFD for any lone surrogate (undecodable header bytes), which UTF-8 cannot hold."""
-    text = text.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
-    text = re.sub(r"\r\n?", "\n", text).replace("\x00", "")
-    return " ".join(text.split()) if one_line else text.strip()
-
-
-class _HtmlText(html.parser.HTMLParser):
-    """Text of an HTML document: no tags, comments, scripts or styles; entities unescaped; a line per block,
-    a space between table cells, nothing for inline tags (V<b>i</b>agra stays one word)."""
-
-    BLOCKS = {"br", "p", "div", "tr", "li", "table", "h1", "h2", "h3", "h4", "h5", "h6", "title", "blockquote", "hr"}
-
-    def __init__(self) -> None:
-        super().__init__(convert_charrefs=True)
-        self.pieces: list[str] = []
-        self.hidden = 0  # inside <script> or <style>
-
-    def handle_starttag(self, tag: str, attrs: list) -> None:
-        if tag in ("script", "style"):
-            self.hidden += 1
-        self.pieces.append("\n" if tag in self.BLOCKS else " " if tag in ("td", "th") else "")
-
-    def handle_endtag(self, tag: str) -> None:
-        if tag in ("script", "style"):
-            self.hidden = max(0, self.hidden - 1)
-        self.pieces.append("\n" if tag in self.BLOCKS else " " if tag in ("td", "th") else "")
-
-    def handle_data(self, data: str) -> None:
-        if not self.hidden:
-            self.pieces.append(data)
-
-
-def _html_text(markup: str) -> str:
-    """markup as text (_HtmlText), each run of white space one newline if it has one, else one space."""
-    parser = _HtmlText()
-    parser.feed(markup)
-    parser.close()
-    text = "".join(parser.pieces)
-    return "\n".join(" ".join(line.split()) for line in re.split(r"\s*\n\s*", text)).strip()
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -2,8 +2,9 @@
 
 Logged as an MLflow pyfunc whose artifacts are the trained weights and the preprocessing fitted on
 the training split, so `mlflow.pyfunc.load_model("models:/NAME@champion").predict(x)` takes input as
-it comes: images as float32 (n, height, width, channels) with pixel values 0-255, or a table
-(DataFrame) with the feature columns, checked against the saved schema, missing values imputed.
+it comes: images as float32 (n, height, width, channels) with pixel values 0-255, a table (DataFrame)
+with the feature columns, checked against the saved schema, missing values imputed, or texts (a
+list of str, or a DataFrame with a `text` column).
 
 This project's own readers (predict, register's champion re-scoring) never load the pyfunc: MLflow runs
 its Python code and unpickles its parts. They use load_registered, which reads the weights and the
@@ -41,8 +42,13 @@ SERVING_PACKAGES = (
 )
 
 
-def pinned_requirements() -> list[str]:
-    return [f"{name}=={version(name).split('+')[0]}" for name in SERVING_PACKAGES]
+def pinned_requirements(kind: str | None = None) -> list[str]:
+    """The served model's pip requirements, pinned to this environment: the core's, and what its data kind's
+    networks and preprocessing import (e.g. tokenizers and transformers for text)."""
+    from components import kinds
+
+    extra = kinds.get(kind).SERVING_PACKAGES if kind else ()
+    return [f"{name}=={version(name).split('+')[0]}" for name in (*SERVING_PACKAGES, *extra)]
 
 
 class UnsafeArtifact(Exception):
@@ -115,7 +121,7 @@ def tensor_input_shape(mlmodel: dict) -> list[int] | None:
 
 def score(net, config: dict, meta: dict, preprocessor, raw) -> pd.DataFrame:
     """Predictions (label, prob_<class> float32) of a loaded model on raw input, as its data kind (meta["kind"])
-    takes it: images (n, h, w, c) pixel values 0-255, or a table (DataFrame) with the feature columns.
+    takes it: images (n, h, w, c) pixel values 0-255, a table (DataFrame) with the feature columns, or texts.
     Raises UserError for an unknown kind or input the preprocessing refuses."""
     from components import kinds
     from components.errors import UserError

@@ -32,7 +32,15 @@ from components.errors import UserError, shorten
 from components.io import read_parquet
 from components.params import Csv
 
-TABLE_FORMATS = {".csv": "csv", ".tsv": "csv", ".tab": "csv", ".parquet": "parquet", ".pq": "parquet"}
+TABLE_FORMATS = {
+    ".csv": "csv",
+    ".tsv": "csv",
+    ".tab": "csv",
+    ".parquet": "parquet",
+    ".pq": "parquet",
+    ".jsonl": "jsonl",
+    ".ndjson": "jsonl",
+}
 # pandas.read_csv's default missing-value markers (its `na_values` docs), matched in any letter case.
 # They apply to feature columns only: a label is never missing unless its cell is empty.
 DEFAULT_NA_VALUES = (
@@ -147,7 +155,7 @@ def read_table(path: Path, fmt: str | None = None, settings: Csv = Csv(), advice
         raise UserError(f"{path}: is a folder, not a table file; {advice.source()}")
     if fmt is None:
         raise UserError(
-            f"{path}: unknown format {path.suffix or '(no extension)'!r}; use a .csv, .tsv or .parquet "
+            f"{path}: unknown format {path.suffix or '(no extension)'!r}; use a .csv, .tsv, .parquet or .jsonl "
             f"file or {advice.format()}"
         )
     if path.stat().st_size == 0:
@@ -161,11 +169,39 @@ def read_table(path: Path, fmt: str | None = None, settings: Csv = Csv(), advice
                 f"check the file or {advice.format()}"
             ) from None
         table = TableFile(frame, str(path), {"format": "parquet"}, advice=advice)
+    elif fmt == "jsonl":
+        table = read_json_lines(path, settings, advice)
     else:
         table = read_csv(path, settings, advice)
     if table.frame.empty:
         raise UserError(f"{path}: no data rows; export the table again")
     return table
+
+
+def read_json_lines(path: Path, settings: Csv, advice: Advice = IN_PARAMS) -> TableFile:
+    """JSON Lines: one JSON object per line (blank lines skipped), values typed as JSON types them. Raises
+    UserError naming the first line that is not a JSON object."""
+    import json
+
+    encoding = settings.encoding or bom_encoding(path.read_bytes()[:4])
+    records, lines = [], []
+    try:
+        with open(path, encoding=encoding) as fh:
+            for number, line in enumerate(fh, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError as exc:
+                    raise UserError(f"{path} line {number}: not JSON ({exc.msg}); fix the line") from None
+                if not isinstance(record, dict):
+                    raise UserError(f"{path} line {number}: not a JSON object; JSON Lines holds one object a line")
+                records.append(record)
+                lines.append(number)
+    except UnicodeDecodeError:
+        raise decode_error(path, encoding, advice) from None
+    frame = pd.DataFrame.from_records(records)
+    return TableFile(frame, str(path), {"format": "jsonl"}, find_lines=lambda: np.array(lines), advice=advice)
 
 
 def read_csv(path: Path, settings: Csv, advice: Advice = IN_PARAMS) -> TableFile:

@@ -39,6 +39,7 @@ import torch.nn.functional as F
 from sklearn.metrics import f1_score
 from tqdm import tqdm
 
+from components import kinds
 from components.errors import UserError, run_cli
 from components.io import atomic_path, files_digest, load_arrays, write_json
 from components.model import build_model, model_config, resolve_device, save_model, weights_hash
@@ -121,25 +122,28 @@ def fit(
     seed: int,
     place: Placement = Placement(torch.device("cpu")),
     checkpoint: Path | None = None,
+    params: Params | None = None,
 ) -> tuple[torch.nn.Module, list[dict]]:
-    """Train on preprocessed inputs (images (n, c, h, w): a CNN; table rows (n, d): an MLP); return the
-    net at its best validation macro-F1 and the history. With a checkpoint path: save there every epoch,
-    and start from it when cfg.resume says so."""
+    """Train on model input (images float32 (n, c, h, w); table rows float32 (n, d); token ids int64 (n, L))
+    the network of its data kind; return the net at its best validation score and the history. With a
+    checkpoint path: save there every epoch, and start from it when cfg.resume says so. params: the other
+    sections the network reads (text.*; default: the schema's), with cfg as its train section."""
     deterministic = torch.are_deterministic_algorithms_enabled()
     torch.use_deterministic_algorithms(place.device.type == "cpu")  # CPU: same seed, same model
     try:
-        return _fit(train_x, train_y, val_x, val_y, n_classes, cfg, seed, place, checkpoint)
+        params = (params or Params.model_construct()).model_copy(update={"train": cfg})
+        return _fit(train_x, train_y, val_x, val_y, n_classes, cfg, seed, place, checkpoint, params)
     finally:
         torch.use_deterministic_algorithms(deterministic)  # the caller's setting, as it was
 
 
-def _fit(train_x, train_y, val_x, val_y, n_classes, cfg, seed, place, checkpoint):
+def _fit(train_x, train_y, val_x, val_y, n_classes, cfg, seed, place, checkpoint, params):
     device, cuda = place.device, place.device.type == "cuda"
     torch.manual_seed(seed)
-    config = model_config(train_x, [str(c) for c in range(n_classes)], cfg)
+    config = model_config(train_x, [str(c) for c in range(n_classes)], params)
     # Module.to takes a device and a memory_format together; torch's stubs list them in separate overloads.
-    net = build_model(config).to(device, memory_format=torch.channels_last if cuda else torch.preserve_format)  # type: ignore[call-overload]
-    optimizer = torch.optim.Adam(net.parameters(), lr=cfg.lr)
+    net = build_model(config, params).to(device, memory_format=torch.channels_last if cuda else torch.preserve_format)  # type: ignore[call-overload]
+    optimizer = make_optimizer(net, cfg)
     order = torch.Generator().manual_seed(seed)  # the shuffle, identical in every process
     state: dict[str, Any] = {
         "epoch": 0,
@@ -149,8 +153,15 @@ def _fit(train_x, train_y, val_x, val_y, n_classes, cfg, seed, place, checkpoint
         "best_state": None,
         "stale_epochs": 0,
     }
+    # Each process takes every world-th example of one shared shuffle: equal shares, disjoint, and
+    # cfg.batch_size examples per optimiser step in total, whatever the number of processes.
+    usable, local_batch = len(train_x) - len(train_x) % place.world, max(1, cfg.batch_size // place.world)
+    sizes = kinds.for_model_input(train_x).example_lengths(train_x, config)
+    lengths = sizes if cfg.bucket_by_length else None
+    steps_per_epoch = -(-(usable // place.world) // local_batch)
+    scheduler = make_scheduler(optimizer, cfg, steps_per_epoch * cfg.epochs)
     if checkpoint is not None and cfg.resume and checkpoint.exists():
-        state = resume_from(checkpoint, net, optimizer, order) or state
+        state = resume_from(checkpoint, net, optimizer, order, scheduler) or state
 
     model = torch.nn.parallel.DistributedDataParallel(net) if place.world > 1 else net
     step_model = torch.compile(model) if cfg.compile else model
@@ -160,9 +171,10 @@ def _fit(train_x, train_y, val_x, val_y, n_classes, cfg, seed, place, checkpoint
     x, y = on_device(train_x, device), on_device(train_y, device)
     val, val_labels = on_device(val_x, device), on_device(val_y, device)
     monitor = resolve_monitor(cfg.monitor, len(val_y), n_classes)
-    # Each process takes every world-th example of one shared shuffle: equal shares, disjoint, and
-    # cfg.batch_size examples per optimiser step in total, whatever the number of processes.
-    usable, local_batch = len(x) - len(x) % place.world, max(1, cfg.batch_size // place.world)
+    # Examples of varying length (texts) validate at the training batch size: 1024 long texts would not fit.
+    val_batch = 1024 if sizes is None else cfg.batch_size
+    micro = max(1, (cfg.micro_batch_size or cfg.batch_size) // place.world)
+    trainable = [p for p in net.parameters() if p.requires_grad]
     checkpointer = Checkpointer(checkpoint if place.rank == 0 else None)
 
     # A run killed after its early-stopping epoch was checkpointed has no epoch left to train.
@@ -174,20 +186,25 @@ def _fit(train_x, train_y, val_x, val_y, n_classes, cfg, seed, place, checkpoint
         net.train()
         loss_sum = torch.zeros((), device=device)  # accumulated on the device: no host sync per step
         shuffle = torch.randperm(len(x), generator=order)[place.rank : usable : place.world]
-        for batch in shuffle.to(x.device, non_blocking=True).split(local_batch):
-            with precision:
-                loss = F.cross_entropy(step_model(take(x, batch, device)), take(y, batch, device))
+        for batch in batches(shuffle, local_batch, lengths if cfg.bucket_by_length else None, order, x.device):
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            for part in batch.split(micro):  # gradient accumulation: micro-batches add up to one step
+                with precision:
+                    loss = F.cross_entropy(step_model(take(x, part, device)), take(y, part, device))
+                (loss * (len(part) / len(batch)) if len(part) < len(batch) else loss).backward()
+                loss_sum += loss.detach().float() * len(part)
+            if cfg.max_grad_norm is not None:
+                torch.nn.utils.clip_grad_norm_(trainable, cfg.max_grad_norm)
             optimizer.step()
-            loss_sum += loss.detach().float() * len(batch)
+            if scheduler is not None:
+                scheduler.step()
 
         if place.world > 1:
             dist.all_reduce(loss_sum)
         # Rank 0 judges the epoch and tells the others, so every process stops at the same epoch.
         judged = torch.tensor([-1.0, 0.0], device=device)  # validation macro-F1, loss
         if place.rank == 0:
-            val_pred, val_loss = validate(net, val, val_labels, device, precision)
+            val_pred, val_loss = validate(net, val, val_labels, device, precision, val_batch)
             judged[0], judged[1] = f1_score(val_y, val_pred, average="macro", zero_division=0), val_loss
         if place.world > 1:
             dist.broadcast(judged, src=0)
@@ -214,13 +231,62 @@ def _fit(train_x, train_y, val_x, val_y, n_classes, cfg, seed, place, checkpoint
             )
         else:
             state["stale_epochs"] += 1
-        checkpointer.save(state, net, optimizer, order)
+        checkpointer.save(state, net, optimizer, order, scheduler)
         if state["stale_epochs"] >= cfg.patience:
             log.info("early stop after epoch %d: no better %s for %d epochs", epoch, monitor, cfg.patience)
             break
     checkpointer.wait()
     net.load_state_dict(state["best_state"])
     return net.eval(), state["history"]
+
+
+def make_optimizer(net: torch.nn.Module, cfg: Train) -> torch.optim.Optimizer:
+    """train.optimizer over the parameters that train (train.freeze_layers fixes some). AdamW decays the
+    weight matrices only, not biases and LayerNorm weights (1-D), as BERT's fine-tuning code does."""
+    trainable = [p for p in net.parameters() if p.requires_grad]
+    if cfg.optimizer == "adamw":
+        groups = [
+            {"params": [p for p in trainable if p.ndim > 1], "weight_decay": cfg.weight_decay},
+            {"params": [p for p in trainable if p.ndim <= 1], "weight_decay": 0.0},
+        ]
+        return torch.optim.AdamW(groups, lr=cfg.lr)
+    return torch.optim.Adam(trainable, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+def make_scheduler(optimizer: torch.optim.Optimizer, cfg: Train, total_steps: int):
+    """train.warmup_fraction of the steps with the lr rising linearly from 0, then (lr_decay: linear) falling
+    linearly to 0 at the last step: transformers' get_linear_schedule_with_warmup. None: a constant lr."""
+    warmup = int(cfg.warmup_fraction * total_steps)
+    if warmup == 0 and cfg.lr_decay == "none":
+        return None
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return step / warmup
+        if cfg.lr_decay == "none":
+            return 1.0
+        return max(0.0, (total_steps - step) / max(1, total_steps - warmup))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+MEGABATCH = 50  # batches sorted together by length: transformers' LengthGroupedSampler uses 50 too
+
+
+def batches(
+    shuffle: torch.Tensor, size: int, lengths: np.ndarray | None, order: torch.Generator, device: torch.device
+) -> list[torch.Tensor]:
+    """This epoch's batches of example indices. With lengths (texts): the shuffle is cut into runs of
+    MEGABATCH batches, each run sorted by length so that a batch holds texts of similar lengths (little
+    padding), and the batches are then put in random order; without, the shuffle cut in order."""
+    if lengths is None:
+        return list(shuffle.to(device, non_blocking=True).split(size))
+    key = torch.from_numpy(np.asarray(lengths))
+    cut = []
+    for run in shuffle.split(size * MEGABATCH):
+        ranked = run[torch.argsort(key[run], descending=True, stable=True)]
+        cut += list(ranked.split(size))
+    return [cut[i].to(device, non_blocking=True) for i in torch.randperm(len(cut), generator=order).tolist()]
 
 
 class Checkpointer:
@@ -233,8 +299,15 @@ class Checkpointer:
         self.pending: Future | None = None
         self.writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="checkpoint")
 
-    def save(self, state: dict, net: torch.nn.Module, optimizer: torch.optim.Optimizer, order: torch.Generator) -> None:
-        """Everything the next epoch depends on, random number generators included."""
+    def save(
+        self,
+        state: dict,
+        net: torch.nn.Module,
+        optimizer: torch.optim.Optimizer,
+        order: torch.Generator,
+        scheduler=None,
+    ) -> None:
+        """Everything the next epoch depends on, random number generators and the lr schedule included."""
         if self.path is None:
             return
         snapshot = to_host(
@@ -242,6 +315,7 @@ class Checkpointer:
                 **state,
                 "model": net.state_dict(),
                 "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict() if scheduler is not None else {},
                 "order_rng": order.get_state(),
                 "torch_rng": torch.get_rng_state(),
                 "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
@@ -276,7 +350,7 @@ def to_host(obj):
 
 
 def resume_from(
-    path: Path, net: torch.nn.Module, optimizer: torch.optim.Optimizer, order: torch.Generator
+    path: Path, net: torch.nn.Module, optimizer: torch.optim.Optimizer, order: torch.Generator, scheduler=None
 ) -> dict | None:
     """Restore a checkpoint into net, optimizer and the generators; None if it cannot be read.
     Bit-identical continuation is promised on CPU; on GPUs only rank 0's CUDA generator is saved."""
@@ -290,6 +364,9 @@ def resume_from(
         return None
     net.load_state_dict(saved.pop("model"))
     optimizer.load_state_dict(saved.pop("optimizer"))
+    schedule = saved.pop("scheduler", {})
+    if scheduler is not None and schedule:
+        scheduler.load_state_dict(schedule)
     order.set_state(saved.pop("order_rng").cpu())
     torch.set_rng_state(saved.pop("torch_rng").cpu())
     cuda_rng = saved.pop("cuda_rng")
@@ -303,6 +380,7 @@ def checkpoint_path(directory: Path, files: list[Path], params: Params, world: i
     """One checkpoint file per (inputs, train params, seed, processes): a run resumes only its own."""
     digest = files_digest(files)
     digest.update(params.train.model_dump_json(exclude={"resume", "compile"}).encode())
+    digest.update(params.text.model_dump_json().encode())  # the text network's sizes
     digest.update(f"seed={params.seed} world={world}".encode())
     return directory / f"train-{digest.hexdigest()[:16]}.pt"
 
@@ -369,7 +447,16 @@ def train_files(
         classes = train["classes"].tolist()
         checkpoint = checkpoint_path(checkpoints, [train_path, val_path], params, place.world) if checkpoints else None
         net, history = fit(
-            train["x"], train["y"], val["x"], val["y"], len(classes), params.train, params.seed, place, checkpoint
+            train["x"],
+            train["y"],
+            val["x"],
+            val["y"],
+            len(classes),
+            params.train,
+            params.seed,
+            place,
+            checkpoint,
+            params,
         )
     finally:
         if place.world > 1:
@@ -378,7 +465,7 @@ def train_files(
         return None
     monitor = resolve_monitor(params.train.monitor, len(val["y"]), len(classes))
     best = max(history, key=lambda row: epoch_score(monitor, row["val_macro_f1"], row["val_loss"]))  # what fit kept
-    save_model(model_path, net.cpu(), model_config(train["x"], classes, params.train))
+    save_model(model_path, net.cpu(), model_config(train["x"], classes, params))
     write_history(history_path, [{k: v for k, v in row.items() if k != "time_ms"} for row in history])
     info = {
         "device": torch.cuda.get_device_name() if place.device.type == "cuda" else "cpu",

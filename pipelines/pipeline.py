@@ -80,7 +80,9 @@ def build_pipeline(params: Params, image: str | None = None):
         split: dict = p["split"],
         normalise: dict = p["normalise"],
         augment: dict = p["augment"],
+        text: dict = p["text"],
         train: dict = p["train"],
+        evaluate: dict = p["evaluate"],
         register: dict = p["register"],
         mlflow: dict = p["mlflow"],
     ) -> PipelineOutputs:
@@ -94,7 +96,16 @@ def build_pipeline(params: Params, image: str | None = None):
             clean_op(raw=fetched.outputs["raw"], data=data, clean_cfg=clean, split=split), k.resources
         ).set_display_name("clean")
         split_task = _limit(
-            normalise_op(clean=cleaned.outputs["clean"], seed=seed, split=split, normalise=normalise, clean_cfg=clean),
+            normalise_op(
+                clean=cleaned.outputs["clean"],
+                seed=seed,
+                data=data,
+                split=split,
+                normalise=normalise,
+                clean_cfg=clean,
+                text=text,
+                train=train,
+            ),
             k.resources,
         ).set_display_name("normalise")
         augmented = _limit(
@@ -111,6 +122,8 @@ def build_pipeline(params: Params, image: str | None = None):
                 augmented=augmented.outputs["augmented"],
                 splits=split_task.outputs["splits"],
                 seed=seed,
+                data=data,
+                text=text,
                 train=train,
                 checkpoint_dir=CHECKPOINTS if k.checkpoint_pvc else "",
             ),
@@ -126,7 +139,8 @@ def build_pipeline(params: Params, image: str | None = None):
             for toleration in k.gpu_tolerations:
                 kubernetes.add_toleration(trained, **toleration.model_dump(exclude_none=True))
         scored = _limit(
-            evaluate_op(model=trained.outputs["model"], splits=split_task.outputs["splits"]), k.resources
+            evaluate_op(model=trained.outputs["model"], splits=split_task.outputs["splits"], evaluate=evaluate),
+            k.resources,
         ).set_display_name("evaluate")
         registered = _limit(
             register_op(
@@ -134,6 +148,7 @@ def build_pipeline(params: Params, image: str | None = None):
                 preprocess=split_task.outputs["preprocess"],
                 splits=split_task.outputs["splits"],
                 predictions=scored.outputs["predictions"],
+                errors=scored.outputs["errors"],
                 metrics_json=scored.outputs["metrics_json"],
                 plots=scored.outputs["plots"],
                 train_info=trained.outputs["train_info"],
@@ -147,6 +162,7 @@ def build_pipeline(params: Params, image: str | None = None):
                 split=split,
                 normalise=normalise,
                 augment=augment,
+                text=text,
                 train=train,
                 register=register,
                 mlflow=mlflow,

@@ -33,38 +33,37 @@ def clean_step(
     from pathlib import Path
 
     from components.clean import clean_dataset
-    from components.params import Params
+    from components.params import Clean, Data, Split
 
-    params = Params.model_validate({"data": data, "clean": clean_cfg, "split": split})
-    clean_dataset(params.data, params.clean, params.split, Path(clean.path), Path(report.path), Path(raw.path))
+    # The sections clean reads, each validated alone: Params would check data.kind against a train.arch this
+    # task is not given (the schema's default, cnn, is refused for data.kind text).
+    data_cfg, cfg, split_cfg = Data.model_validate(data), Clean.model_validate(clean_cfg), Split.model_validate(split)
+    clean_dataset(data_cfg, cfg, split_cfg, Path(clean.path), Path(report.path), Path(raw.path))
 
 
 def normalise_step(
     clean: Input[Dataset],
     seed: int,
+    data: dict,
     split: dict,
     normalise: dict,
     clean_cfg: dict,
+    text: dict,
+    train: dict,
     splits: Output[Dataset],
     preprocess: Output[Artifact],
     report: Output[Artifact],
 ):
-    """Kubeflow: `splits` is a folder holding train/val/test; `preprocess` travels with the model."""
+    """Kubeflow: `splits` is a folder holding train/val/test; `preprocess` travels with the model. data and
+    train: which kind, and for text which tokenizer (train.arch, train.pretrained)."""
     from pathlib import Path
 
     from components.normalise import normalise_files
-    from components.params import Clean, Normalise, Split
+    from components.params import Params
 
-    normalise_files(
-        Path(clean.path),
-        Split.model_validate(split),
-        seed,
-        Normalise.model_validate(normalise),
-        Clean.model_validate(clean_cfg),
-        Path(splits.path),
-        Path(preprocess.path),
-        Path(report.path),
-    )
+    sections = {"data": data, "split": split, "normalise": normalise, "clean": clean_cfg, "text": text, "train": train}
+    params = Params.model_validate({"seed": seed, **sections})
+    normalise_files(Path(clean.path), params, Path(splits.path), Path(preprocess.path), Path(report.path))
 
 
 def augment_step(
@@ -83,6 +82,8 @@ def train_step(
     augmented: Input[Dataset],
     splits: Input[Dataset],
     seed: int,
+    data: dict,
+    text: dict,
     train: dict,
     checkpoint_dir: str,
     model: Output[Model],
@@ -102,7 +103,7 @@ def train_step(
 
     with tempfile.TemporaryDirectory() as tmp:
         params_file = Path(tmp) / "params.yaml"
-        params_file.write_text(yaml.safe_dump({"seed": seed, "train": train}))
+        params_file.write_text(yaml.safe_dump({"seed": seed, "data": data, "text": text, "train": train}))
         main(
             [
                 "--params",
@@ -127,16 +128,19 @@ def train_step(
 def evaluate_step(
     model: Input[Model],
     splits: Input[Dataset],
+    evaluate: dict,
     metrics: Output[Metrics],
     confusion: Output[ClassificationMetrics],
     metrics_json: Output[Artifact],
     predictions: Output[Dataset],
+    errors: Output[Dataset],
     plots: Output[Artifact],
 ):
     """Kubeflow: the same files, plus Metrics and ClassificationMetrics so the KFP UI shows them."""
     from pathlib import Path
 
     from components.evaluate import evaluate_files
+    from components.params import Evaluate
 
     scores, matrix, classes = evaluate_files(
         Path(model.path),
@@ -144,6 +148,8 @@ def evaluate_step(
         Path(metrics_json.path),
         Path(predictions.path),
         Path(plots.path),
+        Path(errors.path),
+        Evaluate.model_validate(evaluate),
     )
     for key, value in scores.items():
         if key != "per_class":
@@ -156,6 +162,7 @@ def register_step(
     preprocess: Input[Artifact],
     splits: Input[Dataset],
     predictions: Input[Dataset],
+    errors: Input[Dataset],
     metrics_json: Input[Artifact],
     plots: Input[Artifact],
     train_info: Input[Artifact],
@@ -169,6 +176,7 @@ def register_step(
     split: dict,
     normalise: dict,
     augment: dict,
+    text: dict,
     train: dict,
     register: dict,
     mlflow: dict,
@@ -192,6 +200,7 @@ def register_step(
             "split": split,
             "normalise": normalise,
             "augment": augment,
+            "text": text,
             "train": train,
             "register": register,
             "mlflow": mlflow,
@@ -205,6 +214,7 @@ def register_step(
                 preprocess,
                 splits,
                 predictions,
+                errors,
                 metrics_json,
                 plots,
                 train_info,

@@ -24,7 +24,7 @@ from pipelines.compile import compile_pipeline
 
 SERVICE_ACCOUNT_TOKEN = Path("/var/run/secrets/kubernetes.io/serviceaccount/token")
 SOURCE_PARAMS = ("data_uri", "dvc_repo", "dvc_rev", "dvc_path")
-SECTIONS = ("data", "clean", "split", "normalise", "augment", "train", "register", "mlflow")
+SECTIONS = ("data", "clean", "split", "normalise", "augment", "text", "train", "evaluate", "register", "mlflow")
 
 
 def apply_overrides(params: Params, overrides: list[str]) -> tuple[Params, dict]:

@@ -69,6 +69,8 @@ def make_project(root: Path, per_class: int = 60, params: dict | None = None) ->
     shutil.copy(REPO / "dvc.yaml", root)
     shutil.copytree(REPO / "components", root / "components", ignore=shutil.ignore_patterns("__pycache__"))
     (root / "mlflow").mkdir()
+    (root / "models").mkdir()  # a dependency of normalise and train (checkpoints for train.pretrained)
+    shutil.copy(REPO / "models" / "README.md", root / "models")
     project = Project(root)
     (root / "params.yaml").write_text((REPO / "params.yaml").read_text())
     project.set_params(deep_update(yaml.safe_load(yaml.safe_dump(SMALL_PARAMS)), params or {}))

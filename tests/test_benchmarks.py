@@ -20,6 +20,10 @@ KEYS = {
     "wide_clean_ratio",
     "repro_noop_s",
     "pipeline_fresh_s",
+    "text_train_throughput_ratio",
+    "text_train_component_tokens_per_s",
+    "text_padding_speedup_random",
+    "text_padding_speedup_bucketed",
     "device",
     "gpu_busy_fraction",
     "machine",
@@ -42,6 +46,8 @@ def test_quick_benchmarks_write_every_figure(tmp_path):
     for key in KEYS - {"device", "gpu_busy_fraction", "machine"}:
         assert isinstance(figures[key], float) and figures[key] > 0, key
     assert figures["pipeline_fresh_s"] > figures["repro_noop_s"]
+    tokens = figures["text_train_computed_tokens"]  # the bare loop trains on batches of the same shapes
+    assert tokens["component"] == tokens["bare"] >= figures["text_train_real_tokens"]
     assert figures["machine"]["cpu_cores"] >= 1
     assert "train_throughput_ratio" in result.stdout and str(out) in result.stdout
 

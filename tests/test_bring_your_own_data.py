@@ -234,7 +234,7 @@ BAD_TABLES = {
         "t.xlsx",
         b"PK\x03\x04",
         {},
-        "t.xlsx: unknown format '.xlsx'; use a .csv, .tsv or .parquet file",
+        "t.xlsx: unknown format '.xlsx'; use a .csv, .tsv, .parquet or .jsonl file",
     ),
     "numeric column holding text": (
         "t.csv",

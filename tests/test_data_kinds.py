@@ -87,21 +87,23 @@ def test_every_kind_module_is_a_data_kind(name):
 
 def test_the_kinds_claim_distinct_model_inputs_and_networks():
     images, tables = np.zeros((2, 1, 8, 8), np.float32), np.zeros((2, 5), np.float32)
+    token_ids = np.zeros((2, 16), np.int64)
     assert kinds.for_model_input(images) is kinds.get("image_folder")
     assert kinds.for_model_input(tables) is kinds.get("tabular")
-    for x in (images, tables):
+    assert kinds.for_model_input(token_ids) is kinds.get("text")
+    for x in (images, tables, token_ids):
         assert sum(kind.is_model_input(x) for kind in kinds.KINDS.values()) == 1
     networks = [arch for kind in kinds.KINDS.values() for arch in kind.NETWORKS]
     assert len(networks) == len(set(networks))
     with pytest.raises(UserError, match="no data kind's network"):
-        kinds.for_network({"arch": "transformer"})
+        kinds.for_network({"arch": "gpt"})
 
 
 def test_an_unknown_kind_is_one_line_naming_data_kind_and_the_known_ones():
     with pytest.raises(UserError) as failure:
-        kinds.get("text")
+        kinds.get("audio")
     message = str(failure.value)
-    assert "\n" not in message and "data.kind 'text'" in message
+    assert "\n" not in message and "data.kind 'audio'" in message
     assert all(name in message for name in kinds.KINDS)
 
 

@@ -95,3 +95,104 @@ def test_a_champion_that_cannot_score_the_test_split_is_never_replaced_blindly(t
     decision = decide(truth, truth.copy(), None, 4, Register(), seed=0, champion_problem="expects 8x8 images")
     assert decision["promoted"] is False and "cannot score this test split (expects 8x8 images)" in decision["reason"]
     assert decision["candidate_macro_f1"] == 1.0
+
+
+# A tiny real test split for evaluate: a one-layer network with identity weights, so each row of x holds the
+# logits, log(probabilities), and the probabilities are known.
+CLASSES = ["cat", "dog", "eel"]
+TEST_ROWS = [  # id, true class, probabilities; five of the eight are mistakes
+    ("r0", 0, [0.7, 0.2, 0.1]),  # right: cat
+    ("r5", 1, [0.25, 0.5, 0.25]),  # right: dog
+    ("r1", 1, [0.9, 0.05, 0.05]),  # wrong: cat 0.9, the most confident
+    ("r6", 0, [0.25, 0.5, 0.25]),  # wrong: dog 0.5, tied with r2, which comes first by id
+    ("r3", 0, [0.1, 0.1, 0.8]),  # wrong: eel 0.8
+    ("r2", 2, [0.2, 0.5, 0.3]),  # wrong: dog 0.5
+    ("r4", 2, [0.05, 0.05, 0.9]),  # right: eel
+    ("r7", 1, [0.4, 0.35, 0.25]),  # wrong: cat 0.4, the least confident
+]
+LONG_TEXT = "".join(chr(ord("a") + i % 26) for i in range(500))
+
+
+def write_test_split(folder, table: bool) -> None:
+    import pandas as pd
+    import torch
+
+    from components.io import save_arrays
+    from components.model import MLP, save_model
+
+    net = MLP(3, 3, hidden=[])
+    with torch.no_grad():
+        net.net[0].weight.copy_(torch.eye(3))
+        net.net[0].bias.zero_()
+    save_model(folder / "model.pt", net, {"arch": "mlp", "in_features": 3, "hidden": [], "classes": CLASSES})
+    save_arrays(
+        folder / "split" / "test.npz",
+        x=np.log(np.array([p for _, _, p in TEST_ROWS], np.float32)),
+        y=np.array([y for _, y, _ in TEST_ROWS], np.int64),
+        ids=np.array([i for i, _, _ in TEST_ROWS]),
+        classes=np.array(CLASSES),
+    )
+    if table:
+        raw = pd.DataFrame(
+            {
+                "note": ["short", "fine", LONG_TEXT, None, "x" * 200, "y" * 201, "ok", "last"],
+                "weight": [1.5, 2.0, np.nan, 4.25, 5.0, 6.0, 7.0, 8.0],
+                "island": pd.Categorical(["A", "B", "C" * 300, "A", "B", "A", "B", "A"]),
+            }
+        )
+        raw.to_parquet(folder / "split" / "test_raw.parquet", index=False)
+
+
+def run_evaluate(folder, name: str, n_errors: int):
+    from components.evaluate import evaluate_files
+    from components.params import Evaluate
+
+    out = folder / name
+    evaluate_files(
+        folder / "model.pt",
+        folder / "split" / "test.npz",
+        out / "metrics.json",
+        out / "predictions.csv",
+        out / "plots",
+        out / "errors.csv",
+        Evaluate(n_errors=n_errors),
+    )
+    return out / "errors.csv"
+
+
+def test_errors_csv_lists_the_most_confident_mistakes_with_their_raw_rows_shortened(tmp_path):
+    import pandas as pd
+
+    write_test_split(tmp_path, table=True)
+    path = run_evaluate(tmp_path, "a", n_errors=4)
+    errors = pd.read_csv(path, dtype=str, keep_default_na=False)
+    assert list(errors.columns) == ["id", "true", "predicted", "probability", "note", "weight", "island"]
+    assert errors.values.tolist() == [
+        ["r1", "dog", "cat", "0.9", LONG_TEXT[:197] + "...", "", "C" * 197 + "..."],
+        ["r3", "cat", "eel", "0.8", "x" * 200, "5.0", "B"],
+        ["r2", "eel", "dog", "0.5", "y" * 197 + "...", "6.0", "A"],
+        ["r6", "cat", "dog", "0.5", "", "4.25", "A"],
+    ], "by probability, ties by id, at most evaluate.n_errors (r7 left out); text cut to 200 characters"
+    assert all(len(cell) <= 200 for cell in errors.values.ravel())
+    assert run_evaluate(tmp_path, "b", n_errors=4).read_bytes() == path.read_bytes(), "same inputs, same bytes"
+    assert run_evaluate(tmp_path, "c", n_errors=0).read_text() == "id,true,predicted,probability,note,weight,island\n"
+
+
+def test_errors_csv_without_a_raw_table_and_without_mistakes(tmp_path):
+    import pandas as pd
+
+    write_test_split(tmp_path, table=False)
+    errors = pd.read_csv(run_evaluate(tmp_path, "a", n_errors=20), dtype=str)
+    assert errors.values.tolist() == [
+        ["r1", "dog", "cat", "0.9"],
+        ["r3", "cat", "eel", "0.8"],
+        ["r2", "eel", "dog", "0.5"],
+        ["r6", "cat", "dog", "0.5"],
+        ["r7", "dog", "cat", "0.4"],
+    ]
+    from components.evaluate import errors_frame
+
+    right = errors_frame(
+        np.array(["a", "b"]), np.array([0, 1]), np.array([[0.9, 0.1], [0.2, 0.8]]), ["x", "y"], 20, None
+    )
+    assert right.empty and list(right.columns) == ["id", "true", "predicted", "probability"]

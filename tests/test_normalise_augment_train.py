@@ -12,7 +12,7 @@ from components.errors import UserError
 from components.kinds.base import Cleaned
 from components.kinds.images import Normaliser, augment_images
 from components.normalise import split_and_preprocess
-from components.params import Augment, Clean, Normalise, Split, Train
+from components.params import Augment, Clean, Params, Split, Train
 from components.sample_data import digit_images
 from components.train import fit
 
@@ -20,7 +20,7 @@ from components.train import fit
 def split_and_normalise(images, labels, split, seed):
     """The normalise stage's split and preprocessing of image pixels: (parts, the fitted Normaliser)."""
     parts, normaliser, _ = split_and_preprocess(
-        kinds.get("image_folder"), images, labels, {}, split, seed, Normalise(), Clean()
+        kinds.get("image_folder"), images, labels, {}, Params(split=split, seed=seed)
     )
     return parts, normaliser
 
@@ -67,7 +67,6 @@ def test_zscore_outliers_are_dropped_from_train_only_with_train_statistics():
     import pandas as pd
 
     from components.normalise import stratified_split
-    from components.params import Normalise
 
     rng = np.random.default_rng(0)
     labels = np.arange(200) % 2
@@ -78,7 +77,7 @@ def test_zscore_outliers_are_dropped_from_train_only_with_train_statistics():
     table = pd.DataFrame({"x": values, "noise": rng.normal(0, 1, 200)})
     meta = {"numeric": ["x", "noise"], "categorical": []}
     split, preprocessor, dropped = split_and_preprocess(
-        kinds.get("tabular"), table, labels, meta, Split(), 1, Normalise(), Clean(outliers="zscore_drop", zscore=4.0)
+        kinds.get("tabular"), table, labels, meta, Params(seed=1, clean=Clean(outliers="zscore_drop", zscore=4.0))
     )
     assert [{"row": d["row"], "column": d["column"]} for d in dropped] == [{"row": int(train_row), "column": "x"}]
     assert train_row not in split["train"]["index"] and len(split["train"]["index"]) == len(parts["train"]) - 1

@@ -108,6 +108,8 @@ OUT_OF_BOUNDS = [
     ("train.width", 0),
     ("train.hidden", [64, 0]),
     ("train.gpus", -1),
+    ("evaluate.n_errors", -1),
+    ("evaluate.n_errors", 10_001),
     ("register.min_macro_f1", 1.5),
     ("register.confidence", 1),
     ("register.bootstrap_resamples", 10),

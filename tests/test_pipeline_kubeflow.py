@@ -102,7 +102,18 @@ def test_pipeline_parameters_default_from_params_yaml_and_carry_no_credentials(c
     params = load_params(REPO / "params.yaml").model_dump(mode="json", exclude_none=True)
     inputs = spec["root"]["inputDefinitions"]["parameters"]
     assert inputs["seed"]["defaultValue"] == params["seed"]
-    for section in ("data", "clean", "split", "normalise", "augment", "train", "register", "mlflow"):
+    for section in (
+        "data",
+        "clean",
+        "split",
+        "normalise",
+        "augment",
+        "text",
+        "train",
+        "evaluate",
+        "register",
+        "mlflow",
+    ):
         assert inputs[section]["defaultValue"] == params[section], section
     assert "kubeflow" not in inputs
     assert not [n for n in inputs if any(w in n.upper() for w in ("TRACKING_URI", "PASSWORD", "USERNAME", "TOKEN"))]

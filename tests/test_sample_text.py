@@ -10,7 +10,8 @@ import pandas as pd
 import pytest
 
 from components.errors import UserError
-from components.sample_data import SPAM_GROUPS, export_spam, message_text
+from components.kinds.text_files import message_text
+from components.sample_data import SPAM_GROUPS, export_spam
 
 PLAIN = base64.b64encode("Grüße aus Köln,\r\nzweite Zeile.\r\n".encode()).decode()
 MULTIPART = f"""From sender@example.com  Mon Jan  7 10:00:00 2002
@@ -128,16 +129,16 @@ def test_a_missing_group_names_the_folder_and_how_to_get_the_package(tmp_path):
 def test_a_message_the_email_package_fails_on_is_read_a_simpler_way(monkeypatch):
     import email.policy
 
-    from components import sample_data
+    from components.kinds import text_files
 
-    subject = sample_data._subject
+    subject = text_files._subject
 
     def fails_under_the_default_policy(message):
         if message.policy is email.policy.default:
             raise ValueError("a header the default policy cannot take")
         return subject(message)
 
-    monkeypatch.setattr(sample_data, "_subject", fails_under_the_default_policy)
+    monkeypatch.setattr(text_files, "_subject", fails_under_the_default_policy)
     assert message_text(QUOTED.encode()) == (*EXPECTED["00002"], "text/plain (compat32)")
-    monkeypatch.setattr(sample_data, "_subject", lambda message: 1 / 0)
+    monkeypatch.setattr(text_files, "_subject", lambda message: 1 / 0)
     assert message_text(b"X-A: b\r\nsubject:  Hi  there\r\n\r\nthe body\r\n") == ("Hi there", "the body", "raw")

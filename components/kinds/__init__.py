@@ -8,12 +8,12 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from components.errors import UserError
-from components.kinds import images, tables
+from components.kinds import images, tables, text
 
 if TYPE_CHECKING:
     from components.kinds.base import DataKind
 
-KINDS: dict[str, DataKind] = {"image_folder": images, "tabular": tables}
+KINDS: dict[str, DataKind] = {"image_folder": images, "tabular": tables, "text": text}
 
 
 def get(name: str) -> DataKind:

@@ -18,7 +18,7 @@ import pandas as pd
 if TYPE_CHECKING:
     from torch import nn
 
-    from components.params import Augment, Clean, Data, Normalise, Train
+    from components.params import Augment, Clean, Data, Params
 
 
 @dataclass
@@ -36,6 +36,7 @@ class Cleaned:
     read: dict = field(default_factory=dict)  # how the file was read (tables)
     skipped: list[dict] = field(default_factory=list)  # hidden files, never read (images)
     small_classes: dict[str, int] = field(default_factory=dict)  # classes dropped as too small, with their size
+    modified: dict[str, int] = field(default_factory=dict)  # examples kept but changed, by how (texts cut short)
 
     def __post_init__(self) -> None:
         # Arrays, not lists: on a table of millions of rows every drop is then one vectorised step.
@@ -49,10 +50,13 @@ class Cleaned:
 
     def record(self, dropped: np.ndarray, reason: str, detail, column: str | None = None) -> None:
         """Report the examples where `dropped` is True as dropped; select() removes them. detail: one text for
-        all, or a function of an example's label giving its own."""
+        all, a list of texts (one per dropped example, in order), or a function of an example's label."""
         extra = {"column": column} if column else {}
         ids = self.ids[dropped]
-        details = [detail(label) for label in self.labels[dropped]] if callable(detail) else [detail] * len(ids)
+        if callable(detail):
+            details = [detail(label) for label in self.labels[dropped]]
+        else:
+            details = list(detail) if isinstance(detail, list) else [detail] * len(ids)
         lines = self.source_file.lines if self.source_file is not None and len(ids) else None  # found when needed
         if lines is None:
             self.dropped.extend(
@@ -88,6 +92,7 @@ class Cleaned:
             "dropped_by_column": {reason: dict(counts) for reason, counts in by_column.items()},
             "imputed_by_column": self.imputed,
             "small_classes_dropped": self.small_classes,
+            **({"modified": self.modified} if self.modified else {}),
             "kept_per_class": dict(sorted(class_counts(self.labels).items())),
             "read": self.read,
             "dropped": self.dropped,
@@ -104,11 +109,13 @@ def class_counts(labels: np.ndarray) -> dict[str, int]:
 @runtime_checkable
 class DataKind(Protocol):
     """One kind of data, from raw files to model input. `n` is the number of examples throughout; "raw" input
-    is what the served model takes (pixels, table rows), "model input" what the network takes (float32).
+    is what the served model takes (pixels, table rows, texts), "model input" what the network takes (float32
+    features, or int64 token ids).
     Errors in the data or the params are UserError (components/errors.py), one line naming the file/column."""
 
     NETWORKS: tuple[str, ...]  # the model config "arch" values build_network builds
     SERVING_SETTINGS: tuple[str, ...]  # keys of meta.json that read_input needs; logged with the registered model
+    SERVING_PACKAGES: tuple[str, ...]  # distributions the served model imports beyond the core's (pinned with it)
 
     def read_clean(self, source: Path, data: Data, cfg: Clean) -> Cleaned:
         """Read the raw data at `source` (data.path, or where Kubeflow fetched it) and clean it: features
@@ -122,14 +129,16 @@ class DataKind(Protocol):
         """What save_clean wrote: {"features": as in Cleaned, "labels": int64 (n,), "ids": str (n,)}; a dict
         so the caller can hand the features on without keeping a name for them (memory on big tables)."""
 
-    def fit(self, train: Any, meta: dict, normalise: Normalise, clean: Clean) -> tuple[Any, list[dict]]:
+    def fit(self, train: Any, meta: dict, params: Params) -> tuple[Any, list[dict]]:
         """Fit the preprocessing on the train split's features (as load_clean gives them) only. meta: the clean
-        stage's meta.json. Returns (preprocessor, train examples left out of the fit and of training:
+        stage's meta.json; params: the sections normalise reads (dvc.yaml lists them). Returns (preprocessor,
+        train examples left out of the fit and of training:
         {"row": position in `train`, "reason", "detail", "column"}, e.g. outliers; usually none)."""
 
     def transform(self, preprocessor: Any, raw: Any, source: str = "input") -> np.ndarray:
-        """Raw input (features of a split, or what a served model is given) -> model input, float32 with
-        a first axis of n. source names the input in errors (UserError for input the model cannot take)."""
+        """Raw input (features of a split, or what a served model is given) -> model input (float32 features,
+        or int64 token ids), first axis n. source names the input in errors (UserError for input the model
+        cannot take)."""
 
     def save_preprocessing(self, folder: Path, preprocessor: Any) -> None:
         """Write the fitted preprocessing into folder as data (JSON, skops; never pickle), same bytes for the
@@ -149,12 +158,22 @@ class DataKind(Protocol):
     def is_model_input(self, x: np.ndarray) -> bool:
         """Whether x (model input, first axis n) is shaped as this kind's: train sees only arrays."""
 
-    def network_config(self, x_shape: tuple[int, ...], classes: list[str], cfg: Train) -> dict:
-        """What rebuilds the default network for model input of shape x_shape (n first): JSON-able, with
-        "arch" (one of NETWORKS) and "classes"; saved with the weights."""
+    def network_config(self, x_shape: tuple[int, ...], classes: list[str], params: Params) -> dict:
+        """What rebuilds the network train.arch names for model input of shape x_shape (n first): JSON-able,
+        with "arch" (one of NETWORKS) and "classes"; saved with the weights. Raises UserError for an arch
+        this kind has no network for."""
 
-    def build_network(self, config: dict) -> nn.Module:
-        """The untrained network that network_config describes: model input -> logits float32 (n, classes)."""
+    def build_network(self, config: dict, params: Params | None = None) -> nn.Module:
+        """The network that network_config describes: model input -> logits float32 (n, classes). With params
+        (training), as training starts it (e.g. from pretrained weights); without, for saved weights."""
+
+    def example_lengths(self, x: np.ndarray, config: dict) -> np.ndarray | None:
+        """The length of each example of model input x (int (n,)), for batches of similar lengths (less
+        padding); None when all examples have the same size."""
+
+    def signature_input(self, raw: Any) -> Any:
+        """What the registered model's signature and input example are inferred from, given a few examples
+        of raw input: raw itself, or another form of it that makes MLflow accept the input people give."""
 
     def read_input(
         self, source: Path, meta: dict, preprocessor: Any, overrides: dict[str, str]

@@ -23,7 +23,7 @@ from components.errors import UserError, shorten
 from components.image_files import IMAGE_SUFFIXES, BadImage, TooManyPixels, decode, list_files, walk_files
 from components.io import load_arrays, read_json, save_arrays, write_json
 from components.kinds.base import Cleaned
-from components.params import Augment, Clean, Data, Normalise, Train
+from components.params import Augment, Clean, Data, Params
 
 if TYPE_CHECKING:
     import torch
@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 NETWORKS: tuple[str, ...] = ("cnn", "resnet18")
 SERVING_SETTINGS: tuple[str, ...] = ("image_size", "channels", "background", "max_image_pixels")
+SERVING_PACKAGES: tuple[str, ...] = ()
 CHUNK = 8192  # images per augmentation batch: bounds memory on any device, fixed so the draws are too
 
 
@@ -217,7 +218,7 @@ class Normaliser:
         return cls(mean=list(state["mean"]), std=list(state["std"]))
 
 
-def fit(train: np.ndarray, meta: dict, normalise: Normalise, clean: Clean) -> tuple[Normaliser, list[dict]]:
+def fit(train: np.ndarray, meta: dict, params: Params) -> tuple[Normaliser, list[dict]]:
     """train: uint8 pixels (n, h, w, c). Every train image is kept."""
     return Normaliser().fit(train), []
 
@@ -301,17 +302,28 @@ def is_model_input(x: np.ndarray) -> bool:
     return x.ndim == 4
 
 
-def network_config(x_shape: tuple[int, ...], classes: list[str], cfg: Train) -> dict:
+def network_config(x_shape: tuple[int, ...], classes: list[str], params: Params) -> dict:
     """train.arch (cnn | resnet18) for x_shape (n, c, h, w); the CNN's first block has train.width channels."""
+    cfg = params.train
     return {"arch": cfg.arch, "in_channels": int(x_shape[1]), "width": cfg.width, "classes": classes}
 
 
-def build_network(config: dict) -> torch.nn.Module:
+def example_lengths(x: np.ndarray, config: dict) -> np.ndarray | None:
+    """None: every image has the same size."""
+    return None
+
+
+def build_network(config: dict, params: Params | None = None) -> torch.nn.Module:
     from components.model import SmallCNN, resnet18
 
     if config["arch"] == "resnet18":
         return resnet18(config["in_channels"], len(config["classes"]))
     return SmallCNN(config["in_channels"], len(config["classes"]), config["width"])
+
+
+def signature_input(raw: np.ndarray) -> np.ndarray:
+    """The pixels themselves: a tensor signature (-1, h, w, c)."""
+    return raw
 
 
 # ---------------------------------------------------------------- batch prediction

@@ -20,7 +20,7 @@ import pandas as pd
 from components.errors import UserError
 from components.io import atomic_path, read_parquet, write_json
 from components.kinds.base import Cleaned
-from components.params import Augment, Clean, Data, Normalise, Train
+from components.params import Augment, Clean, Data, Params
 
 if TYPE_CHECKING:
     import torch
@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 
 NETWORKS: tuple[str, ...] = ("mlp",)
 SERVING_SETTINGS: tuple[str, ...] = ("target", "csv")
+SERVING_PACKAGES: tuple[str, ...] = ()
 
 
 # ---------------------------------------------------------------- clean
@@ -41,16 +42,7 @@ def read_clean(source: Path, data: Data, cfg: Clean) -> Cleaned:
     from components.kinds.table_clean import clean_table, prediction_csv
     from components.table_files import read_table
 
-    if source.is_dir():
-        entries = list(source.iterdir())
-        files = [p for p in entries if p.is_file()]
-        named = source / Path(data.path).name
-        if len(files) != 1 and not named.is_file():
-            raise UserError(
-                f"{source}: a folder ({len(files)} files, {len(entries) - len(files)} folders), not "
-                "a table file; for data.kind tabular set data.path to the CSV/Parquet/JSON Lines file"
-            )
-        source = files[0] if len(files) == 1 else named
+    source = table_file(source, data, "data.kind tabular")
     # No name for the table here: clean_table frees what it does not keep (memory on big tables).
     cleaned = clean_table(read_table(source, data.format, data.csv), data, cfg)
     cleaned.n_input = len(cleaned.ids) + len(cleaned.dropped)
@@ -64,6 +56,22 @@ def read_clean(source: Path, data: Data, cfg: Clean) -> Cleaned:
         "csv": prediction_csv(data, cleaned.read),
     }
     return cleaned
+
+
+def table_file(source: Path, data: Data, kind: str) -> Path:
+    """source itself, or, for a folder (Kubeflow's fetch writes data.path into one), its one file, or else
+    the file named as data.path's. Raises UserError for a folder holding neither."""
+    if not source.is_dir():
+        return source
+    entries = list(source.iterdir())
+    files = [p for p in entries if p.is_file()]
+    named = source / Path(data.path).name
+    if len(files) != 1 and not named.is_file():
+        raise UserError(
+            f"{source}: a folder ({len(files)} files, {len(entries) - len(files)} folders), not "
+            f"a table file; for {kind} set data.path to the CSV/Parquet/JSON Lines file"
+        )
+    return files[0] if len(files) == 1 else named
 
 
 def save_clean(folder: Path, cleaned: Cleaned, labels: np.ndarray, classes: list[str]) -> None:
@@ -88,11 +96,12 @@ def load_clean(folder: Path) -> dict:
 # ---------------------------------------------------------------- preprocessing
 
 
-def fit(train: pd.DataFrame, meta: dict, normalise: Normalise, clean: Clean) -> tuple[TablePreprocessor, list[dict]]:
+def fit(train: pd.DataFrame, meta: dict, params: Params) -> tuple[TablePreprocessor, list[dict]]:
     """Leave out train outliers (clean.outliers: zscore_drop), then fit the preprocessor on the train rows kept.
     meta: "numeric" and "categorical", the feature columns clean typed."""
     from components.kinds.table_preprocessing import TablePreprocessor, train_outliers
 
+    clean, normalise = params.clean, params.normalise
     dropped = []
     if clean.outliers == "zscore_drop":
         outlier, first = train_outliers(train, meta["numeric"], clean.zscore)
@@ -174,15 +183,25 @@ def is_model_input(x: np.ndarray) -> bool:
     return x.ndim == 2 and np.issubdtype(x.dtype, np.floating)
 
 
-def network_config(x_shape: tuple[int, ...], classes: list[str], cfg: Train) -> dict:
-    """The MLP, train.hidden layers, for x_shape (n, features); train.arch is for images."""
-    return {"arch": "mlp", "in_features": int(x_shape[1]), "hidden": list(cfg.hidden), "classes": classes}
+def network_config(x_shape: tuple[int, ...], classes: list[str], params: Params) -> dict:
+    """The MLP, train.hidden layers, for x_shape (n, features); train.arch is for images and texts."""
+    return {"arch": "mlp", "in_features": int(x_shape[1]), "hidden": list(params.train.hidden), "classes": classes}
 
 
-def build_network(config: dict) -> torch.nn.Module:
+def build_network(config: dict, params: Params | None = None) -> torch.nn.Module:
     from components.model import MLP
 
     return MLP(config["in_features"], len(config["classes"]), config["hidden"])
+
+
+def example_lengths(x: np.ndarray, config: dict) -> np.ndarray | None:
+    """None: every row has the same size."""
+    return None
+
+
+def signature_input(raw: pd.DataFrame) -> pd.DataFrame:
+    """The rows themselves: a signature naming and typing each feature column."""
+    return raw
 
 
 # ---------------------------------------------------------------- batch prediction
