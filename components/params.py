@@ -428,7 +428,8 @@ class Params(Section):
         text_archs = ("bilstm", "transformer")
         if self.data.kind == "text" and self.train.arch not in text_archs:
             raise ValueError(
-                f"train.arch {self.train.arch!r} is not a text network; for data.kind text use bilstm or transformer"
+                f"train.arch {self.train.arch!r} (the default, when not set) is not a text network; for data.kind "
+                "text set train.arch: bilstm or transformer"
             )
         if self.data.kind != "text" and self.train.arch in text_archs:
             raise ValueError(f"train.arch {self.train.arch} is for data.kind text, not {self.data.kind}")
@@ -471,7 +472,8 @@ def validate_params(raw: dict, source: str) -> Params:
         message = first["msg"].removeprefix("Value error, ")
         if first["type"] != "value_error" and not isinstance(first.get("input"), dict):
             message += f" (got {shorten(first.get('input'))})"  # a custom check's message quotes it itself
-        raise UserError(f"{source}: {key}: {message}; fix this value") from None
+        where = f"{key}: " if first["loc"] else ""  # a check across sections names its keys itself
+        raise UserError(f"{source}: {where}{message}; fix this value") from None
 
 
 def closest_key(loc: tuple) -> str:

@@ -4,7 +4,7 @@ Logged as an MLflow pyfunc whose artifacts are the trained weights and the prepr
 the training split, so `mlflow.pyfunc.load_model("models:/NAME@champion").predict(x)` takes input as
 it comes: images as float32 (n, height, width, channels) with pixel values 0-255, a table (DataFrame)
 with the feature columns, checked against the saved schema, missing values imputed, or texts (a
-list of str, or a DataFrame with a `text` column).
+DataFrame with a `text` column).
 
 This project's own readers (predict, register's champion re-scoring) never load the pyfunc: MLflow runs
 its Python code and unpickles its parts. They use load_registered, which reads the weights and the

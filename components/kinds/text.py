@@ -8,7 +8,7 @@ reported as such) dropped, long ones cut to clean.max_chars and counted; outputs
 Preprocessing: a tokenizer (Hugging Face `tokenizers`), saved as tokenizer.json (data, not code): WordPiece
 trained on the train split only (bilstm), or the checkpoint's own (transformer). Model input: token ids,
 int64 (n, text.max_length), right-padded with the tokenizer's pad id. Augmentation: copies with random token
-deletion and swaps. The served model takes raw strings: a list of str, or a DataFrame with a `text` column.
+deletion and swaps. The served model takes raw strings: a DataFrame with a `text` column.
 """
 
 from __future__ import annotations
@@ -118,8 +118,10 @@ def read_folder(root: Path, data: Data, cfg: Clean) -> Cleaned:
         except Undecodable as exc:
             reason = "unsupported_file" if suffix not in TEXT_SUFFIXES else "undecodable"
             if cfg.on_bad_file == "fail":
-                raise UserError(f"{path}: {exc}; fix or remove the file, or set clean.on_bad_file: drop") from None
-            dropped.append({"id": path, "reason": reason, "detail": str(exc)})
+                raise UserError(
+                    f"{path}: {exc}; fix or remove the file, set data.csv.encoding, or set clean.on_bad_file: drop"
+                ) from None
+            dropped.append({"id": path, "reason": reason, "detail": f"{exc}; remove it or set data.csv.encoding"})
             continue
         texts.append(text)
         labels.append(label)
@@ -216,6 +218,7 @@ class TextPreprocessor:
 def fit(train: pd.DataFrame, meta: dict, params: Params) -> tuple[TextPreprocessor, list[dict]]:
     """bilstm: a WordPiece tokenizer trained on the train split's texts only (text.vocab_size, min_frequency,
     lowercase); transformer: train.pretrained's own tokenizer, checked against its model. Every text is kept."""
+    require_text_extra()
     cfg = params.text
     if params.train.arch == "transformer":
         assert params.train.pretrained  # the params schema requires it
@@ -267,6 +270,20 @@ def checkpoint_tokenizer(pretrained: str, max_length: int) -> tuple[Tokenizer, i
     from transformers import AutoTokenizer
 
     config = checkpoint_config(pretrained)
+    local = Path(pretrained).expanduser()
+    if local.is_dir():
+        # Without them transformers builds an empty tokenizer from config.json alone (5 tokens) and loads no
+        # weights: a model would train on [UNK]s, or fail only at the train stage.
+        if not any((local / name).is_file() for name in ("tokenizer.json", "vocab.txt", "tokenizer.model")):
+            raise UserError(
+                f"train.pretrained {pretrained}: no tokenizer files (tokenizer.json); copy the checkpoint's "
+                "own tokenizer files into it"
+            )
+        if not any(local.glob("*.safetensors")):
+            raise UserError(
+                f"train.pretrained {pretrained}: no weights in safetensors form (model.safetensors); pickled "
+                "weights (pytorch_model.bin) are not loaded: convert them, or use another checkpoint"
+            )
     try:
         loaded = AutoTokenizer.from_pretrained(pretrained)
     except (OSError, ValueError, TypeError) as exc:
@@ -296,7 +313,10 @@ def checkpoint_config(pretrained: str):
 
     local = Path(pretrained).expanduser()
     if local.exists() and not (local / "config.json").is_file():
-        raise UserError(f"train.pretrained {pretrained}: not a transformers checkpoint (no config.json in it)")
+        raise UserError(
+            f"train.pretrained {pretrained}: not a transformers checkpoint folder (no config.json); give the folder "
+            "holding config.json, model.safetensors and tokenizer.json, e.g. models/all-MiniLM-L6-v2"
+        )
     # A path in a folder that exists (models/all-MiniLM-L6-v2 before `make setup-text`, an absolute path) names a
     # missing folder, not a hub id: asking the hub would retry for half a minute offline, logging each retry.
     if not local.exists() and (
@@ -309,9 +329,14 @@ def checkpoint_config(pretrained: str):
     try:
         return AutoConfig.from_pretrained(str(local) if local.exists() else pretrained)
     except (OSError, ValueError) as exc:
+        if local.exists():
+            raise UserError(
+                f"train.pretrained {pretrained}: its config.json is not a transformers config "
+                f"({type(exc).__name__}); use the checkpoint's own config.json"
+            ) from None
         raise UserError(
             f"train.pretrained {pretrained}: no such folder, and not a Hugging Face hub id that can be downloaded "
-            f"here ({str(exc).splitlines()[0][:100]}); export the shipped checkpoint with `make setup-text`"
+            f"here ({type(exc).__name__}); export the shipped checkpoint with `make setup-text`"
         ) from None
 
 
@@ -320,8 +345,16 @@ def transform(preprocessor: TextPreprocessor, raw, source: str = "input") -> np.
     (n, max_length). Each text is made NFC, stripped and cut to max_chars first, as clean did."""
     from components.kinds.text_files import normalised
 
-    texts = raw_texts(raw, source)
-    encoded = preprocessor.tokenizer.encode_batch([normalised(t, preprocessor.max_chars) for t in texts])
+    texts = [normalised(t, preprocessor.max_chars) for t in raw_texts(raw, source)]
+    empty = sum(not t for t in texts)
+    if empty:
+        log.warning(
+            "%s: %d of %d texts are empty; the model was trained on none, its answer means little",
+            source,
+            empty,
+            len(texts),
+        )
+    encoded = preprocessor.tokenizer.encode_batch(texts)
     ids = np.array([e.ids for e in encoded], dtype=np.int64).reshape(len(texts), preprocessor.max_length)
     return ids
 
@@ -348,7 +381,19 @@ def save_preprocessing(folder: Path, preprocessor: TextPreprocessor) -> None:
     write_json(folder / "text.json", preprocessor.settings())
 
 
+def require_text_extra() -> None:
+    """Raises UserError saying how to install tokenizers and transformers when they are missing."""
+    import importlib.util
+
+    missing = [name for name in ("tokenizers", "transformers") if importlib.util.find_spec(name) is None]
+    if missing:
+        raise UserError(
+            f"data.kind text needs {' and '.join(missing)}: run `make setup-text` (pip install -e '.[text]')"
+        )
+
+
 def load_preprocessing(folder: Path) -> TextPreprocessor:
+    require_text_extra()
     from tokenizers import Tokenizer
 
     settings = read_json(folder / "text.json")
@@ -484,10 +529,11 @@ def example_lengths(x: np.ndarray, config: dict) -> np.ndarray | None:
     return (x != config["pad_id"]).sum(axis=1)
 
 
-def signature_input(raw: pd.DataFrame) -> list[str]:
-    """The texts as a list of str: MLflow then infers one unnamed string column, so the served model takes a
-    list of str as well as a DataFrame with the one `text` column (a named column would refuse the list)."""
-    return raw_texts(raw, "input example")
+def signature_input(raw: pd.DataFrame) -> pd.DataFrame:
+    """The `text` column, named: MLflow then refuses input without it (a list of str too) with a clear message.
+    An unnamed string column would take a list, but MLflow scores the first column of any DataFrame given
+    for it: the training table's subject and body columns would be scored as the subject alone, silently."""
+    return raw[[COLUMN]]
 
 
 # ---------------------------------------------------------------- batch prediction
@@ -513,7 +559,7 @@ def read_input(
                 content = path.read_bytes()
                 texts.append(email_text(content) if path.suffix.lower() == ".eml" else decode(content, encoding))
             except Undecodable as exc:
-                raise UserError(f"{path}: {exc}") from None
+                raise UserError(f"{path}: {exc}; remove it, or pass --csv encoding=...") from None
             except OSError as exc:
                 raise UserError(f"{path}: cannot be read ({exc.strerror})") from None
         return [str(p) for p in paths], pd.DataFrame({COLUMN: texts})

@@ -28,7 +28,7 @@ def decode(content: bytes, encoding: str | None = None) -> str:
         try:
             return content.decode(encoding)
         except UnicodeDecodeError as exc:
-            raise Undecodable(f"not {encoding} text (byte {exc.start}); set data.csv.encoding") from None
+            raise Undecodable(f"not {encoding} text (byte {exc.start})") from None
     bom = bom_encoding(content[:4])
     try:
         return content.decode(bom)
@@ -39,7 +39,7 @@ def decode(content: bytes, encoding: str | None = None) -> str:
     matches = from_bytes(content)
     best = matches.best()
     if best is None or b"\x00" in content:  # NUL bytes: a binary file, whatever a detector guesses
-        raise Undecodable("not text in any encoding detected (a binary file?); remove it or set data.csv.encoding")
+        raise Undecodable("not text in any encoding detected (a binary file?)")
     # Code pages that score the same come out in the detector's own order, which put cp1250 before cp1252:
     # French or German text in cp1252, the most common legacy encoding, read "crème" as "crčme". Among
     # equally good guesses, cp1252 wins.
