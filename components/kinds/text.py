@@ -80,7 +80,6 @@ def read_table_texts(path: Path, data: Data) -> Cleaned:
         known = ", ".join(shorten(c, 30) for c in list(table.frame.columns)[:10])
         key = "data.target" if missing[0] == data.target else "data.text"
         raise UserError(f"{path}: no column {shorten(missing[0])}; set {key} to one of: {known}")
-    parts = []
     for column in columns:
         values = table.frame[column]
         present = values.dropna()
@@ -92,8 +91,7 @@ def read_table_texts(path: Path, data: Data) -> Cleaned:
                 f"{path}: column {shorten(column)} holds numbers, not text (e.g. {shorten(present.iloc[0])}); "
                 "set data.text to the column(s) holding the texts"
             )
-        parts.append(values.astype(object).where(values.notna(), "").astype(str).to_numpy())
-    texts = [data.text_separator.join(p for p in row if p.strip()) for row in zip(*parts, strict=True)]
+    texts = joined_texts(table.frame, columns, data.text_separator)
     labels, _ = read_labels(table.frame[data.target])
     cleaned = Cleaned(labels, np.arange(len(texts)), pd.DataFrame({COLUMN: texts}), source_file=table)
     cleaned.read = table.read
@@ -102,10 +100,23 @@ def read_table_texts(path: Path, data: Data) -> Cleaned:
     return cleaned
 
 
+def joined_texts(frame: pd.DataFrame, columns: list[str], separator: str) -> list[str]:
+    """Each row's text: its non-blank cells of `columns` joined with separator (empty cells skipped)."""
+    parts = [frame[c].astype(object).where(frame[c].notna(), "").astype(str) for c in columns]
+    return [separator.join(p for p in row if p.strip()) for row in zip(*parts, strict=True)]
+
+
+def file_text(path: Path, content: bytes, encoding: str | None) -> str:
+    """A text file's text: an .eml e-mail's subject and body, other files decoded. Raises Undecodable."""
+    from components.kinds.text_files import decode, email_text
+
+    return email_text(content) if path.suffix.lower() == ".eml" else decode(content, encoding)
+
+
 def read_folder(root: Path, data: Data, cfg: Clean) -> Cleaned:
     """root/<class>/*.txt|*.eml, decoded; other and undecodable files dropped (or fail: clean.on_bad_file)."""
     from components.kinds.images import read_image_folder
-    from components.kinds.text_files import Undecodable, decode, email_text
+    from components.kinds.text_files import Undecodable
 
     files, stray, skipped = read_image_folder(root, cfg.follow_symlinks, shown_as=Path(data.path))
     texts, labels, ids, dropped = [], [], [], list(stray)
@@ -114,7 +125,7 @@ def read_folder(root: Path, data: Data, cfg: Clean) -> Cleaned:
         try:
             if suffix not in TEXT_SUFFIXES:
                 raise Undecodable(f"not a text file ({', '.join(TEXT_SUFFIXES)})")
-            text = email_text(content) if suffix == ".eml" else decode(content, data.csv.encoding)
+            text = file_text(Path(path), content, data.csv.encoding)
         except Undecodable as exc:
             reason = "unsupported_file" if suffix not in TEXT_SUFFIXES else "undecodable"
             if cfg.on_bad_file == "fail":
@@ -544,7 +555,7 @@ def read_input(
 ) -> tuple[list[str], pd.DataFrame]:
     """A folder of .txt/.eml files (any depth; ids the paths) or a table file with the model's text column(s)
     (read with its CSV settings, overrides: --csv KEY=VALUE; ids the row numbers from 0): (ids, texts)."""
-    from components.kinds.text_files import Undecodable, decode, email_text
+    from components.kinds.text_files import Undecodable
 
     encoding = overrides.get("encoding") or (meta.get("csv") or {}).get("encoding")
     if source.is_dir():
@@ -557,7 +568,7 @@ def read_input(
         for path in paths:
             try:
                 content = path.read_bytes()
-                texts.append(email_text(content) if path.suffix.lower() == ".eml" else decode(content, encoding))
+                texts.append(file_text(path, content, encoding))
             except Undecodable as exc:
                 raise UserError(f"{path}: {exc}; remove it, or pass --csv encoding=...") from None
             except OSError as exc:
@@ -573,6 +584,5 @@ def read_input(
     if missing:
         raise UserError(f"{source}: no column {shorten(missing[0])}; the model reads its texts from {columns}")
     separator = meta.get("text_separator") or "\n\n"
-    parts = [table.frame[c].astype(object).where(table.frame[c].notna(), "").astype(str) for c in columns]
-    texts = [separator.join(p for p in row if p.strip()) for row in zip(*parts, strict=True)]
+    texts = joined_texts(table.frame, columns, separator)
     return [str(i) for i in range(len(texts))], pd.DataFrame({COLUMN: texts})
