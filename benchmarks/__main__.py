@@ -1,6 +1,6 @@
 """Run every benchmark, print the table, write benchmarks/results.json.
 
-    python -m benchmarks                  # full sizes (about 15 minutes on 2 CPU cores)
+    python -m benchmarks                  # full sizes (about 16 minutes on 2 CPU cores)
     python -m benchmarks --quick          # small sizes: checks that everything runs, figures mean little
     python -m benchmarks --only train augment
 
@@ -20,10 +20,10 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from benchmarks import augment, csv_read, pipeline, table, text_train, train, wide_table
+from benchmarks import augment, csv_read, pipeline, predict_cold_start, serve, table, text_train, train, wide_table
 
 OUT = Path(__file__).with_name("results.json")
-STEPS = ["train", "augment", "table", "csv", "wide", "pipeline", "text"]
+STEPS = ["train", "augment", "table", "csv", "wide", "pipeline", "text", "predict", "serve"]
 GOALS = {
     "train_throughput_ratio": ">= 0.97",
     "gpu_busy_fraction": ">= 0.90",
@@ -35,6 +35,12 @@ GOALS = {
     "text_train_throughput_ratio": ">= 0.95 (CPU)",
     "text_padding_speedup_random": "reported (fixed / dynamic padding)",
     "text_padding_speedup_bucketed": "reported (fixed / dynamic padding)",
+    "predict_cold_start_s": "<= 5 (2 CPU cores)",
+    "predict_cold_start_ratio": "reported (pyfunc baseline / ours)",
+    "predict_peak_rss_ratio": "reported (pyfunc baseline / ours)",
+    "serve_image_batch64_ratio": ">= 0.8 (server / in-process examples per second)",
+    "serve_table_batch64_ratio": ">= 0.8",
+    "serve_text_batch64_ratio": ">= 0.8",
 }
 
 
@@ -89,6 +95,8 @@ def main() -> None:
         "wide": lambda: wide_table.run(wide_table.QUICK_SHAPES if args.quick else wide_table.SHAPES),
         "pipeline": lambda: pipeline.run(quick=args.quick),
         "text": lambda: text_train.run(device, quick=args.quick),
+        "predict": lambda: predict_cold_start.run(repeats=1 if args.quick else 3),
+        "serve": lambda: serve.run(quick=args.quick),
     }
     for name in args.only:
         with console.status(f"benchmark: {name}"):

@@ -53,10 +53,11 @@ def make_table(path: Path, rows: int, cols: int, seed: int = 0) -> None:
             writer.write_table(pa.Table.from_arrays(columns, schema=schema))
 
 
-def measure(args: list[str]) -> tuple[float, float]:
-    """Run a child process from the repo root; its wall time in s and peak RSS in GB. Fails loudly."""
+def measure(args: list[str], env: dict | None = None) -> tuple[float, float]:
+    """Run a child process from the repo root (env: its environment, default this one's); its wall time in s
+    and peak RSS in GB. Fails loudly."""
     start = time.perf_counter()
-    child = subprocess.Popen(args, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    child = subprocess.Popen(args, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     with child.stdout:
         output = child.stdout.read()  # drain the pipe so a chatty child cannot block on it
     _, status, usage = os.wait4(child.pid, 0)

@@ -86,7 +86,8 @@ def shorten_cells(table: pd.DataFrame, limit: int = CELL_CHARS) -> pd.DataFrame:
     def shorten(column: pd.Series) -> pd.Series:
         if isinstance(column.dtype, pd.CategoricalDtype):
             column = column.astype(object)
-        if not pd.api.types.is_string_dtype(column):
+        # an object column of text with missing values is text too (pandas 2 calls it no string dtype)
+        if not (pd.api.types.is_string_dtype(column) or pd.api.types.infer_dtype(column, skipna=True) == "string"):
             return column
         return column.mask(column.str.len() > limit, column.str[: limit - 3] + "...")
 

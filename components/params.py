@@ -405,6 +405,35 @@ class Kubeflow(Section):
     data_root: str = "/mnt/data"
 
 
+class Serve(Section):
+    """The online model server (`make serve`, components/serve.py) and the Kubeflow deploy step
+    (pipelines/deploy.py) that rolls a promoted champion out as a KServe InferenceService."""
+
+    max_request_bytes: int = Field(8 * 2**20, ge=1024, le=2**31)  # larger request bodies are refused (413)
+    namespace: str = "twinline-serving"  # where deploy applies the InferenceService (k8s/base/serving)
+    # traffic share of a new champion while the InferenceService still serves the previous one; 0 = replace at once
+    canary_percent: int = Field(0, ge=0, le=100)
+    ready_timeout_s: int = Field(600, ge=10, le=86_400)  # deploy fails when not Ready after this long
+    resources: Resources = Resources(cpu_request="1", cpu_limit="2", memory_request="2Gi", memory_limit="4Gi")
+    min_replicas: int = Field(1, ge=0, le=1000)
+    max_replicas: int = Field(1, ge=1, le=1000)
+
+    @model_validator(mode="after")
+    def replicas_in_order(self) -> Serve:
+        if self.min_replicas > self.max_replicas:
+            raise ValueError(f"serve.min_replicas {self.min_replicas} is above serve.max_replicas {self.max_replicas}")
+        return self
+
+    @field_validator("namespace")
+    @classmethod
+    def namespace_name(cls, value):
+        import re
+
+        if not re.fullmatch(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?", value):
+            raise ValueError(f"{shorten(value)} is not a Kubernetes namespace name (lower-case letters, digits, -)")
+        return value
+
+
 # `register` is also a method of ABCMeta (pydantic's metaclass base); shadowing it on instances is harmless.
 warnings.filterwarnings("ignore", message='Field name "register"', category=UserWarning)
 
@@ -422,6 +451,7 @@ class Params(Section):
     register: Register = Register()
     mlflow: Mlflow = Mlflow()
     kubeflow: Kubeflow = Kubeflow()
+    serve: Serve = Serve()
 
     @model_validator(mode="after")
     def arch_fits_the_kind(self) -> Params:

@@ -124,7 +124,7 @@ def champion_predictions(client, name: str, raw, classes: list[str]) -> tuple[st
         if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
             return None, None, ""
         raise
-    from components.serving import score_registered_model
+    from components.scoring import score_registered_model
 
     try:  # as data, with this project's code: a crafted champion cannot run code in this process
         labels = score_registered_model(f"models:/{name}/{version}", raw)["label"].astype(str).tolist()
@@ -267,7 +267,7 @@ def log_and_register_model(files: StageFiles, raw, classes: list[str], model_nam
     import mlflow
     from mlflow.models import infer_signature
 
-    from components import kinds, serving
+    from components import kinds, scoring, serving
 
     client, run_id = mlflow.MlflowClient(), active_run_id()
     from components.tracking import filter_value
@@ -277,7 +277,7 @@ def log_and_register_model(files: StageFiles, raw, classes: list[str], model_nam
         return str(earlier[0].version)
     meta = read_json(files.preprocess / "meta.json")
     example = kinds.get(meta["kind"]).signature_input(raw[:2])  # >= 2 rows so nothing freezes the batch size at 1
-    example_output = serving.predictions_frame(np.full((2, len(classes)), 1 / len(classes), np.float32), classes)
+    example_output = scoring.predictions_frame(np.full((2, len(classes)), 1 / len(classes), np.float32), classes)
     info = mlflow.pyfunc.log_model(
         name="model",
         python_model=serving.__file__,
@@ -310,9 +310,9 @@ def register_files(params: Params, files: StageFiles, out: Path, engine: str = "
     metrics, train_info = read_json(files.metrics), read_json(files.train_info)
     raw = load_raw(files.split, "test")
     # register.* goes on the run as tags (it may change between attempts); kubeflow.* and mlflow.* (where and
-    # how to log) and evaluate.* (how many mistakes errors.csv lists) do not shape the model, and raising
-    # mlflow.http_retries must still resume the same run
-    unlogged = {"evaluate", "register", "kubeflow", "mlflow"}
+    # how to log), evaluate.* (how many mistakes errors.csv lists) and serve.* (how it is served) do not shape
+    # the model, and raising mlflow.http_retries must still resume the same run
+    unlogged = {"evaluate", "register", "kubeflow", "mlflow", "serve"}
     logged_params = tracking.flatten("", params.model_dump(mode="json", exclude=unlogged))
     identity = files.identity(logged_params)
     lineage = tracking.lineage_tags(train_info["device"], engine)

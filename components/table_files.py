@@ -646,17 +646,23 @@ def missing_marker(text: pd.Series, settings: Csv) -> pd.Series:
     return marker.fillna(False).astype(bool)
 
 
+def full_match(text: pd.Series, pattern: str) -> pd.Series:
+    """Which cells match pattern whole, as bool (a missing cell does not): without pandas 2's warning about
+    fillna downcasting an object column of matches."""
+    return text.str.fullmatch(pattern).astype("boolean").fillna(False).astype(bool)
+
+
 def parse_numbers(text: pd.Series, decimal: str, thousands: str | None) -> tuple[np.ndarray, str | None]:
     """Numbers written with `decimal` and, optionally, thousands separators -> float64 (NaN where a cell is
     not such a number). thousands None: detected (the candidate that most cells are grouped with); "": none.
     Returns the values and the thousands separator used."""
     text = text.str.replace("\u2212", "-", regex=False)  # the Unicode minus sign some exports write
     d = re.escape(decimal)
-    plain = text.str.fullmatch(rf"[+-]?(?:\d+(?:{d}\d*)?|{d}\d+)(?:[eE][+-]?\d+)?").fillna(False)
-    infinite = text.str.fullmatch(r"(?i)[+-]?inf(?:inity)?").fillna(False)
+    plain = full_match(text, rf"[+-]?(?:\d+(?:{d}\d*)?|{d}\d+)(?:[eE][+-]?\d+)?")
+    infinite = full_match(text, r"(?i)[+-]?inf(?:inity)?")
 
     def grouped(sep: str) -> pd.Series:
-        return text.str.fullmatch(GROUPED.format(sep=re.escape(sep), decimal=d)).fillna(False) & ~plain
+        return full_match(text, GROUPED.format(sep=re.escape(sep), decimal=d)) & ~plain
 
     if thousands is None:
         matches = {sep: int(grouped(sep).sum()) for sep in THOUSANDS[decimal]}
@@ -669,5 +675,7 @@ def parse_numbers(text: pd.Series, decimal: str, thousands: str | None) -> tuple
     if decimal != ".":
         cleaned = cleaned.str.replace(decimal, ".", regex=False)
     values = pd.to_numeric(cleaned.where(number, None), errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+    overflow = number.to_numpy(dtype=bool) & np.isnan(values)  # pandas 2 gives up on 1e400; Python says inf
+    values[overflow] = [float(cell) for cell in cleaned.to_numpy()[overflow]]
     values[infinite.to_numpy()] = np.where(text[infinite].str.startswith("-"), -np.inf, np.inf)
     return values, (thousands if in_groups.any() else None)

@@ -29,7 +29,7 @@ os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one pe
 import mlflow  # noqa: E402  (after the telemetry switch)
 from mlflow.tracking import MlflowClient  # noqa: E402
 
-from components.errors import UserError  # noqa: E402
+from components.errors import UserError, shorten  # noqa: E402
 
 if TYPE_CHECKING:
     from components.params import Mlflow
@@ -292,6 +292,44 @@ def server_errors(what_stays: str) -> Iterator[None]:
         if problem is None:
             raise
         raise UserError(f"MLflow tracking server {tracking_uri()} {problem}; {what_stays}") from None
+
+
+# A registered model version: models:/NAME/VERSION or models:/NAME@ALIAS (MLflow's model URI forms)
+MODEL_URI = re.compile(r"models:/(?P<name>[^/@]+)(?:/(?P<version>[0-9]+)|@(?P<alias>[A-Za-z0-9_-]+))")
+
+
+def parse_model_uri(uri: str, what: str = "--model") -> tuple[str, str | None, str | None]:
+    """'models:/NAME/VERSION' -> (NAME, VERSION, None); 'models:/NAME@ALIAS' -> (NAME, None, ALIAS).
+    Raises UserError, naming `what` (the option that gave it), for anything else."""
+    match = MODEL_URI.fullmatch(uri)
+    if match is None:
+        raise UserError(
+            f"{what + ' ' if what else ''}{shorten(uri)}: write models:/NAME@ALIAS (e.g. models:/NAME@champion) "
+            "or models:/NAME/VERSION"
+        )
+    return match["name"], match["version"], match["alias"]
+
+
+def model_version(uri: str, what: str = "--model", what_stays: str = "nothing was done"):
+    """The registered ModelVersion that models:/NAME/VERSION or models:/NAME@ALIAS names, an alias resolved
+    now, in the registry of the current tracking URI. Raises UserError when the URI is malformed or names
+    nothing there, or (server_errors) when a tracking server is down."""
+    name, version, alias = parse_model_uri(uri, what)
+    client = MlflowClient()
+    with server_errors(what_stays):
+        try:
+            if alias is not None:
+                return client.get_model_version_by_alias(name, alias)
+            return client.get_model_version(name, str(version))
+        except mlflow.exceptions.MlflowException as exc:
+            if exc.error_code not in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "NOT_FOUND"):
+                raise
+            missing = f"alias {alias!r}" if alias is not None else f"version {version}"
+            raise UserError(
+                f"registered model {shorten(name)} has no {missing} in {tracking_uri()} "
+                f"({' '.join(str(exc.message).split())[:120]}); check {what or 'the model URI'} and "
+                "MLFLOW_TRACKING_URI"
+            ) from None
 
 
 def lock_name(name: str, generation: int) -> str:

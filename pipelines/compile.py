@@ -1,6 +1,8 @@
-"""Compile the Kubeflow pipeline to IR YAML.
+"""Compile a Kubeflow pipeline to IR YAML: the training pipeline (pipelines/pipeline.py), or with
+--pipeline score the batch-scoring one (pipelines/score.py).
 
 python -m pipelines.compile --output pipeline.yaml [--image REGISTRY/twinline:TAG] [--params params.yaml]
+python -m pipelines.compile --pipeline score --output score.yaml [--image ...] [--params params.yaml]
 """
 
 import argparse
@@ -13,12 +15,15 @@ from components.errors import UserError, run_cli
 from components.io import atomic_path
 from components.params import Params, check_image, load_params
 from pipelines.pipeline import build_pipeline
+from pipelines.score import build_score_pipeline
 
 log = logging.getLogger(__name__)
+PIPELINES = {"train": build_pipeline, "score": build_score_pipeline}
 
 
-def compile_pipeline(output: Path, params: Params, image: str | None = None) -> Path:
-    """Compile the pipeline for `params` (image: overrides kubeflow.image) to IR YAML at output. An image
+def compile_pipeline(output: Path, params: Params, image: str | None = None, pipeline: str = "train") -> Path:
+    """Compile the pipeline (PIPELINES: train or score) for `params` (image: overrides kubeflow.image) to IR
+    YAML at output. An image
     named by a tag, not a digest, gets a warning: a tag can be moved to other code between two runs, and
     the tasks hold the MLflow credentials."""
     try:  # kubeflow.image was checked with the params; the override is checked here
@@ -31,19 +36,25 @@ def compile_pipeline(output: Path, params: Params, image: str | None = None) -> 
             "every run executes the code you reviewed (k8s/README.md: bumping digests)",
             chosen,
         )
-    pipeline = build_pipeline(params, image)
+    built = PIPELINES[pipeline](params, image)
     with atomic_path(output) as tmp:
-        compiler.Compiler().compile(pipeline, str(tmp))
+        compiler.Compiler().compile(built, str(tmp))
     return output
 
 
 def main(argv: list[str]) -> None:
-    parser = argparse.ArgumentParser(description="Compile the Kubeflow pipeline to IR YAML.")
+    parser = argparse.ArgumentParser(description="Compile a Kubeflow pipeline to IR YAML.")
+    parser.add_argument(
+        "--pipeline",
+        choices=sorted(PIPELINES),
+        default="train",
+        help="train: fetch -> ... -> register (default); score: fetch -> predict, batch predictions of a model",
+    )
     parser.add_argument("--output", type=Path, default=Path("pipeline.yaml"))
     parser.add_argument("--params", type=Path, default=Path("params.yaml"))
     parser.add_argument("--image", help="container image for every task (default: kubeflow.image in params)")
     args = parser.parse_args(argv)
-    print(compile_pipeline(args.output, load_params(args.params), args.image))
+    print(compile_pipeline(args.output, load_params(args.params), args.image, args.pipeline))
 
 
 if __name__ == "__main__":

@@ -1,10 +1,14 @@
 """The Kubeflow pipeline: the same component code as dvc.yaml, as kfp v2 tasks with typed artifacts.
 
-    fetch -> clean -> normalise -> augment -> train -> evaluate -> register
+    fetch -> clean -> normalise -> augment -> train -> evaluate -> register [-> deploy, if promoted]
 
 Every step is a `*_step` wrapper of pipelines/steps.py, which calls the same function the DVC stage's
 CLI calls. Pipeline parameters default from params.yaml; how tasks are scheduled
 (image, resources, GPUs, MLflow secret) comes from params.yaml's `kubeflow` section at compile time.
+
+deploy (pipelines/deploy.py) runs only when the run parameter `deploy` is true (the default) and register
+promoted the new version to @champion: it rolls that version out to KServe in serve.namespace, with the
+same image, and waits until the InferenceService is Ready.
 """
 
 from typing import NamedTuple
@@ -36,6 +40,15 @@ def _limit(task: dsl.PipelineTask, resources: Resources) -> dsl.PipelineTask:
     )
 
 
+def with_mlflow(task: dsl.PipelineTask, secret: str) -> dsl.PipelineTask:
+    """The task gets MLflow's address and credentials from the Secret `secret` (kubeflow.mlflow_secret), never
+    from pipeline parameters in clear. Username/password are optional keys: a server without auth needs only
+    the URI. Every pipeline's tasks that talk to MLflow get them this way, and no other task does."""
+    kubernetes.use_secret_as_env(task, secret, {"MLFLOW_TRACKING_URI": "MLFLOW_TRACKING_URI"})
+    kubernetes.use_secret_as_env(task, secret, {key: key for key in MLFLOW_ENV[1:]}, optional=True)
+    return task
+
+
 def build_pipeline(params: Params, image: str | None = None):
     """The pipeline function for these params; `image` overrides params.kubeflow.image."""
     k = params.kubeflow
@@ -50,24 +63,19 @@ def build_pipeline(params: Params, image: str | None = None):
         component(steps.clean_step),
         component(steps.normalise_step),
     )
-    augment_op, train_op, evaluate_op, register_op = (
+    augment_op, train_op, evaluate_op, register_op, deploy_op = (
         component(steps.augment_step),
         component(steps.train_step),
         component(steps.evaluate_step),
         component(steps.register_step),
+        component(steps.deploy_step),
     )
     p = params.model_dump(mode="json", exclude_none=True)  # KFP parameters cannot hold null; the schema restores it
 
-    def with_mlflow(task: dsl.PipelineTask) -> dsl.PipelineTask:
-        # Address and credentials come from a Secret, never from pipeline parameters in clear.
-        # Username/password are optional keys: a server without auth needs only the URI.
-        kubernetes.use_secret_as_env(task, k.mlflow_secret, {"MLFLOW_TRACKING_URI": "MLFLOW_TRACKING_URI"})
-        kubernetes.use_secret_as_env(task, k.mlflow_secret, {key: key for key in MLFLOW_ENV[1:]}, optional=True)
-        return task
-
     @dsl.pipeline(
         name=PIPELINE_NAME,
-        description="clean -> normalise -> augment -> train -> evaluate -> register, tracked and registered in MLflow",
+        description="clean -> normalise -> augment -> train -> evaluate -> register, tracked and registered in "
+        "MLflow; a promoted champion is deployed to KServe",
     )
     def twinline_pipeline(
         data_uri: str = "",
@@ -85,6 +93,8 @@ def build_pipeline(params: Params, image: str | None = None):
         evaluate: dict = p["evaluate"],
         register: dict = p["register"],
         mlflow: dict = p["mlflow"],
+        serve: dict = p["serve"],
+        deploy: bool = True,
     ) -> PipelineOutputs:
         # data_root is a constant of the compiled spec, not a run parameter: whoever starts a run
         # cannot widen what fetch may read.
@@ -170,7 +180,23 @@ def build_pipeline(params: Params, image: str | None = None):
             k.resources,
         ).set_display_name("register")
         registered.set_caching_options(False)  # it reads and moves the registry's champion: always run
-        with_mlflow(registered)  # the only task that talks to MLflow
+        with_mlflow(registered, k.mlflow_secret)  # the only task that talks to MLflow
+        # KFP compares the output parameter to the constant: `is True` would be evaluated here, not in the run.
+        with (
+            dsl.If(deploy == True, name="deploy-enabled"),  # noqa: E712
+            dsl.If(registered.outputs["promoted"] == True, name="promoted"),  # noqa: E712
+        ):
+            deployed = _limit(
+                deploy_op(
+                    register=register,
+                    version=registered.outputs["version"],
+                    serve=serve,
+                    image=image,
+                    mlflow_secret=k.mlflow_secret,
+                ),
+                k.resources,
+            ).set_display_name("deploy")
+            deployed.set_caching_options(False)  # it reads and changes the cluster: always run
         return PipelineOutputs(scored.outputs["metrics_json"], registered.outputs["registration"])
 
     return twinline_pipeline

@@ -16,7 +16,6 @@ import argparse
 import logging
 import math
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -30,14 +29,6 @@ from components.errors import UserError, run_cli
 log = logging.getLogger(__name__)
 
 
-def parse_model_uri(uri: str) -> tuple[str, str]:
-    """'models:/NAME/VERSION' or 'models:/NAME@ALIAS' -> (name, version or '@alias')."""
-    match = re.fullmatch(r"models:/([^/@]+)(?:/(\d+)|@([\w-]+))", uri)
-    if not match:
-        raise UserError(f"{uri}: not a model version URI; give models:/NAME/VERSION or models:/NAME@ALIAS")
-    return match.group(1), match.group(2) or "@" + match.group(3)
-
-
 def registered(uri: str) -> dict:
     """What register recorded for a version: its tags, its run's test metrics and the params it logged."""
     import mlflow
@@ -46,18 +37,7 @@ def registered(uri: str) -> dict:
 
     tracking.configure()
     client = mlflow.MlflowClient()
-    name, version = parse_model_uri(uri)
-    try:
-        found = (
-            client.get_model_version_by_alias(name, version[1:])
-            if version.startswith("@")
-            else client.get_model_version(name, version)
-        )
-    except mlflow.exceptions.MlflowException as exc:
-        raise UserError(
-            f"{uri}: not in the registry at {tracking.tracking_uri()} ({exc.error_code}); check the "
-            "model name and version in the MLflow UI (make mlflow-ui), or MLFLOW_TRACKING_URI"
-        ) from None
+    found = tracking.model_version(uri, "", "nothing was rerun")
     tags = found.tags
     missing = [tag for tag in ("git_commit", "weights_hash") if tag not in tags]
     if missing or found.run_id is None:
@@ -77,7 +57,7 @@ def registered(uri: str) -> dict:
             f"{uri}: its run {found.run_id} has no params.yaml artifact; only versions registered "
             "since register logs it can be reproduced"
         ) from None
-    return {"name": name, "version": str(found.version), "tags": tags, "metrics": metrics, "params": params}
+    return {"name": found.name, "version": str(found.version), "tags": tags, "metrics": metrics, "params": params}
 
 
 def git(*args: str, cwd: Path) -> str:

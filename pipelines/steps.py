@@ -6,6 +6,8 @@ has installed. Parameter and output names are the task's inputs and outputs in t
 The components/ cores never import kfp: a DVC stage and the registered model run without it.
 """
 
+from typing import NamedTuple
+
 from kfp.dsl import Artifact, ClassificationMetrics, Dataset, Input, Markdown, Metrics, Model, Output
 
 
@@ -182,14 +184,22 @@ def register_step(
     mlflow: dict,
     registration: Output[Artifact],
     report: Output[Markdown],
-):
+) -> NamedTuple("RegisterOutputs", [("promoted", bool), ("version", str)]):  # type: ignore[valid-type]
     """Kubeflow: takes every params section the run logs, as the DVC stage does. Never cached, since it reads
-    and moves the registry's champion. MLflow's address and credentials come from a Kubernetes Secret."""
+    and moves the registry's champion. MLflow's address and credentials come from a Kubernetes Secret.
+
+    Returns the output parameters the pipeline's deploy condition reads: `version`, the registered version,
+    and `promoted`, whether that version is the champion because of this registration and still is. A model
+    registered before (a rerun of an older pipeline, its tasks cached) reports the decision made then; if
+    the alias has moved on since, `promoted` is False, so the rerun cannot roll the served model back."""
+    from collections import namedtuple
     from pathlib import Path
+
+    from mlflow import MlflowClient
 
     from components.errors import unwind_on_sigterm
     from components.params import Params
-    from components.register import StageFiles, register_files, summary_markdown
+    from components.register import ALIAS, StageFiles, register_files, summary_markdown
 
     unwind_on_sigterm()  # a deleted pod ends the MLflow run as FAILED
     params = Params.model_validate(
@@ -227,3 +237,54 @@ def register_step(
     )
     result = register_files(params, files, Path(registration.path), engine="kubeflow")
     Path(report.path).write_text(summary_markdown(result))
+    version = str(result["version"])
+    promoted = bool(result["promoted"])
+    if promoted:  # register_files pointed the client at the store; the alias may have moved since then
+        champion = MlflowClient().get_model_version_by_alias(params.register.model_name, ALIAS).version
+        promoted = str(champion) == version
+    RegisterOutputs = namedtuple("RegisterOutputs", ["promoted", "version"])  # kfp reads the field names
+    return RegisterOutputs(promoted, version)
+
+
+def deploy_step(
+    register: dict, version: str, serve: dict, image: str, mlflow_secret: str, inference_service: Output[Artifact]
+):
+    """Kubeflow: rolls `version` of register.model_name out to KServe (pipelines/deploy.py) and waits until
+    it is Ready (serve.ready_timeout_s); the pipeline runs it only for a version register promoted. `image`
+    (the server's) and `mlflow_secret` (the Secret of the serving namespace the server reads) are fixed when
+    compiling. Talks to the Kubernetes API as the run's service account, never to MLflow.
+    inference_service: the applied object, as YAML."""
+    from pathlib import Path
+
+    import yaml
+
+    from components.params import Register, Serve
+    from pipelines.deploy import deploy
+
+    model_name = Register.model_validate(register).model_name
+    result = deploy(model_name, version, Serve.model_validate(serve), image, mlflow_secret)
+    Path(inference_service.path).write_text(yaml.safe_dump(result["manifest"], sort_keys=False))
+
+
+def predict_step(data: Input[Dataset], model_uri: str, output_format: str, predictions: Output[Dataset]):
+    """Kubeflow (the batch-scoring pipeline): the predictions of the registered model `model_uri` on the fetched
+    data (a folder of images or texts, or a folder holding one table file), by the same function as `python -m
+    components.predict`: an `id` column, `label`, one `prob_<class>` per class. output_format: csv or parquet.
+    MLflow's address and credentials come from a Kubernetes Secret."""
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    from components.errors import UserError
+    from components.predict import fetched_input, predict
+
+    if output_format not in ("csv", "parquet"):
+        raise UserError(f"output_format {output_format!r}: write csv or parquet")
+    with tempfile.TemporaryDirectory() as tmp:
+        written = Path(tmp) / f"predictions.{output_format}"  # predict writes the format its output's suffix names
+        try:
+            predict(model_uri, fetched_input(Path(data.path)), written)
+        except UserError as exc:  # the task's log ends with one line saying what to fix, as the CLI's would
+            raise SystemExit(f"error: {exc}") from None
+        shutil.move(written, predictions.path)
+    predictions.metadata.update({"format": output_format, "model_uri": model_uri})

@@ -3,8 +3,9 @@
     python -m pipelines.submit --host https://kubeflow.example.com/pipeline [--namespace NS] \
         [--experiment NAME] [--run-name NAME] [--image REF] [--param train.epochs=40 --param dvc_rev=v1.2 ...]
 
---param takes a pipeline parameter (data_uri, dvc_repo, dvc_rev, dvc_path, seed) or a dotted
-params.yaml key (train.epochs=40), checked by the params schema before anything is sent.
+--param takes a pipeline parameter (data_uri, dvc_repo, dvc_rev, dvc_path, seed, deploy) or a dotted
+params.yaml key (train.epochs=40, serve.canary_percent=10), checked by the params schema before anything
+is sent. deploy=false skips rolling a promoted champion out to KServe.
 Token: $KFP_TOKEN, else the in-cluster service-account token, else none (e.g. a port-forward).
 """
 
@@ -24,7 +25,19 @@ from pipelines.compile import compile_pipeline
 
 SERVICE_ACCOUNT_TOKEN = Path("/var/run/secrets/kubernetes.io/serviceaccount/token")
 SOURCE_PARAMS = ("data_uri", "dvc_repo", "dvc_rev", "dvc_path")
-SECTIONS = ("data", "clean", "split", "normalise", "augment", "text", "train", "evaluate", "register", "mlflow")
+SECTIONS = (
+    "data",
+    "clean",
+    "split",
+    "normalise",
+    "augment",
+    "text",
+    "train",
+    "evaluate",
+    "register",
+    "mlflow",
+    "serve",
+)
 
 
 def apply_overrides(params: Params, overrides: list[str]) -> tuple[Params, dict]:
@@ -41,11 +54,16 @@ def apply_overrides(params: Params, overrides: list[str]) -> tuple[Params, dict]
         if key in SOURCE_PARAMS:
             source[key] = str(value)
             continue
+        if key == "deploy":
+            if not isinstance(value, bool):
+                raise UserError(f"--param deploy={text}: write deploy=true or deploy=false")
+            source[key] = value
+            continue
         *parents, leaf = key.split(".")
         if (parents[:1] or [leaf])[0] not in SECTIONS + ("seed", "kubeflow"):
             raise UserError(
                 f"--param {key}: not a pipeline parameter; use one of {', '.join(SOURCE_PARAMS)}, "
-                f"seed, or a params.yaml key under {', '.join(SECTIONS + ('kubeflow',))}"
+                f"seed, deploy, or a params.yaml key under {', '.join(SECTIONS + ('kubeflow',))}"
             )
         node = raw
         for part in parents:

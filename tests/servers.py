@@ -166,3 +166,58 @@ def ci_or_skip(reason: str):
     if os.environ.get("CI") == "true":
         pytest.fail(f"{reason} (CI installs it with .ci/system-deps.sh)")
     pytest.skip(reason + "; run `make system-deps` as root")
+
+
+class ServedModel:
+    """`python -m components.serve` (the KServe model server) on a loopback port, in its own process group."""
+
+    def __init__(self, model_uri: str, cwd: Path, env: dict, log: Path, args: tuple[str, ...] = ()):
+        self.port = free_port()
+        self.cmd = [sys.executable, "-m", "components.serve", "--model", model_uri, "--port", str(self.port), *args]
+        self.cwd, self.env, self.log = cwd, env, log
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.process: subprocess.Popen | None = None
+
+    def start(self, timeout: float = 120) -> ServedModel:
+        with open(self.log, "a") as log:
+            self.process = subprocess.Popen(
+                self.cmd, cwd=self.cwd, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(
+                    f"the model server exited ({self.process.returncode}):\n{self.log.read_text()[-3000:]}"
+                )
+            try:
+                with urllib.request.urlopen(f"{self.url}/v2/health/ready", timeout=2) as answer:
+                    if answer.status == 200:
+                        return self
+            except OSError:
+                time.sleep(0.3)
+        self.stop()
+        raise RuntimeError(f"the model server was not ready in {timeout} s:\n{self.log.read_text()[-3000:]}")
+
+    def request(self, method: str, path: str, body=None, timeout: float = 60) -> tuple[int, object]:
+        """(status, parsed JSON or text) of one request; body: JSON-able, or bytes sent as they are."""
+        import json
+
+        data = body if isinstance(body, bytes) or body is None else json.dumps(body).encode()
+        request = urllib.request.Request(
+            self.url + path, data=data, method=method, headers={"Content-Type": "application/json"}
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=timeout) as answer:
+                status, text = answer.status, answer.read().decode()
+        except urllib.error.HTTPError as error:
+            status, text = error.code, error.read().decode()
+        try:
+            return status, json.loads(text)
+        except ValueError:
+            return status, text
+
+    def stop(self) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait(timeout=30)

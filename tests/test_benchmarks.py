@@ -24,6 +24,12 @@ KEYS = {
     "text_train_component_tokens_per_s",
     "text_padding_speedup_random",
     "text_padding_speedup_bucketed",
+    "predict_cold_start_s",
+    "predict_cold_start_baseline_s",
+    "predict_cold_start_ratio",
+    "predict_peak_rss_gb",
+    "predict_baseline_peak_rss_gb",
+    "predict_peak_rss_ratio",
     "device",
     "gpu_busy_fraction",
     "machine",
@@ -46,6 +52,7 @@ def test_quick_benchmarks_write_every_figure(tmp_path):
     for key in KEYS - {"device", "gpu_busy_fraction", "machine"}:
         assert isinstance(figures[key], float) and figures[key] > 0, key
     assert figures["pipeline_fresh_s"] > figures["repro_noop_s"]
+    assert figures["predict_images"] == 8  # both sides gave the same predictions, or the run failed
     tokens = figures["text_train_computed_tokens"]  # the bare loop trains on batches of the same shapes
     assert tokens["component"] == tokens["bare"] >= figures["text_train_real_tokens"]
     assert figures["machine"]["cpu_cores"] >= 1

@@ -15,7 +15,7 @@ from components.errors import UserError
 from components.kinds.base import DataKind
 
 ROOT = Path(__file__).resolve().parents[1]
-STAGES = ["clean", "normalise", "augment", "train", "evaluate", "register", "predict", "serving"]
+STAGES = ["clean", "normalise", "augment", "train", "evaluate", "register", "predict", "scoring", "serving"]
 
 
 def kind_branches(source: str) -> list[str]:

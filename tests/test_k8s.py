@@ -28,6 +28,7 @@ K8S = REPO / "k8s"
 OVERLAYS = ("local", "gpu-cluster")
 TRACKING = "twinline"  # MLflow, PostgreSQL and their Secrets
 PIPELINES = "twinline-pipelines"  # pipeline pods (service account pipeline-runner), mlflow-credentials
+SERVING = "twinline-serving"  # KServe InferenceServices (pipelines/deploy.py), their mlflow-credentials
 IN_CI = os.environ.get("CI", "").lower() == "true"
 
 # Kubernetes versions whose bundled (offline) schemas every rendered object must validate against:
@@ -43,10 +44,10 @@ WRITABLE_ROOT_FS: dict[tuple[str, str], str] = {}
 PLACEHOLDER = "CHANGE_ME"
 # Secret-template values that are not secret and may stay as they are.
 NON_SECRET_VALUES = {
-    "POSTGRES_USER": "postgres",
-    "POSTGRES_DB": "mlflow",
-    "MLFLOW_TRACKING_URI": "http://mlflow.twinline.svc.cluster.local:5000",
-    "MLFLOW_TRACKING_USERNAME": "pipeline",
+    "POSTGRES_USER": {"postgres"},
+    "POSTGRES_DB": {"mlflow"},
+    "MLFLOW_TRACKING_URI": {"http://mlflow.twinline.svc.cluster.local:5000"},
+    "MLFLOW_TRACKING_USERNAME": {"pipeline", "serving"},
 }
 MLFLOW_CREDENTIALS_KEYS = {"MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"}
 
@@ -151,7 +152,11 @@ def secret_items(secret: dict) -> dict[str, str]:
 def test_overlay_renders_the_whole_stack(overlay):
     docs = render(f"overlays/{overlay}")
     placed = {(ident(d), namespace_of(d)) for d in docs}
-    expected = {("Namespace/twinline", None), ("Namespace/twinline-pipelines", None)}
+    expected = {
+        ("Namespace/twinline", None),
+        ("Namespace/twinline-pipelines", None),
+        ("Namespace/twinline-serving", None),
+    }
     expected |= {
         (name, TRACKING)
         for name in (
@@ -164,6 +169,7 @@ def test_overlay_renders_the_whole_stack(overlay):
             "NetworkPolicy/default-deny",
             "NetworkPolicy/postgres-from-mlflow",
             "NetworkPolicy/mlflow-from-pipelines",
+            "NetworkPolicy/mlflow-from-serving",
             "NetworkPolicy/mlflow-egress",
         )
     }
@@ -178,11 +184,22 @@ def test_overlay_renders_the_whole_stack(overlay):
             "NetworkPolicy/egress-mlflow",
         )
     }
+    expected |= {
+        (name, SERVING)
+        for name in (
+            "Role/inferenceservice-deployer",
+            "RoleBinding/pipeline-runner-deploys",
+            "NetworkPolicy/default-deny",
+            "NetworkPolicy/egress-dns",
+            "NetworkPolicy/egress-mlflow",
+            "NetworkPolicy/ingress-from-serving-layer",
+        )
+    }
     assert expected <= placed, f"k8s/overlays/{overlay} lacks {sorted(expected - placed, key=str)}"
     assert len(placed) == len(docs), f"k8s/overlays/{overlay}: duplicate objects"
     for obj in docs:
         if obj["kind"] != "Namespace":
-            assert namespace_of(obj) in (TRACKING, PIPELINES), f"{ident(obj)} is in namespace {namespace_of(obj)}"
+            assert namespace_of(obj) in (TRACKING, PIPELINES, SERVING), f"{ident(obj)} is in {namespace_of(obj)}"
     # Real credentials are created with kubectl; `apply -k` must never overwrite them with placeholders.
     secrets = [ident(d) for d in docs if d["kind"] == "Secret"]
     assert not secrets, f"k8s/overlays/{overlay} renders {secrets}: Secrets belong in k8s/secret-templates only"
@@ -195,6 +212,7 @@ def test_secret_templates_render():
         ("Secret/mlflow-db", TRACKING),
         ("Secret/mlflow-server", TRACKING),
         ("Secret/mlflow-credentials", PIPELINES),
+        ("Secret/mlflow-credentials", SERVING),
     }
 
 
@@ -346,6 +364,11 @@ def test_mlflow_credentials_secret_contract():
     assert (url.scheme, url.hostname, url.port) == ("http", f"mlflow.{TRACKING}.svc.cluster.local", 5000)
     # The pipeline logs in as its own MLflow user: the admin password stays with the server.
     assert creds["MLFLOW_TRACKING_USERNAME"] != "admin"
+    # The model servers read the same server as yet another user (read-only): never the pipeline's password.
+    serving = secret_items(find(docs, "Secret", "mlflow-credentials", SERVING))
+    assert set(serving) == MLFLOW_CREDENTIALS_KEYS
+    assert serving["MLFLOW_TRACKING_URI"] == creds["MLFLOW_TRACKING_URI"]
+    assert serving["MLFLOW_TRACKING_USERNAME"] not in ("admin", creds["MLFLOW_TRACKING_USERNAME"])
     postgres = secret_items(find(docs, "Secret", "postgres-credentials", TRACKING))
     assert set(postgres) == {"POSTGRES_USER", "POSTGRES_PASSWORD", "POSTGRES_DB"}
     assert postgres["POSTGRES_USER"] != "mlflow", "the superuser must not be the role MLflow logs in as"
@@ -363,7 +386,7 @@ def test_secrets_hold_only_placeholders(path):
             password = urlsplit(value).password if "://" in value else None
             if password is not None and password != PLACEHOLDER:
                 problems.append(f"{where}: URL password is not {PLACEHOLDER}")
-            elif value != PLACEHOLDER and password is None and NON_SECRET_VALUES.get(key) != value:
+            elif value != PLACEHOLDER and password is None and value not in NON_SECRET_VALUES.get(key, set()):
                 problems.append(f"{where}: {value!r} is neither {PLACEHOLDER} nor a known non-secret default")
     assert not problems, "\n".join(problems)
 
@@ -408,7 +431,7 @@ def test_mlflow_server_service_and_flags(overlay):
     )
 
     allowed = arg_value(args, "--allowed-hosts").split(",")
-    creds = secret_items(find(render("secret-templates"), "Secret", "mlflow-credentials"))
+    creds = secret_items(find(render("secret-templates"), "Secret", "mlflow-credentials", PIPELINES))
     tracking_host = urlsplit(creds["MLFLOW_TRACKING_URI"]).netloc  # what the pipeline's client sends as Host
     for host in ("mlflow", f"mlflow.{TRACKING}", f"mlflow.{TRACKING}.svc", f"mlflow.{TRACKING}.svc.cluster.local"):
         assert host in allowed, f"--allowed-hosts lacks {host}"
@@ -559,6 +582,11 @@ PIPELINE_RUNNER_GRANTS = {
     | {("", "pods", verb, "*") for verb in ("create", "get", "list", "watch", "patch", "delete")}
     | {("", resource, verb, "*") for resource in ("pods/log", "configmaps") for verb in ("get", "list", "watch")}
     | {("argoproj.io", "workflowtaskresults", verb, "*") for verb in ("create", "patch")},
+    # the deploy task: InferenceServices only (KServe's controller creates the pods, with its own identity)
+    SERVING: {
+        ("serving.kserve.io", "inferenceservices", verb, "*")
+        for verb in ("get", "list", "watch", "create", "patch", "update", "delete")
+    },
 }
 DIGEST = re.compile(r"[a-z0-9][a-z0-9._/-]*(:[\w.-]+)?@sha256:[0-9a-f]{64}")
 PLACEHOLDER_DIGEST = "sha256:" + "0" * 64  # our own image: its digest is known only once it is built
@@ -574,9 +602,9 @@ def tcp(port: int) -> dict:
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
-def test_both_namespaces_enforce_pod_security_restricted(overlay):
+def test_every_namespace_enforces_pod_security_restricted(overlay):
     docs = render(f"overlays/{overlay}")
-    for namespace in (TRACKING, PIPELINES):
+    for namespace in (TRACKING, PIPELINES, SERVING):
         labels = find(docs, "Namespace", namespace)["metadata"]["labels"]
         assert labels["pod-security.kubernetes.io/enforce"] == "restricted", namespace
 
@@ -605,7 +633,14 @@ def test_pipeline_runner_rbac_per_namespace(overlay):
     assert not [ident(d) for d in docs if d["kind"] in ("ClusterRole", "ClusterRoleBinding")]
     in_tracking = [ident(d) for d in docs if d["kind"] in ("Role", "RoleBinding") and namespace_of(d) == TRACKING]
     assert in_tracking == [], "the tracking namespace grants nobody anything"
+    # A binding names identities of its own namespace, except the one that lets the pipeline's deploy task
+    # manage InferenceServices in the serving namespace (and nothing else, as PIPELINE_RUNNER_GRANTS says).
     for binding in (d for d in docs if d["kind"] == "RoleBinding"):
+        if (namespace_of(binding), binding["metadata"]["name"]) == (SERVING, "pipeline-runner-deploys"):
+            assert binding["subjects"] == [
+                {"kind": "ServiceAccount", "name": "pipeline-runner", "namespace": PIPELINES}
+            ]
+            continue
         assert {s.get("namespace") for s in binding["subjects"]} == {namespace_of(binding)}, ident(binding)
 
 
@@ -642,7 +677,7 @@ def ingress_and_egress(docs: list[dict], namespace: str, pod_labels: dict) -> tu
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_network_policies_allow_only_the_needed_paths(overlay):
     docs = render(f"overlays/{overlay}")
-    for namespace in (TRACKING, PIPELINES):
+    for namespace in (TRACKING, PIPELINES, SERVING):
         specs = [d["spec"] for d in docs if d["kind"] == "NetworkPolicy" and namespace_of(d) == namespace]
         assert {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]} in specs, f"{namespace}: no default deny"
 
@@ -656,10 +691,12 @@ def test_network_policies_allow_only_the_needed_paths(overlay):
         [{"from": [mlflow], "ports": [tcp(5432)]}],
         [],
     )
-    # MLflow: from the pipeline namespace (by its immutable name label) only; to DNS and PostgreSQL.
+    # MLflow: from the pipeline and serving namespaces (by their immutable name labels) only; to DNS and
+    # PostgreSQL.
     from_pipelines = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": PIPELINES}}}
+    from_serving = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": SERVING}}}
     ingress, egress = ingress_and_egress(docs, TRACKING, labels("Deployment", "mlflow"))
-    assert ingress == [{"from": [from_pipelines], "ports": [tcp(5000)]}]
+    assert ingress == [{"from": [from_pipelines], "ports": [tcp(5000)]}, {"from": [from_serving], "ports": [tcp(5000)]}]
     assert [r["to"] for r in egress] == [[DNS], [postgres]]
     assert egress[1]["ports"] == [tcp(5432)]
 
@@ -685,6 +722,46 @@ def test_network_policies_allow_only_the_needed_paths(overlay):
     for block in (peer["ipBlock"] for rule in egress for peer in rule["to"] if "ipBlock" in peer):
         if block["cidr"] == "0.0.0.0/0":
             assert {"10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "169.254.0.0/16"} <= set(block["except"])
+
+    # Model servers (KServe labels its predictor pods so): requests from the serving layer only, on the
+    # queue-proxy's and the server's ports; they send only DNS and MLflow traffic (to fetch their model).
+    predictor = {"serving.kserve.io/inferenceservice": "digits-classifier", "component": "predictor"}
+    ingress, egress = ingress_and_egress(docs, SERVING, predictor)
+    layer = [
+        {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": ns}}}
+        for ns in ("knative-serving", "istio-system")
+    ]
+    assert ingress == [{"from": layer, "ports": [tcp(p) for p in (8012, 8013, 9090, 8080)]}]
+    assert egress == [
+        {"to": [DNS], "ports": [{"protocol": "UDP", "port": 53}, tcp(53)]},
+        {
+            "to": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": TRACKING}}, **mlflow}],
+            "ports": [tcp(5000)],
+        },
+    ]
+
+
+def test_the_inference_service_deploy_renders_fits_the_serving_namespace():
+    """pipelines/deploy.py's predictor meets this baseline, reads only the serving namespace's Secret as the
+    templates define it, puts no secret on its command line, and lives where the Role and policies are."""
+    from components.params import load_params
+    from pipelines.deploy import render_inference_service
+
+    params = load_params(REPO / "params.yaml")
+    isvc = render_inference_service(
+        "digits-classifier", "3", params.serve, params.kubeflow.image, params.kubeflow.mlflow_secret
+    )
+    assert isvc["metadata"]["namespace"] == params.serve.namespace == SERVING
+    pod = {"kind": "Pod", "metadata": {"name": "predictor", "namespace": SERVING}, "spec": isvc["spec"]["predictor"]}
+    assert security_violations(pod) == []
+    assert command_line_leaks(pod) == []
+    templates = {(namespace_of(t), t["metadata"]["name"]): set(secret_items(t)) for t in render("secret-templates")}
+    for _, c in containers(pod):
+        for env in c["env"]:
+            if "valueFrom" not in env:  # a plain value (HOME)
+                continue
+            ref = env["valueFrom"]["secretKeyRef"]
+            assert ref["key"] in templates[(SERVING, ref["name"])], ref
 
 
 def command_line_leaks(obj: dict) -> list[str]:

@@ -55,7 +55,8 @@ def test_compiled_spec_requests_gpu_for_train_and_limits_every_task(compiled):
     spec, platform = compiled
     params = load_params(REPO / "params.yaml")
     executors = spec["deploymentSpec"]["executors"]
-    assert sorted(spec["root"]["dag"]["tasks"]) == sorted(STEPS)
+    assert sorted(spec["root"]["dag"]["tasks"]) == sorted([*STEPS, "condition-1"])  # deploy's, tested below
+    assert sorted(executors) == sorted(f"exec-{step}" for step in [*STEPS, "deploy-step"])
     for name, executor in executors.items():
         container = executor["container"]
         assert container["image"] == "registry.test/dm:1", name
@@ -95,6 +96,34 @@ def test_compiled_spec_requests_gpu_for_train_and_limits_every_task(compiled):
         assert "secretAsEnv" not in k8s.get(f"exec-{step}", {}), step
     assert k8s["exec-train-step"]["tolerations"][0]["key"] == "nvidia.com/gpu"
     assert "exec-clean-step" not in k8s, "data tasks get no secrets and no GPU scheduling"
+
+
+def test_deploy_runs_only_for_a_promoted_version_without_mlflow_credentials(compiled):
+    """deploy sits under two conditions, the run parameter `deploy` and register's `promoted` output; it gets
+    register's `version` output, the serve section, and the image and Secret name fixed when compiling."""
+    spec, platform = compiled
+    params = load_params(REPO / "params.yaml")
+    outer = spec["root"]["dag"]["tasks"]["condition-1"]
+    assert outer["triggerPolicy"]["condition"] == "inputs.parameter_values['pipelinechannel--deploy'] == true"
+    inner = spec["components"][outer["componentRef"]["name"]]["dag"]["tasks"]["condition-2"]
+    assert inner["triggerPolicy"]["condition"] == (
+        "inputs.parameter_values['pipelinechannel--register-step-promoted'] == true"
+    )
+    assert outer["dependentTasks"] == ["register-step"]
+    deploy = spec["components"][inner["componentRef"]["name"]]["dag"]["tasks"]["deploy-step"]
+    inputs = deploy["inputs"]["parameters"]
+    assert inputs["version"] == {"componentInputParameter": "pipelinechannel--register-step-version"}
+    assert inputs["serve"] == {"componentInputParameter": "pipelinechannel--serve"}
+    assert inputs["image"]["runtimeValue"]["constant"] == "registry.test/dm:1"
+    assert inputs["mlflow_secret"]["runtimeValue"]["constant"] == params.kubeflow.mlflow_secret
+    assert deploy.get("cachingOptions", {}).get("enableCache", False) is False, "deploy reads the cluster: never cached"
+    outputs = spec["components"]["comp-register-step"]["outputDefinitions"]["parameters"]
+    assert outputs == {"promoted": {"parameterType": "BOOLEAN"}, "version": {"parameterType": "STRING"}}
+    root = spec["root"]["inputDefinitions"]["parameters"]
+    assert root["deploy"]["defaultValue"] is True
+    assert root["serve"]["defaultValue"] == params.model_dump(mode="json")["serve"]
+    # It talks to the Kubernetes API as the run's service account; the server reads MLflow, not deploy.
+    assert "exec-deploy-step" not in platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
 
 
 def test_pipeline_parameters_default_from_params_yaml_and_carry_no_credentials(compiled):

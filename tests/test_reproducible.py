@@ -166,7 +166,7 @@ def test_reproduce_reruns_a_registered_version_from_its_commit(clones):
     assert len(differences) == 2, "n_test matches"
     bad = sh(first, "python", "-m", "pipelines.reproduce", "digits-classifier/1", check=False)
     assert bad.returncode == 1 and bad.stderr.strip().splitlines()[-1].startswith(
-        "error: digits-classifier/1: not a model version URI"
+        "error: 'digits-classifier/1': write models:/NAME@ALIAS"
     )
     elsewhere = sh(first / "components", "python", "-m", "pipelines.reproduce", f"models:/{MODEL}/1", check=False)
     assert (

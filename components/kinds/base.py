@@ -181,3 +181,8 @@ class DataKind(Protocol):
         """Batch prediction: read new data at source as the training data were read (meta: the registered
         model's metadata, SERVING_SETTINGS among it; overrides: --csv KEY=VALUE reading options). Returns (an
         id per example, raw input for transform). Raises UserError naming the file, line or column."""
+
+    def request_input(self, inputs: list | dict[str, np.ndarray]) -> Any:
+        """Online serving (components/serve.py): raw input for transform from a request, either the Open
+        Inference Protocol v1 `instances` (a JSON list, one item per example) or its v2 input tensors (name ->
+        numpy array, first axis n; strings as bytes). Raises UserError naming the field and what it expected."""

@@ -15,7 +15,7 @@ import os
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -335,6 +335,33 @@ def read_input(
     """Every visible image file under source (any depth): (paths, float32 pixels (n, h, w, c) 0..255).
     overrides (CSV reading options) do not apply to images."""
     return read_images(source, meta)
+
+
+def request_input(inputs: list | dict[str, np.ndarray]) -> np.ndarray:
+    """Pixels from a request (v1 `instances`: one (h, w, c) nested list per image; v2: one tensor (n, h, w, c),
+    UINT8 or FP32) -> float32 (n, h, w, c), values 0..255 as in training. Raises UserError."""
+    field: str = "instances"
+    given: Any = inputs
+    if isinstance(inputs, dict):
+        if len(inputs) != 1:
+            raise UserError(f"inputs: give one tensor of pixels (n, height, width, channels), not {len(inputs)}")
+        ((name, given),) = inputs.items()
+        field = f"inputs[{name!r}]"
+    try:
+        given = np.asarray(given)
+    except ValueError:  # ragged nesting
+        given = np.asarray([], dtype=object)
+    if given.dtype.kind not in "iuf":  # strings, booleans, objects, ragged lists
+        raise UserError(f"{field}: expected numbers, images of one size as nested lists (n, height, width, channels)")
+    pixels = given.astype(np.float32)
+    if pixels.ndim != 4 or not pixels.size:
+        raise UserError(f"{field}: expected pixels of shape (n, height, width, channels), got shape {pixels.shape}")
+    if not np.isfinite(pixels).all() or pixels.min() < 0 or pixels.max() > 255:
+        raise UserError(
+            f"{field}: pixel values must be 0..255 (got {given.min()} .. {given.max()}); scale them as the "
+            "training images were (8-bit)"
+        )
+    return pixels
 
 
 def read_images(root: Path, meta: dict) -> tuple[list[str], np.ndarray]:

@@ -170,7 +170,8 @@ class TablePreprocessor:
         table = table.copy(deep=False)  # columns are replaced below, never written into
         # Float64 columns come through the schema unchanged but split into one block each, which scikit-learn
         # would then copy whole at every step: the frame gets them as they came, in one block, instead.
-        frame = table[[c for c in self.numeric if c in table and table[c].dtype == np.float64]]
+        # (.copy(deep=False): a frame of its own, so pandas 2 does not warn of writes into a slice of table)
+        frame = table[[c for c in self.numeric if c in table and table[c].dtype == np.float64]].copy(deep=False)
         for column in self.categorical:
             if column in table:
                 table[column] = pd.Series(as_labels(table[column]), index=table.index).astype(object)

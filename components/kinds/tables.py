@@ -219,6 +219,44 @@ def read_input(
     return [str(i) for i in range(len(raw))], check_schema(preprocessor.schema, raw, str(source), where=table.where)
 
 
+def request_input(inputs: list | dict[str, np.ndarray]) -> pd.DataFrame:
+    """Rows from a request (v1 `instances`: one {column: value} object per row, null for a missing value; v2:
+    one tensor per column, shape (n,) or (n, 1), BYTES for text) -> a DataFrame of them, which transform checks
+    against the model's schema as it checks a file. Raises UserError."""
+    if isinstance(inputs, dict):
+        columns = {}
+        for name, values in inputs.items():
+            values = np.asarray(values)
+            if values.ndim == 2 and values.shape[1] == 1:
+                values = values[:, 0]
+            if values.ndim != 1:
+                raise UserError(
+                    f"inputs[{name!r}]: expected one value per row, shape (n,) or (n, 1), got {values.shape}"
+                )
+            if values.dtype.kind in "SO":  # BYTES: category values as text
+                values = np.array([v.decode("utf-8", "replace") if isinstance(v, bytes) else v for v in values], object)
+            columns[name] = values
+        if len({len(v) for v in columns.values()}) > 1:
+            raise UserError(
+                f"inputs: the columns have different numbers of rows ({sorted({len(v) for v in columns.values()})})"
+            )
+        return pd.DataFrame(columns)
+    bad = next((i for i, row in enumerate(inputs) if not isinstance(row, dict)), None)
+    if bad is not None:
+        raise UserError(
+            f"instances[{bad}]: expected an object of column: value (null for a missing value), got "
+            f"{type(inputs[bad]).__name__}"
+        )
+    for i, row in enumerate(inputs):
+        nested = next((key for key, value in row.items() if isinstance(value, (list, dict))), None)
+        if nested is not None:
+            raise UserError(
+                f"instances[{i}][{nested!r}]: expected a number, a string or null, got {type(row[nested]).__name__}"
+            )
+    # a key left out of one row is a missing value there, as null is; a column absent from every row is an error
+    return pd.DataFrame.from_records(inputs)
+
+
 def read_rows(source: Path, schema, meta: dict, overrides: dict):
     """A table file read with the model's CSV settings (`overrides` replacing some), its columns typed as
     the model's schema says (numbers parsed with their separators and missing markers, categories

@@ -385,6 +385,24 @@ def raw_texts(raw, source: str) -> list[str]:
     return texts
 
 
+def request_input(inputs: list | dict[str, np.ndarray]) -> list[str]:
+    """Texts from a request (v1 `instances`: strings, or {"text": string} objects; v2: one BYTES tensor, named
+    "text" where there are several) -> a list of str. Raises UserError naming the item that is no text."""
+    field = "instances"
+    if isinstance(inputs, dict):
+        name = COLUMN if COLUMN in inputs else next(iter(inputs), None)
+        if name is None or (len(inputs) > 1 and COLUMN not in inputs):
+            raise UserError(f"inputs: give one BYTES tensor named {COLUMN!r} with the texts")
+        field = f"inputs[{name!r}]"
+        try:
+            texts = [v.decode("utf-8") if isinstance(v, bytes) else v for v in np.asarray(inputs[name]).reshape(-1)]
+        except UnicodeDecodeError:
+            raise UserError(f"{field}: a text is not UTF-8; send the texts as UTF-8 strings") from None
+    else:
+        texts = [item[COLUMN] if isinstance(item, dict) and COLUMN in item else item for item in inputs]
+    return raw_texts(texts, field)
+
+
 def save_preprocessing(folder: Path, preprocessor: TextPreprocessor) -> None:
     """tokenizer.json (the tokenizers library's own JSON: vocabulary and rules, no code) and text.json."""
     with atomic_path(folder / "tokenizer.json") as tmp:
