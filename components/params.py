@@ -400,9 +400,23 @@ class Kubeflow(Section):
     # from it instead of starting over ("" = no volume; a retry then starts from epoch 1).
     checkpoint_pvc: str = ""
     train_retries: int = Field(2, ge=0, le=20)
+    # More than 1: the train task runs train on this many nodes (train.gpus GPUs each) as a Kubeflow Trainer
+    # TrainJob (pipelines/trainjob.py), which needs checkpoint_pvc: a ReadWriteMany volume every node mounts.
+    train_nodes: int = Field(1, ge=1, le=1000)
+    training_runtime: str = "torch-distributed"  # the ClusterTrainingRuntime (or TrainingRuntime) the TrainJob names
+    trainjob_timeout_s: int = Field(86_400, ge=60, le=30 * 86_400)  # the train task fails when not done by then
     # fetch reads a local path (file:// or plain) only under this folder, e.g. a data volume mounted there;
     # anything else the pod can read (/var/run/secrets/...) must never become an artifact others can read.
     data_root: str = "/mnt/data"
+
+    @model_validator(mode="after")
+    def nodes_share_a_volume(self) -> Kubeflow:
+        if self.train_nodes > 1 and not self.checkpoint_pvc:
+            raise ValueError(
+                f"kubeflow.train_nodes {self.train_nodes} needs kubeflow.checkpoint_pvc: a ReadWriteMany "
+                "PersistentVolumeClaim the train task and every node mount (inputs, checkpoints, the model)"
+            )
+        return self
 
 
 class Serve(Section):

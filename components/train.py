@@ -5,7 +5,9 @@ to tell epochs apart (train.monitor).
 On a GPU the whole loop stays on the device: the data set is copied once (pinned, non-blocking) when it
 fits, batches are cut on the device, bf16 autocast and channels_last run the convolutions on tensor
 cores, and the only host syncs are once per epoch. On CPU the run is deterministic. `train.gpus > 1`
-relaunches this module under torchrun: one process per GPU (or CPU processes with gloo), DDP.
+relaunches this module under torchrun: one process per GPU (or CPU processes with gloo), DDP. Started by
+torchrun on several nodes (a Kubeflow Trainer TrainJob, pipelines/trainjob.py), it runs the same way
+across all of them; global rank 0 writes the outputs and the checkpoint.
 
 Every epoch ends with a checkpoint in --checkpoints; a killed run started again with the same inputs
 and params (`train.resume: true`) continues after the last finished epoch and ends with the same model.
@@ -399,7 +401,8 @@ def write_history(path: Path, history: list[dict]) -> None:
 
 
 def placement(params: Params) -> Placement:
-    """This process's device and rank; under torchrun, joins the process group first."""
+    """This process's device and rank; under torchrun, joins the process group first: LOCAL_RANK picks
+    this node's GPU, the global rank and world span every node (a multi-node TrainJob's torchrun)."""
     device = resolve_device(params.train.device)
     if "LOCAL_RANK" not in os.environ:  # an indexed device: tensors report cuda:0, never plain cuda
         if device != "cuda":
@@ -409,7 +412,7 @@ def placement(params: Params) -> Placement:
     if device == "cuda":
         if local_rank >= torch.cuda.device_count():
             raise UserError(
-                f"params.yaml: train.gpus is {os.environ['WORLD_SIZE']} but only "
+                f"params.yaml: train.gpus is {os.environ['LOCAL_WORLD_SIZE']} but only "
                 f"{torch.cuda.device_count()} GPU(s) are visible; lower train.gpus"
             )
         torch.cuda.set_device(local_rank)

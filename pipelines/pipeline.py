@@ -17,10 +17,10 @@ from kfp import dsl, kubernetes
 from kfp.dsl import Artifact
 
 from components.params import Params, Resources
-from pipelines import steps
+from pipelines import steps, trainjob
 
 PIPELINE_NAME = "twinline"
-CHECKPOINTS = "/checkpoints"  # where train_step finds the checkpoint volume, when there is one
+CHECKPOINTS = trainjob.SHARED  # where train_step finds the checkpoint volume, when there is one
 MLFLOW_ENV = ("MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")
 
 
@@ -71,6 +71,7 @@ def build_pipeline(params: Params, image: str | None = None):
         component(steps.deploy_step),
     )
     p = params.model_dump(mode="json", exclude_none=True)  # KFP parameters cannot hold null; the schema restores it
+    nodes = k.train_nodes > 1  # train through a Kubeflow Trainer TrainJob (pipelines/trainjob.py)
 
     @dsl.pipeline(
         name=PIPELINE_NAME,
@@ -136,13 +137,14 @@ def build_pipeline(params: Params, image: str | None = None):
                 text=text,
                 train=train,
                 checkpoint_dir=CHECKPOINTS if k.checkpoint_pvc else "",
+                trainjob={**p["kubeflow"], "image": image} if nodes else {},
             ),
-            k.train_resources,
+            k.resources if nodes else k.train_resources,  # with a TrainJob, the nodes train, not this pod
         ).set_display_name("train")
         trained.set_retry(num_retries=k.train_retries)
         if k.checkpoint_pvc:
             kubernetes.mount_pvc(trained, pvc_name=k.checkpoint_pvc, mount_path=CHECKPOINTS)
-        if params.train.gpus > 0:
+        if params.train.gpus > 0 and not nodes:
             trained.set_accelerator_type("nvidia.com/gpu").set_accelerator_limit(params.train.gpus)
             for label, value in k.gpu_node_selector.items():
                 kubernetes.add_node_selector(trained, label_key=label, label_value=value)

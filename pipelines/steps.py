@@ -88,6 +88,7 @@ def train_step(
     text: dict,
     train: dict,
     checkpoint_dir: str,
+    trainjob: dict,
     model: Output[Model],
     train_info: Output[Artifact],
     history: Output[Artifact],
@@ -95,7 +96,10 @@ def train_step(
 ):
     """Kubeflow: the GPU task, through the same CLI (so train.gpus > 1 runs torchrun here too).
     checkpoint_dir: a mounted volume that outlives the pod, so a retried task resumes; "" = none.
-    It needs no MLflow credentials: register logs the run."""
+    trainjob: the kubeflow section (and image), fixed when compiling, when kubeflow.train_nodes > 1: then
+    this task trains nowhere itself but through a Kubeflow Trainer TrainJob on that many nodes
+    (pipelines/trainjob.py), the volume at checkpoint_dir shared with them. It needs no MLflow credentials:
+    register logs the run."""
     import tempfile
     from pathlib import Path
 
@@ -103,6 +107,24 @@ def train_step(
 
     from components.train import main
 
+    if trainjob:
+        from components.errors import UserError
+        from components.params import Params
+        from pipelines.trainjob import run_trainjob
+
+        params = Params.model_validate({"seed": seed, "data": data, "text": text, "train": train, "kubeflow": trainjob})
+        outputs = {"model.pt": model, "train_info.json": train_info, "history.csv": history, "timing.json": timing}
+        try:
+            run_trainjob(
+                params,
+                Path(augmented.path),
+                Path(splits.path) / "val.npz",
+                {file: Path(artifact.path) for file, artifact in outputs.items()},
+                shared=Path(checkpoint_dir),
+            )
+        except UserError as exc:  # the task's log ends with one line naming the failed node, as a CLI's would
+            raise SystemExit(f"error: {exc}") from None
+        return
     with tempfile.TemporaryDirectory() as tmp:
         params_file = Path(tmp) / "params.yaml"
         params_file.write_text(yaml.safe_dump({"seed": seed, "data": data, "text": text, "train": train}))

@@ -182,6 +182,8 @@ def test_overlay_renders_the_whole_stack(overlay):
             "NetworkPolicy/default-deny",
             "NetworkPolicy/egress-dns",
             "NetworkPolicy/egress-mlflow",
+            "NetworkPolicy/train-nodes",
+            "PersistentVolumeClaim/twinline-shared",
         )
     }
     expected |= {
@@ -198,7 +200,7 @@ def test_overlay_renders_the_whole_stack(overlay):
     assert expected <= placed, f"k8s/overlays/{overlay} lacks {sorted(expected - placed, key=str)}"
     assert len(placed) == len(docs), f"k8s/overlays/{overlay}: duplicate objects"
     for obj in docs:
-        if obj["kind"] != "Namespace":
+        if obj["kind"] not in ("Namespace", *CLUSTER_RBAC):
             assert namespace_of(obj) in (TRACKING, PIPELINES, SERVING), f"{ident(obj)} is in {namespace_of(obj)}"
     # Real credentials are created with kubectl; `apply -k` must never overwrite them with placeholders.
     secrets = [ident(d) for d in docs if d["kind"] == "Secret"]
@@ -581,13 +583,19 @@ PIPELINE_RUNNER_GRANTS = {
     PIPELINES: {("", "secrets", "get", "mlflow-credentials")}
     | {("", "pods", verb, "*") for verb in ("create", "get", "list", "watch", "patch", "delete")}
     | {("", resource, verb, "*") for resource in ("pods/log", "configmaps") for verb in ("get", "list", "watch")}
-    | {("argoproj.io", "workflowtaskresults", verb, "*") for verb in ("create", "patch")},
+    | {("argoproj.io", "workflowtaskresults", verb, "*") for verb in ("create", "patch")}
+    # the multi-node train task: its TrainJob, and the runtime it names (the SDK looks here first)
+    | {("trainer.kubeflow.org", "trainjobs", verb, "*") for verb in ("create", "get", "list", "watch", "delete")}
+    | {("trainer.kubeflow.org", "trainingruntimes", verb, "*") for verb in ("get", "list")},
     # the deploy task: InferenceServices only (KServe's controller creates the pods, with its own identity)
     SERVING: {
         ("serving.kserve.io", "inferenceservices", verb, "*")
         for verb in ("get", "list", "watch", "create", "patch", "update", "delete")
     },
 }
+# The only cluster-wide grant: reading Trainer's ClusterTrainingRuntimes (torch-distributed), which hold no secrets.
+CLUSTER_RBAC = ("ClusterRole", "ClusterRoleBinding")
+PIPELINE_RUNNER_CLUSTER_GRANTS = {("trainer.kubeflow.org", "clustertrainingruntimes", verb) for verb in ("get", "list")}
 DIGEST = re.compile(r"[a-z0-9][a-z0-9._/-]*(:[\w.-]+)?@sha256:[0-9a-f]{64}")
 PLACEHOLDER_DIGEST = "sha256:" + "0" * 64  # our own image: its digest is known only once it is built
 OWN_IMAGE = "twinline/mlflow"
@@ -630,7 +638,18 @@ def rbac_grants(docs: list[dict], namespace: str, service_account: str) -> dict[
 def test_pipeline_runner_rbac_per_namespace(overlay):
     docs = render(f"overlays/{overlay}")
     assert rbac_grants(docs, PIPELINES, "pipeline-runner") == PIPELINE_RUNNER_GRANTS
-    assert not [ident(d) for d in docs if d["kind"] in ("ClusterRole", "ClusterRoleBinding")]
+    subject = {"kind": "ServiceAccount", "name": "pipeline-runner", "namespace": PIPELINES}
+    bindings = [d for d in docs if d["kind"] == "ClusterRoleBinding"]
+    assert all(b["subjects"] == [subject] for b in bindings), "cluster-wide, pipeline-runner only"
+    cluster_grants = {
+        (group, resource, verb)
+        for binding in bindings
+        for rule in find(docs, "ClusterRole", binding["roleRef"]["name"])["rules"]
+        for group in rule["apiGroups"]
+        for resource in rule["resources"]
+        for verb in rule["verbs"]
+    }
+    assert cluster_grants == PIPELINE_RUNNER_CLUSTER_GRANTS
     in_tracking = [ident(d) for d in docs if d["kind"] in ("Role", "RoleBinding") and namespace_of(d) == TRACKING]
     assert in_tracking == [], "the tracking namespace grants nobody anything"
     # A binding names identities of its own namespace, except the one that lets the pipeline's deploy task
@@ -722,6 +741,16 @@ def test_network_policies_allow_only_the_needed_paths(overlay):
     for block in (peer["ipBlock"] for rule in egress for peer in rule["to"] if "ipBlock" in peer):
         if block["cidr"] == "0.0.0.0/0":
             assert {"10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "169.254.0.0/16"} <= set(block["except"])
+
+    # The nodes of a multi-node TrainJob (labelled by pipelines/trainjob.py): each other, on any port, and
+    # no one else; they send DNS and the pipeline pods' egress besides.
+    from pipelines.trainjob import NODE_LABELS
+
+    component = NODE_LABELS["app.kubernetes.io/component"]
+    nodes = {"podSelector": {"matchLabels": {"app.kubernetes.io/component": component}}}
+    ingress, egress = ingress_and_egress(docs, PIPELINES, NODE_LABELS)
+    assert ingress == [{"from": [nodes]}]
+    assert {"to": [nodes]} in egress and [r for r in egress if "ports" not in r] == [{"to": [nodes]}]
 
     # Model servers (KServe labels its predictor pods so): requests from the serving layer only, on the
     # queue-proxy's and the server's ports; they send only DNS and MLflow traffic (to fetch their model).
