@@ -9,7 +9,7 @@ export PATH := $(abspath $(VENV))/bin:$(PATH)
 export MLFLOW_DISABLE_TELEMETRY := true
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: run test serve setup setup-dev setup-text setup-serve data plots experiments mlflow-ui system-deps clean clean-mlflow docs lint
+.PHONY: run test serve setup setup-dev setup-text setup-serve data plots experiments tune tune-apply mlflow-ui system-deps clean clean-mlflow docs lint
 
 run: setup data
 	$(VENV)/bin/dvc repro
@@ -98,6 +98,15 @@ system-deps:
 # without a column per dependency hash.
 experiments: setup
 	$(VENV)/bin/dvc exp show --only-changed --drop '^(components|outputs|reports|data)/'
+
+# Hyperparameter search over params.yaml's tune.space on the prepared splits (pipelines/tune.py); it resumes
+# an interrupted search. tune-apply writes the best values (reports/tune/best.yaml) into params.yaml.
+tune: setup data
+	$(VENV)/bin/dvc repro augment
+	$(PYTHON) -m pipelines.tune
+
+tune-apply: setup
+	$(PYTHON) -m pipelines.tune --apply
 
 # Browse the embedded store at http://127.0.0.1:5000
 # A store copied or moved with the project has its artifact paths rewritten first (tracking.relocate_store).

@@ -20,10 +20,21 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from benchmarks import augment, csv_read, pipeline, predict_cold_start, serve, table, text_train, train, wide_table
+from benchmarks import (
+    augment,
+    csv_read,
+    pipeline,
+    predict_cold_start,
+    serve,
+    table,
+    text_train,
+    train,
+    tune,
+    wide_table,
+)
 
 OUT = Path(__file__).with_name("results.json")
-STEPS = ["train", "augment", "table", "csv", "wide", "pipeline", "text", "predict", "serve"]
+STEPS = ["train", "augment", "table", "csv", "wide", "pipeline", "text", "predict", "serve", "tune"]
 GOALS = {
     "train_throughput_ratio": ">= 0.97",
     "gpu_busy_fraction": ">= 0.90",
@@ -41,6 +52,8 @@ GOALS = {
     "serve_image_batch64_ratio": ">= 0.8 (server / in-process examples per second)",
     "serve_table_batch64_ratio": ">= 0.8",
     "serve_text_batch64_ratio": ">= 0.8",
+    "tune_overhead_fraction": "< 0.05 (time outside the train component, per trial)",
+    "tune_best_val_macro_f1": ">= tune_default_val_macro_f1",
 }
 
 
@@ -97,6 +110,7 @@ def main() -> None:
         "text": lambda: text_train.run(device, quick=args.quick),
         "predict": lambda: predict_cold_start.run(repeats=1 if args.quick else 3),
         "serve": lambda: serve.run(quick=args.quick),
+        "tune": lambda: tune.run(quick=args.quick),
     }
     for name in args.only:
         with console.status(f"benchmark: {name}"):

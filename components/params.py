@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -448,6 +448,93 @@ class Serve(Section):
         return value
 
 
+class Dimension(Section):
+    """One axis of tune.space, exactly one of: choice (a list of values), uniform / loguniform ([low, high]
+    floats, loguniform with low > 0) or int ([low, high], both included); Optuna's suggest_* names them."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    choice: list[Any] | None = Field(None, min_length=1)
+    uniform: tuple[float, float] | None = None
+    loguniform: tuple[float, float] | None = None
+    integer: tuple[int, int] | None = Field(None, alias="int")
+
+    @model_validator(mode="after")
+    def one_distribution(self) -> Dimension:
+        given = [name for name in ("choice", "uniform", "loguniform", "integer") if getattr(self, name) is not None]
+        if len(given) != 1:
+            raise ValueError("give exactly one of choice, uniform, loguniform, int")
+        low_high = self.uniform or self.loguniform or self.integer
+        if low_high is not None and not low_high[0] <= low_high[1]:
+            raise ValueError(f"[low, high] must have low <= high, got {list(low_high)}")
+        if self.loguniform is not None and self.loguniform[0] <= 0:
+            raise ValueError(f"loguniform needs low > 0, got {list(self.loguniform)}")
+        return self
+
+
+# What a trial may change: keys read by train alone. Keys of earlier stages (data, clean, split, normalise,
+# augment, the tokenizer's text keys, seed) would need the splits prepared again per trial: refused.
+TUNABLE_TEXT_KEYS = ("embedding_dim", "hidden_size", "dropout")  # the BiLSTM's sizes, read by train only
+UNTUNABLE_TRAIN_KEYS = ("arch", "pretrained", "device", "gpus", "resume")  # normalise reads arch/pretrained
+
+
+class Tune(Section):
+    """`python -m pipelines.tune` (and the Kubeflow tuning pipeline): a search over train's params on the
+    prepared splits, maximising validation macro-F1, with Optuna (TPE sampler, median pruner)."""
+
+    # dotted params key -> distribution; the default: the learning rate, the CNN's width and the batch size
+    space: dict[str, Dimension] = Field(
+        default_factory=lambda: {
+            "train.lr": Dimension(loguniform=(0.0003, 0.03)),
+            "train.width": Dimension(choice=[16, 32, 64]),
+            "train.batch_size": Dimension(choice=[32, 64, 128]),
+        }
+    )
+    n_trials: int = Field(20, ge=1, le=10_000)
+    parallelism: int = Field(1, ge=1, le=256)  # trials at a time (local: processes, each cores/parallelism threads)
+    objective: Literal["val_macro_f1"] = "val_macro_f1"  # maximised: the best epoch's, as train keeps it
+    seed: int = Field(42, ge=0, le=2**32 - 1)  # the sampler's
+    pruning: bool = True  # stop a trial whose val macro-F1 at an epoch is below the median of earlier trials'
+    pruning_startup_trials: int = Field(3, ge=0, le=10_000)  # trials that finish before any is pruned
+    pruning_warmup_epochs: int = Field(2, ge=0, le=10_000)  # epochs of a trial before it may be pruned
+    # Optuna's study: an SQLAlchemy URL; null = optuna.db beside the MLflow sqlite store (mlflow/optuna.db), or
+    # in the project's mlflow/ folder when MLFLOW_TRACKING_URI is a server (a study is one user's search).
+    storage: str | None = None
+
+    @field_validator("space")
+    @classmethod
+    def keys_train_reads(cls, value):
+        for key in value:
+            check_tunable(key)
+        return value
+
+
+def check_tunable(key: str) -> None:
+    """A ValueError naming `key` unless it is a params key that only train reads (see TUNABLE_TEXT_KEYS)."""
+    import difflib
+
+    section, _, name = key.partition(".")
+    model = Params.model_fields.get(section)
+    fields = model.annotation.model_fields if model and isinstance(model.annotation, type) else {}
+    if name not in fields or "." in name:
+        known = [
+            f"{s}.{k}"
+            for s, f in Params.model_fields.items()
+            if isinstance(f.annotation, type) and issubclass(f.annotation, BaseModel)
+            for k in f.annotation.model_fields
+        ]
+        close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
+        hint = f"did you mean {close[0]!r}?" if close else "use a dotted key such as train.lr"
+        raise ValueError(f"{key} is not a params key ({hint})")
+    if section == "train" and name not in UNTUNABLE_TRAIN_KEYS or section == "text" and name in TUNABLE_TEXT_KEYS:
+        return
+    raise ValueError(
+        f"{key} is read before train (or is not a model setting); the search trains on the prepared splits, so "
+        f"it tunes train.* (but {', '.join(UNTUNABLE_TRAIN_KEYS)}) and text.{{{','.join(TUNABLE_TEXT_KEYS)}}}: "
+        "remove it, or set it in params.yaml and rerun dvc repro augment first"
+    )
+
+
 # `register` is also a method of ABCMeta (pydantic's metaclass base); shadowing it on instances is harmless.
 warnings.filterwarnings("ignore", message='Field name "register"', category=UserWarning)
 
@@ -466,6 +553,7 @@ class Params(Section):
     mlflow: Mlflow = Mlflow()
     kubeflow: Kubeflow = Kubeflow()
     serve: Serve = Serve()
+    tune: Tune = Tune()
 
     @model_validator(mode="after")
     def arch_fits_the_kind(self) -> Params:

@@ -310,9 +310,10 @@ def register_files(params: Params, files: StageFiles, out: Path, engine: str = "
     metrics, train_info = read_json(files.metrics), read_json(files.train_info)
     raw = load_raw(files.split, "test")
     # register.* goes on the run as tags (it may change between attempts); kubeflow.* and mlflow.* (where and
-    # how to log), evaluate.* (how many mistakes errors.csv lists) and serve.* (how it is served) do not shape
-    # the model, and raising mlflow.http_retries must still resume the same run
-    unlogged = {"evaluate", "register", "kubeflow", "mlflow", "serve"}
+    # how to log), evaluate.* (how many mistakes errors.csv lists), serve.* (how it is served) and tune.* (a
+    # search's space: what it found is in train.*) do not shape the model, and raising mlflow.http_retries must
+    # still resume the same run
+    unlogged = {"evaluate", "register", "kubeflow", "mlflow", "serve", "tune"}
     logged_params = tracking.flatten("", params.model_dump(mode="json", exclude=unlogged))
     identity = files.identity(logged_params)
     lineage = tracking.lineage_tags(train_info["device"], engine)

@@ -29,6 +29,7 @@ import os
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -125,21 +126,24 @@ def fit(
     place: Placement = Placement(torch.device("cpu")),
     checkpoint: Path | None = None,
     params: Params | None = None,
+    on_epoch: Callable[[dict], None] | None = None,
 ) -> tuple[torch.nn.Module, list[dict]]:
     """Train on model input (images float32 (n, c, h, w); table rows float32 (n, d); token ids int64 (n, L))
     the network of its data kind; return the net at its best validation score and the history. With a
     checkpoint path: save there every epoch, and start from it when cfg.resume says so. params: the other
-    sections the network reads (text.*; default: the schema's), with cfg as its train section."""
+    sections the network reads (text.*; default: the schema's), with cfg as its train section. on_epoch: called
+    on rank 0 with each epoch's history row (epoch, train_loss, val_loss, val_macro_f1, time_ms); an exception
+    it raises (a tuning trial pruned) ends training."""
     deterministic = torch.are_deterministic_algorithms_enabled()
     torch.use_deterministic_algorithms(place.device.type == "cpu")  # CPU: same seed, same model
     try:
         params = (params or Params.model_construct()).model_copy(update={"train": cfg})
-        return _fit(train_x, train_y, val_x, val_y, n_classes, cfg, seed, place, checkpoint, params)
+        return _fit(train_x, train_y, val_x, val_y, n_classes, cfg, seed, place, checkpoint, params, on_epoch)
     finally:
         torch.use_deterministic_algorithms(deterministic)  # the caller's setting, as it was
 
 
-def _fit(train_x, train_y, val_x, val_y, n_classes, cfg, seed, place, checkpoint, params):
+def _fit(train_x, train_y, val_x, val_y, n_classes, cfg, seed, place, checkpoint, params, on_epoch=None):
     device, cuda = place.device, place.device.type == "cuda"
     torch.manual_seed(seed)
     config = model_config(train_x, [str(c) for c in range(n_classes)], params)
@@ -234,6 +238,8 @@ def _fit(train_x, train_y, val_x, val_y, n_classes, cfg, seed, place, checkpoint
         else:
             state["stale_epochs"] += 1
         checkpointer.save(state, net, optimizer, order, scheduler)
+        if on_epoch is not None and place.rank == 0:
+            on_epoch(row)
         if state["stale_epochs"] >= cfg.patience:
             log.info("early stop after epoch %d: no better %s for %d epochs", epoch, monitor, cfg.patience)
             break

@@ -1,5 +1,6 @@
 """Compile a Kubeflow pipeline to IR YAML: the training pipeline (pipelines/pipeline.py), or with
---pipeline score the batch-scoring one (pipelines/score.py).
+--pipeline score the batch-scoring one (pipelines/score.py), with --pipeline tune the tuning one
+(pipelines/tune_pipeline.py).
 
 python -m pipelines.compile --output pipeline.yaml [--image REGISTRY/twinline:TAG] [--params params.yaml]
 python -m pipelines.compile --pipeline score --output score.yaml [--image ...] [--params params.yaml]
@@ -16,9 +17,10 @@ from components.io import atomic_path
 from components.params import Params, check_image, load_params
 from pipelines.pipeline import build_pipeline
 from pipelines.score import build_score_pipeline
+from pipelines.tune_pipeline import build_tune_pipeline
 
 log = logging.getLogger(__name__)
-PIPELINES = {"train": build_pipeline, "score": build_score_pipeline}
+PIPELINES = {"train": build_pipeline, "score": build_score_pipeline, "tune": build_tune_pipeline}
 
 
 def compile_pipeline(output: Path, params: Params, image: str | None = None, pipeline: str = "train") -> Path:
@@ -48,7 +50,8 @@ def main(argv: list[str]) -> None:
         "--pipeline",
         choices=sorted(PIPELINES),
         default="train",
-        help="train: fetch -> ... -> register (default); score: fetch -> predict, batch predictions of a model",
+        help="train: fetch -> ... -> register (default); score: fetch -> predict, batch predictions of a model; "
+        "tune: the search of params.yaml's tune section as parallel trials, the best one evaluated and registered",
     )
     parser.add_argument("--output", type=Path, default=Path("pipeline.yaml"))
     parser.add_argument("--params", type=Path, default=Path("params.yaml"))

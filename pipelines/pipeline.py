@@ -16,7 +16,7 @@ from typing import NamedTuple
 from kfp import dsl, kubernetes
 from kfp.dsl import Artifact
 
-from components.params import Params, Resources
+from components.params import Kubeflow, Params, Resources
 from pipelines import steps, trainjob
 
 PIPELINE_NAME = "twinline"
@@ -49,27 +49,150 @@ def with_mlflow(task: dsl.PipelineTask, secret: str) -> dsl.PipelineTask:
     return task
 
 
+class Prepared(NamedTuple):
+    """The tasks every pipeline starts with: fetch -> clean -> normalise -> augment."""
+
+    cleaned: dsl.PipelineTask
+    split: dsl.PipelineTask  # normalise: outputs splits, preprocess, report
+    augmented: dsl.PipelineTask
+
+
+def component(step, image: str):
+    # The image has the project and kfp installed: nothing is pip-installed when a task starts.
+    return dsl.component(step, base_image=image, install_kfp_package=False)
+
+
+def prepare(
+    k: Kubeflow,
+    image: str,
+    *,
+    data_uri,
+    dvc_repo,
+    dvc_rev,
+    dvc_path,
+    seed,
+    data,
+    clean,
+    split,
+    normalise,
+    augment,
+    text,
+    train,
+) -> Prepared:
+    """fetch -> clean -> normalise -> augment, from a pipeline's parameters (the training and the tuning
+    pipeline's alike)."""
+    # data_root is a constant of the compiled spec, not a run parameter: whoever starts a run
+    # cannot widen what fetch may read.
+    fetched = _limit(
+        component(steps.fetch_step, image)(
+            data_uri=data_uri, dvc_repo=dvc_repo, dvc_rev=dvc_rev, dvc_path=dvc_path, data_root=k.data_root
+        ),
+        k.resources,
+    ).set_display_name("fetch")
+    cleaned = _limit(
+        component(steps.clean_step, image)(raw=fetched.outputs["raw"], data=data, clean_cfg=clean, split=split),
+        k.resources,
+    ).set_display_name("clean")
+    split_task = _limit(
+        component(steps.normalise_step, image)(
+            clean=cleaned.outputs["clean"],
+            seed=seed,
+            data=data,
+            split=split,
+            normalise=normalise,
+            clean_cfg=clean,
+            text=text,
+            train=train,
+        ),
+        k.resources,
+    ).set_display_name("normalise")
+    augmented = _limit(
+        component(steps.augment_step, image)(
+            splits=split_task.outputs["splits"],
+            preprocess=split_task.outputs["preprocess"],
+            seed=seed,
+            augment=augment,
+        ),
+        k.resources,
+    ).set_display_name("augment")
+    return Prepared(cleaned, split_task, augmented)
+
+
+def on_gpus(task: dsl.PipelineTask, params: Params) -> None:
+    """A training task asks for train.gpus GPUs on the GPU nodes (kubeflow.gpu_node_selector, gpu_tolerations)."""
+    k = params.kubeflow
+    task.set_accelerator_type("nvidia.com/gpu").set_accelerator_limit(params.train.gpus)
+    for label, value in k.gpu_node_selector.items():
+        kubernetes.add_node_selector(task, label_key=label, label_value=value)
+    for toleration in k.gpu_tolerations:
+        kubernetes.add_toleration(task, **toleration.model_dump(exclude_none=True))
+
+
+def evaluate_and_register(
+    k: Kubeflow,
+    image: str,
+    prepared: Prepared,
+    trained: dsl.PipelineTask,
+    *,
+    seed,
+    data,
+    clean,
+    split,
+    normalise,
+    augment,
+    text,
+    train,
+    evaluate,
+    register,
+    mlflow,
+) -> tuple[dsl.PipelineTask, dsl.PipelineTask]:
+    """evaluate -> register of the model a training task made (outputs model, train_info, history, timing);
+    returns (evaluate, register). text and train are what the model was trained with."""
+    split_task = prepared.split
+    scored = _limit(
+        component(steps.evaluate_step, image)(
+            model=trained.outputs["model"], splits=split_task.outputs["splits"], evaluate=evaluate
+        ),
+        k.resources,
+    ).set_display_name("evaluate")
+    registered = _limit(
+        component(steps.register_step, image)(
+            model=trained.outputs["model"],
+            preprocess=split_task.outputs["preprocess"],
+            splits=split_task.outputs["splits"],
+            predictions=scored.outputs["predictions"],
+            errors=scored.outputs["errors"],
+            metrics_json=scored.outputs["metrics_json"],
+            plots=scored.outputs["plots"],
+            train_info=trained.outputs["train_info"],
+            history=trained.outputs["history"],
+            timing=trained.outputs["timing"],
+            clean_report=prepared.cleaned.outputs["report"],
+            split_report=split_task.outputs["report"],
+            seed=seed,
+            data=data,
+            clean_cfg=clean,
+            split=split,
+            normalise=normalise,
+            augment=augment,
+            text=text,
+            train=train,
+            register=register,
+            mlflow=mlflow,
+        ),
+        k.resources,
+    ).set_display_name("register")
+    registered.set_caching_options(False)  # it reads and moves the registry's champion: always run
+    with_mlflow(registered, k.mlflow_secret)  # the only task that talks to MLflow
+    return scored, registered
+
+
 def build_pipeline(params: Params, image: str | None = None):
     """The pipeline function for these params; `image` overrides params.kubeflow.image."""
     k = params.kubeflow
     image = image or k.image
 
-    def component(step):
-        # The image has the project and kfp installed: nothing is pip-installed when a task starts.
-        return dsl.component(step, base_image=image, install_kfp_package=False)
-
-    fetch_op, clean_op, normalise_op = (
-        component(steps.fetch_step),
-        component(steps.clean_step),
-        component(steps.normalise_step),
-    )
-    augment_op, train_op, evaluate_op, register_op, deploy_op = (
-        component(steps.augment_step),
-        component(steps.train_step),
-        component(steps.evaluate_step),
-        component(steps.register_step),
-        component(steps.deploy_step),
-    )
+    train_op, deploy_op = component(steps.train_step, image), component(steps.deploy_step, image)
     p = params.model_dump(mode="json", exclude_none=True)  # KFP parameters cannot hold null; the schema restores it
     nodes = k.train_nodes > 1  # train through a Kubeflow Trainer TrainJob (pipelines/trainjob.py)
 
@@ -97,41 +220,26 @@ def build_pipeline(params: Params, image: str | None = None):
         serve: dict = p["serve"],
         deploy: bool = True,
     ) -> PipelineOutputs:
-        # data_root is a constant of the compiled spec, not a run parameter: whoever starts a run
-        # cannot widen what fetch may read.
-        fetched = _limit(
-            fetch_op(data_uri=data_uri, dvc_repo=dvc_repo, dvc_rev=dvc_rev, dvc_path=dvc_path, data_root=k.data_root),
-            k.resources,
-        ).set_display_name("fetch")
-        cleaned = _limit(
-            clean_op(raw=fetched.outputs["raw"], data=data, clean_cfg=clean, split=split), k.resources
-        ).set_display_name("clean")
-        split_task = _limit(
-            normalise_op(
-                clean=cleaned.outputs["clean"],
-                seed=seed,
-                data=data,
-                split=split,
-                normalise=normalise,
-                clean_cfg=clean,
-                text=text,
-                train=train,
-            ),
-            k.resources,
-        ).set_display_name("normalise")
-        augmented = _limit(
-            augment_op(
-                splits=split_task.outputs["splits"],
-                preprocess=split_task.outputs["preprocess"],
-                seed=seed,
-                augment=augment,
-            ),
-            k.resources,
-        ).set_display_name("augment")
+        prepared = prepare(
+            k,
+            image,
+            data_uri=data_uri,
+            dvc_repo=dvc_repo,
+            dvc_rev=dvc_rev,
+            dvc_path=dvc_path,
+            seed=seed,
+            data=data,
+            clean=clean,
+            split=split,
+            normalise=normalise,
+            augment=augment,
+            text=text,
+            train=train,
+        )
         trained = _limit(
             train_op(
-                augmented=augmented.outputs["augmented"],
-                splits=split_task.outputs["splits"],
+                augmented=prepared.augmented.outputs["augmented"],
+                splits=prepared.split.outputs["splits"],
                 seed=seed,
                 data=data,
                 text=text,
@@ -145,44 +253,24 @@ def build_pipeline(params: Params, image: str | None = None):
         if k.checkpoint_pvc:
             kubernetes.mount_pvc(trained, pvc_name=k.checkpoint_pvc, mount_path=CHECKPOINTS)
         if params.train.gpus > 0 and not nodes:
-            trained.set_accelerator_type("nvidia.com/gpu").set_accelerator_limit(params.train.gpus)
-            for label, value in k.gpu_node_selector.items():
-                kubernetes.add_node_selector(trained, label_key=label, label_value=value)
-            for toleration in k.gpu_tolerations:
-                kubernetes.add_toleration(trained, **toleration.model_dump(exclude_none=True))
-        scored = _limit(
-            evaluate_op(model=trained.outputs["model"], splits=split_task.outputs["splits"], evaluate=evaluate),
-            k.resources,
-        ).set_display_name("evaluate")
-        registered = _limit(
-            register_op(
-                model=trained.outputs["model"],
-                preprocess=split_task.outputs["preprocess"],
-                splits=split_task.outputs["splits"],
-                predictions=scored.outputs["predictions"],
-                errors=scored.outputs["errors"],
-                metrics_json=scored.outputs["metrics_json"],
-                plots=scored.outputs["plots"],
-                train_info=trained.outputs["train_info"],
-                history=trained.outputs["history"],
-                timing=trained.outputs["timing"],
-                clean_report=cleaned.outputs["report"],
-                split_report=split_task.outputs["report"],
-                seed=seed,
-                data=data,
-                clean_cfg=clean,
-                split=split,
-                normalise=normalise,
-                augment=augment,
-                text=text,
-                train=train,
-                register=register,
-                mlflow=mlflow,
-            ),
-            k.resources,
-        ).set_display_name("register")
-        registered.set_caching_options(False)  # it reads and moves the registry's champion: always run
-        with_mlflow(registered, k.mlflow_secret)  # the only task that talks to MLflow
+            on_gpus(trained, params)
+        scored, registered = evaluate_and_register(
+            k,
+            image,
+            prepared,
+            trained,
+            seed=seed,
+            data=data,
+            clean=clean,
+            split=split,
+            normalise=normalise,
+            augment=augment,
+            text=text,
+            train=train,
+            evaluate=evaluate,
+            register=register,
+            mlflow=mlflow,
+        )
         # KFP compares the output parameter to the constant: `is True` would be evaluated here, not in the run.
         with (
             dsl.If(deploy == True, name="deploy-enabled"),  # noqa: E712

@@ -7,6 +7,7 @@ runs the batch-scoring pipeline (pipelines/score.py) instead and writes predicti
 
     python -m pipelines.run_local [--output-dir build/kfp-local] [--params params.yaml]
         [--data-uri DIR | --dvc-repo . --dvc-rev HEAD] [--deploy]
+    python -m pipelines.run_local --tune [--params params.yaml] [--data-uri DIR]   # the tuning pipeline
     python -m pipelines.run_local --score --data-uri DIR [--model models:/NAME@champion] [--format parquet]
 
 MLflow: MLFLOW_TRACKING_URI if set, else the embedded store sqlite:///mlflow/mlflow.db (as dvc repro).
@@ -33,12 +34,15 @@ def run_local(
     dvc_repo: str = "",
     dvc_rev: str = "",
     deploy: bool = False,
+    tune: bool = False,
 ) -> dict[str, Path]:
     """Run the pipeline with kfp.local; returns where metrics.json and registration.json were copied.
-    deploy: run the deploy task for a promoted version (off by default: no cluster is assumed)."""
+    deploy: run the deploy task for a promoted version (off by default: no cluster is assumed).
+    tune: run the tuning pipeline (pipelines/tune_pipeline.py) instead; best.json (every trial) is copied too."""
     from kfp import local
 
     from pipelines.pipeline import build_pipeline
+    from pipelines.tune_pipeline import build_tune_pipeline
 
     params = load_params(params_path)
     if not (data_uri or dvc_repo):
@@ -57,12 +61,16 @@ def run_local(
         pipeline_root=str(output_dir / "pipeline-root"),
         raise_on_error=True,
     )
-    pipeline = build_pipeline(params)
-    run = pipeline(data_uri=data_uri, dvc_repo=dvc_repo, dvc_rev=dvc_rev, deploy=deploy)
+    if tune:
+        run = build_tune_pipeline(params)(data_uri=data_uri, dvc_repo=dvc_repo, dvc_rev=dvc_rev)
+    else:
+        run = build_pipeline(params)(data_uri=data_uri, dvc_repo=dvc_repo, dvc_rev=dvc_rev, deploy=deploy)
     results = {
         "metrics.json": Path(run.outputs["metrics_json"].path),
         "registration.json": Path(run.outputs["registration"].path),
     }
+    if tune:
+        results["best.json"] = Path(run.outputs["best"].path)
     copied = {}
     for name, path in results.items():
         copied[name] = output_dir / name
@@ -137,6 +145,9 @@ def main(argv: list[str]) -> None:
         action="store_true",
         help="run the batch-scoring pipeline (fetch -> predict) instead: predictions of --model on the data",
     )
+    parser.add_argument(
+        "--tune", action="store_true", help="run the tuning pipeline (params.yaml's tune section) instead"
+    )
     parser.add_argument("--model", default="", help="with --score: default models:/<register.model_name>@champion")
     parser.add_argument("--format", choices=["csv", "parquet"], default="csv", help="with --score: the output's")
     args = parser.parse_args(argv)
@@ -146,7 +157,7 @@ def main(argv: list[str]) -> None:
         )
         print(f"predictions: {path}")
         return
-    copied = run_local(args.output_dir, args.params, args.data_uri, args.dvc_repo, args.dvc_rev, args.deploy)
+    copied = run_local(args.output_dir, args.params, args.data_uri, args.dvc_repo, args.dvc_rev, args.deploy, args.tune)
     for name, path in copied.items():
         print(f"{name}: {path}")
 

@@ -310,3 +310,84 @@ def predict_step(data: Input[Dataset], model_uri: str, output_format: str, predi
             raise SystemExit(f"error: {exc}") from None
         shutil.move(written, predictions.path)
     predictions.metadata.update({"format": output_format, "model_uri": model_uri})
+
+
+def sample_trials_step(tune: dict, train: dict, text: dict) -> list:
+    """Kubeflow (the tuning pipeline): tune.n_trials configurations of tune.space, sampled up front by Optuna's
+    RandomSampler seeded with tune.seed (the trials run in parallel, so no trial can learn from another's
+    score); each {"trial": i, "values": {dotted key: value}}."""
+    from components.params import Tune
+    from pipelines.tune import sample_up_front
+
+    return sample_up_front(Tune.model_validate(tune))
+
+
+def trial_step(
+    augmented: Input[Dataset],
+    splits: Input[Dataset],
+    seed: int,
+    data: dict,
+    text: dict,
+    train: dict,
+    trial: dict,
+    model: Output[Model],
+    train_info: Output[Artifact],
+    history: Output[Artifact],
+    timing: Output[Artifact],
+    result: Output[Artifact],
+) -> float:
+    """Kubeflow (the tuning pipeline): one trial, train with trial["values"] set; returns its validation
+    macro-F1 (what train keeps), or -1.0 for a trial that failed: its error is in `result`, and the run goes on.
+    result: JSON {trial, values, score, error, weights_hash}."""
+    from pathlib import Path
+
+    from pipelines.tune import run_trial_files
+
+    return run_trial_files(
+        Path(augmented.path),
+        Path(splits.path) / "val.npz",
+        {"seed": seed, "data": data, "text": text, "train": train},
+        trial,
+        {
+            "model": Path(model.path),
+            "info": Path(train_info.path),
+            "history": Path(history.path),
+            "timing": Path(timing.path),
+            "result": Path(result.path),
+        },
+    )
+
+
+def pick_best_step(
+    results: Input[list[Artifact]],
+    models: Input[list[Model]],
+    train_infos: Input[list[Artifact]],
+    histories: Input[list[Artifact]],
+    timings: Input[list[Artifact]],
+    text: dict,
+    train: dict,
+    model: Output[Model],
+    train_info: Output[Artifact],
+    history: Output[Artifact],
+    timing: Output[Artifact],
+    best: Output[Artifact],
+) -> NamedTuple("BestTrial", [("train", dict), ("text", dict), ("score", float)]):  # type: ignore[valid-type]
+    """Kubeflow (the tuning pipeline): the trial with the highest validation macro-F1 (the first on a tie); its
+    model and train files, and the train and text sections it trained with (register logs those).
+    best: JSON of every trial's result and the pick. Raises UserError when no trial finished."""
+    import shutil
+    from collections import namedtuple
+    from pathlib import Path
+
+    from pipelines.tune import pick_best
+
+    chosen, sections, score = pick_best(
+        [Path(r.path) for r in results],
+        [Path(i.path) for i in train_infos],
+        {"text": text, "train": train},
+        Path(best.path),
+    )
+    for inputs, output in ((models, model), (train_infos, train_info), (histories, history), (timings, timing)):
+        shutil.copyfile(inputs[chosen].path, output.path)
+    BestTrial = namedtuple("BestTrial", ["train", "text", "score"])  # kfp reads the field names
+    return BestTrial(sections["train"], sections["text"], score)

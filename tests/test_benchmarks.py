@@ -30,6 +30,9 @@ KEYS = {
     "predict_peak_rss_gb",
     "predict_baseline_peak_rss_gb",
     "predict_peak_rss_ratio",
+    "tune_trials_per_hour_p1",
+    "tune_trials_per_hour_p2",
+    "tune_overhead_fraction",
     "device",
     "gpu_busy_fraction",
     "machine",
@@ -55,6 +58,7 @@ def test_quick_benchmarks_write_every_figure(tmp_path):
     assert figures["predict_images"] == 8  # both sides gave the same predictions, or the run failed
     tokens = figures["text_train_computed_tokens"]  # the bare loop trains on batches of the same shapes
     assert tokens["component"] == tokens["bare"] >= figures["text_train_real_tokens"]
+    assert figures["tune_mlflow_child_runs"] == figures["tune_searches"]["penguins_p1"]["trials"]  # one (quick)
     assert figures["machine"]["cpu_cores"] >= 1
     assert "train_throughput_ratio" in result.stdout and str(out) in result.stdout
 
