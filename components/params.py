@@ -409,6 +409,22 @@ class Kubeflow(Section):
     # anything else the pod can read (/var/run/secrets/...) must never become an artifact others can read.
     data_root: str = "/mnt/data"
 
+    @field_validator("checkpoint_pvc", "training_runtime")
+    @classmethod
+    def object_name(cls, value: str, info):
+        import re
+
+        # Kubernetes object names are DNS-1123 subdomains (RFC 1123: lower-case letters, digits, - and .)
+        if (
+            (value or info.field_name != "checkpoint_pvc")
+            and not re.fullmatch(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*", value)
+            or len(value) > 253
+        ):
+            raise ValueError(
+                f"{shorten(value)} is not a Kubernetes object name (lower-case letters, digits, - and ., at most 253)"
+            )
+        return value
+
     @model_validator(mode="after")
     def nodes_share_a_volume(self) -> Kubeflow:
         if self.train_nodes > 1 and not self.checkpoint_pvc:
@@ -515,8 +531,10 @@ def check_tunable(key: str) -> None:
 
     section, _, name = key.partition(".")
     model = Params.model_fields.get(section)
-    fields = model.annotation.model_fields if model and isinstance(model.annotation, type) else {}
-    if name not in fields or "." in name:
+    nested = model is not None and isinstance(model.annotation, type) and issubclass(model.annotation, BaseModel)
+    fields = model.annotation.model_fields if nested else {}  # type: ignore[union-attr]
+    top_level = model is not None and not nested and not name  # `seed`: a key of its own, read by every stage
+    if not top_level and (name not in fields or "." in name):
         known = [
             f"{s}.{k}"
             for s, f in Params.model_fields.items()

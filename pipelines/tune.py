@@ -21,6 +21,7 @@ import argparse
 import hashlib
 import json
 import logging
+import math
 import os
 import subprocess
 import sys
@@ -81,12 +82,26 @@ def check_space(params: Params, source: str = "params.yaml") -> None:
         candidates = dim.choice or list(dim.uniform or dim.loguniform or dim.integer or ())
         for value in candidates:
             with_values(params, {key: value}, f"{source}: tune.space.{key} ({value!r})")
+        if dim.uniform or dim.loguniform:
+            low, high = dim.uniform or dim.loguniform  # type: ignore[misc]
+            between = low + (high - low) / math.pi  # a fraction, as the sampler draws them
+            try:
+                with_values(params, {key: between}, "")
+            except UserError:
+                raise UserError(
+                    f"{source}: tune.space.{key}: {'uniform' if dim.uniform else 'loguniform'} draws fractions "
+                    f"such as {between:.4g}, which {key} refuses; use int: [{low}, {high}] or choice: [...]"
+                ) from None
 
 
 def study_name(params: Params) -> str:
     """The experiment's name and a digest of what makes trials comparable: the space, the sampler's seed and
-    the params a trial starts from. Only tune.n_trials (and parallelism) may change for a search to resume."""
+    the params a trial starts from, less the searched keys (each trial sets them). Only tune.n_trials (and
+    parallelism) and the searched keys' own values in params.yaml may change for a search to resume."""
     base = params.model_dump(mode="json", include={"seed", "data", "split", "augment", "text", "train"})
+    for key in params.tune.space:  # every trial sets these itself: applying the best values keeps the study
+        section, _, name = key.partition(".")
+        base.get(section, {}).pop(name, None)
     digest = hashlib.sha256(
         json.dumps(
             [params.tune.model_dump(mode="json", include={"space", "seed", "objective"}), base], sort_keys=True
@@ -153,23 +168,33 @@ def rdb_storage(url: str):
 
 
 def open_study(params: Params, worker: int = 0):
+    """The study (created, or loaded to resume). Raises UserError naming tune.storage when Optuna cannot use it."""
     import optuna
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    return optuna.create_study(
-        storage=rdb_storage(storage_url(params)),
-        study_name=study_name(params),
-        direction="maximize",
-        sampler=sampler(params.tune, worker),
-        pruner=pruner(params.tune),
-        load_if_exists=True,
-    )
+    # A failed trial is logged as one line by the objective: Optuna's own warning carries a traceback.
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    url = storage_url(params)
+    try:
+        return optuna.create_study(
+            storage=rdb_storage(url),
+            study_name=study_name(params),
+            direction="maximize",
+            sampler=sampler(params.tune, worker),
+            pruner=pruner(params.tune),
+            load_if_exists=True,
+        )
+    except Exception as exc:  # noqa: BLE001 - SQLAlchemy's and Optuna's many errors: one line naming the key
+        message = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else exc.__class__.__name__
+        raise UserError(
+            f"tune.storage: Optuna cannot keep its study in {url} ({message}); give an sqlite path or a database "
+            "URL whose driver is installed, or move a file that is not Optuna's study out of the way"
+        ) from None
 
 
 # ---- trials ----------------------------------------------------------------------------------------------
 
 
-def make_objective(params: Params, parent_run: str, experiment: str):
+def make_objective(params: Params, parent_run: str, experiment: str, source: str = "params.yaml"):
     """The objective of one worker: the splits are read once, each trial trains on them."""
     import numpy as np
     import optuna
@@ -208,7 +233,7 @@ def make_objective(params: Params, parent_run: str, experiment: str):
         state, status, score, error = "complete", "FINISHED", None, ""
         started = time.perf_counter()
         try:
-            cfg = with_values(params, values, f"params.yaml: tune trial {trial.number}")
+            cfg = with_values(params, values, f"{source}: tune trial {trial.number}")
             _, history = fit(
                 train["x"], train["y"], val["x"], val["y"], n_classes, cfg.train, cfg.seed, params=cfg, on_epoch=report
             )
@@ -222,6 +247,11 @@ def make_objective(params: Params, parent_run: str, experiment: str):
         except Exception as exc:
             state, status, error = "failed", "FAILED", f"{exc.__class__.__name__}: {exc}"[:500]
             trial.set_user_attr("error", error)
+            raise
+        except BaseException:  # Ctrl-C or a signal: not a result; its values run again when the search resumes
+            state, status = "interrupted", "KILLED"
+            trial.set_user_attr("interrupted", True)
+            trial.study.enqueue_trial(trial.params)
             raise
         finally:
             # seconds in the train component (fit, less the pruning callback), for benchmarks/tune.py
@@ -241,17 +271,21 @@ def make_objective(params: Params, parent_run: str, experiment: str):
                 tags=[RunTag("trial_state", state)] + ([RunTag("error", error)] if error else []),
             )
             client.set_terminated(run.info.run_id, status)
+            outcome = f"val macro-F1 {score:.4f}" if score is not None else (error or f"after epoch {len(history)}")
+            log.info("trial %d %s: %s %s", trial.number, state, outcome, values)
 
     return objective
 
 
-def run_worker(params: Params, parent_run: str, experiment: str, n_trials: int, worker: int) -> None:
+def run_worker(
+    params: Params, parent_run: str, experiment: str, n_trials: int, worker: int, source: str = "params.yaml"
+) -> None:
     """Run n_trials trials of the study in this process; a trial's failure is recorded, not raised."""
     import torch
 
     torch.set_num_threads(threads(params.tune.parallelism))
     study = open_study(params, worker)
-    study.optimize(make_objective(params, parent_run, experiment), n_trials=n_trials, catch=(Exception,))
+    study.optimize(make_objective(params, parent_run, experiment, source), n_trials=n_trials, catch=(Exception,))
 
 
 def threads(parallelism: int) -> int:
@@ -305,8 +339,11 @@ def search(params_path: Path, debug: bool = False) -> dict:
     remaining = max(0, params.tune.n_trials - done)
     log.info("study %s (%s): %d trials done, %d to run", study.study_name, storage_url(params), done, remaining)
     workers = min(params.tune.parallelism, remaining)
+    cores = len(os.sched_getaffinity(0))
+    if workers > cores:
+        log.warning("tune.parallelism %d is above this machine's %d cores: trials will run slower", workers, cores)
     if workers == 1:
-        run_worker(params, parent, experiment, remaining, 0)
+        run_worker(params, parent, experiment, remaining, 0, str(params_path))
     elif workers > 1:
         shares = [remaining // workers + (i < remaining % workers) for i in range(workers)]
         procs = [
@@ -364,6 +401,7 @@ def recover_interrupted(study, client) -> None:
         study._storage.set_trial_user_attr(trial._trial_id, "interrupted", True)
         study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
         if "mlflow_run_id" in trial.user_attrs:
+            client.set_tag(trial.user_attrs["mlflow_run_id"], "trial_state", "interrupted")
             client.set_terminated(trial.user_attrs["mlflow_run_id"], "KILLED")
         if trial.params:
             study.enqueue_trial(trial.params)
@@ -527,23 +565,42 @@ def pick_best(results: list[Path], infos: list[Path], sections: dict, best_path:
 def apply_best(params_path: Path, best_path: Path = BEST) -> dict[str, Any]:
     """Write the best trial's values into params.yaml in place (comments and layout kept, ruamel.yaml's round
     trip), after checking the result against the schema. Returns the values. Raises UserError if best_path
-    is missing or a value is refused."""
+    is missing, was found by another study than params_path's (study_name), or a value is refused."""
     from ruamel.yaml import YAML
     from ruamel.yaml.comments import CommentedMap, CommentedSeq
+    from ruamel.yaml.util import load_yaml_guess_indent
 
     from components.io import atomic_path
 
     if not best_path.exists():
         raise UserError(f"{best_path}: not found; run the search first (python -m pipelines.tune)")
-    values = yaml.safe_load(best_path.read_text())["params"]
-    with_values(load_params(params_path), values, f"{best_path}")
+    try:
+        best = yaml.safe_load(best_path.read_text())
+    except yaml.YAMLError as exc:
+        raise UserError(f"{best_path}: not YAML ({str(exc).splitlines()[0]}); rerun the search") from None
+    if not isinstance(best, dict) or not isinstance(best.get("params"), dict):
+        raise UserError(f"{best_path}: not a search's result (no params mapping); rerun the search")
+    params = load_params(params_path)
+    if best.get("study") != study_name(params):
+        # The study's digest covers the space, the sampler's seed and the params trials start from: the values
+        # were best for another search, or params.yaml changed since (data, splits, other train keys).
+        raise UserError(
+            f"{best_path}: found by study {best.get('study')}, but {params_path} now describes study "
+            f"{study_name(params)} (another tune section, seed, data or base params); run the search for it "
+            f"first: python -m pipelines.tune --params {params_path}"
+        )
+    values = best["params"]
+    with_values(params, values, f"{best_path}")
     doc = YAML()  # round trip: comments, order and quoting stay
     doc.preserve_quotes = True
     doc.width = 4096
     doc.representer.add_representer(  # null stays `null`, not an empty value
         type(None), lambda rep, _: rep.represent_scalar("tag:yaml.org,2002:null", "null")
     )
-    tree = doc.load(params_path.read_text())
+    text = params_path.read_text()
+    _, sequence_indent, dash_offset = load_yaml_guess_indent(text)  # the file's own layout ("  key:\n    - item")
+    doc.indent(mapping=2, sequence=sequence_indent or 2, offset=dash_offset or 0)
+    tree = doc.load(text)
     for key, value in values.items():
         section, _, name = key.partition(".")
         if tree.get(section) is None:
@@ -575,7 +632,8 @@ def main(argv: list[str]) -> None:
 
         params = load_params(args.params)
         tracking.configure(params.mlflow)
-        run_worker(params, args.parent, tracking.experiment_id(params.mlflow.experiment), args.trials, args.worker)
+        experiment = tracking.experiment_id(params.mlflow.experiment)
+        run_worker(params, args.parent, experiment, args.trials, args.worker, str(args.params))
     else:
         result = search(args.params)
         print(f"best trial {result['trial']}: {result['objective']} {result['value']:.4f} {result['params']}")

@@ -35,6 +35,9 @@ class TuneOutputs(NamedTuple):
 def build_tune_pipeline(params: Params, image: str | None = None):
     """The tuning pipeline function for these params (tune: the space, n_trials, parallelism); `image`
     overrides params.kubeflow.image. Its outputs are the training pipeline's and `best`, every trial's result."""
+    from pipelines.tune import check_space
+
+    check_space(params)  # an empty space, or a bound its key refuses: one line now, not failed trials on the cluster
     k = params.kubeflow
     image = image or k.image
 

@@ -17,6 +17,7 @@ import copy
 import functools
 import json
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -130,6 +131,12 @@ def test_the_runtime_named_is_one_trainer_ships_and_its_copy_validates():
 def test_more_than_one_node_needs_the_shared_volume():
     with pytest.raises(UserError, match="kubeflow.train_nodes 2 needs kubeflow.checkpoint_pvc"):
         params_with(checkpoint_pvc="")
+
+
+@pytest.mark.parametrize(("key", "value"), [("training_runtime", "Torch Distributed!"), ("checkpoint_pvc", "a/../b")])
+def test_names_kubernetes_would_refuse_are_refused_when_params_are_read(key, value):
+    with pytest.raises(UserError, match=f"kubeflow.{key}: '{re.escape(value)}' is not a Kubernetes object name"):
+        params_with(**{key: value})
 
 
 def test_dry_run_prints_the_trainjob(tmp_path):

@@ -130,16 +130,30 @@ def test_apply_writes_the_best_values_into_params_yaml_keeping_its_comments(sear
     assert all(line.split(":")[0].strip() in ("lr", "hidden", "batch_size", "micro_batch_size") for line in changed)
 
 
+def test_apply_refuses_the_best_values_of_another_study(searched, tmp_path):
+    """best.yaml is the search of the project's params.yaml; params whose train.epochs differ make other trials."""
+    other = yaml.safe_load((searched.root / "params.yaml").read_text())
+    other["train"]["epochs"] = 9
+    (tmp_path / "other.yaml").write_text(yaml.safe_dump(other))
+    result = tune(searched, "--apply", "--params", str(tmp_path / "other.yaml"), check=False)
+    assert result.returncode == 1 and result.stderr.count("\n") == 1, result.stderr
+    assert "reports/tune/best.yaml: found by study penguins-" in result.stderr
+    assert f"run the search for it first: python -m pipelines.tune --params {tmp_path / 'other.yaml'}" in result.stderr
+    assert yaml.safe_load((tmp_path / "other.yaml").read_text()) == other, "left as it was"
+
+
 @pytest.mark.parametrize(
-    ("key", "message"),
+    ("key", "dimension", "message"),
     [
-        ("train.lrr", "tune.space: train.lrr is not a params key (did you mean 'train.lr'?)"),
-        ("augment.jitter", "tune.space: augment.jitter is read before train"),
+        ("train.lrr", {"uniform": [0.0, 0.1]}, "tune.space: train.lrr is not a params key (did you mean 'train.lr'?)"),
+        ("augment.jitter", {"uniform": [0.0, 0.1]}, "tune.space: augment.jitter is read before train"),
+        ("seed", {"int": [0, 5]}, "tune.space: seed is read before train"),
+        ("train.epochs", {"uniform": [2, 6]}, "tune.space.train.epochs: uniform draws fractions such as 3.273"),
     ],
 )
-def test_a_bad_space_key_is_one_line_naming_it(tmp_path, key, message):
+def test_a_bad_space_key_is_one_line_naming_it(tmp_path, key, dimension, message):
     params = yaml.safe_load((REPO / "examples/penguins/params.yaml").read_text())
-    params["tune"]["space"] = {key: {"uniform": [0.0, 0.1]}}
+    params["tune"]["space"] = {key: dimension}
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     result = subprocess.run(
         [sys.executable, "-m", "pipelines.tune", "--params", str(tmp_path / "params.yaml")],
@@ -163,3 +177,17 @@ def test_missing_splits_say_what_to_run(tmp_path):
     )
     assert result.returncode == 1
     assert "outputs/augmented/train.npz: not found; prepare the splits first with `dvc repro augment`" in result.stderr
+
+
+def test_apply_keeps_the_shipped_params_yaml_layout_but_the_searched_values(tmp_path):
+    from pipelines.tune import apply_best, study_name
+
+    shutil.copy(REPO / "params.yaml", tmp_path / "params.yaml")
+    values = {"train.lr": 0.0123, "train.width": 16, "train.hidden": [8, 8]}
+    best = {"study": study_name(load_params(tmp_path / "params.yaml")), "params": values}
+    (tmp_path / "best.yaml").write_text(yaml.safe_dump(best))
+    apply_best(tmp_path / "params.yaml", tmp_path / "best.yaml")
+    before, after = (REPO / "params.yaml").read_text().splitlines(), (tmp_path / "params.yaml").read_text().splitlines()
+    changed = [(old, new) for old, new in zip(before, after, strict=True) if old != new]
+    assert [new.split("#")[0].strip() for _, new in changed] == ["lr: 0.0123", "width: 16", "hidden: [8, 8]"]
+    assert all(old.split(":")[0] == new.split(":")[0] for old, new in changed), "indentation and keys kept"

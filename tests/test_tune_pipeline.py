@@ -79,3 +79,18 @@ def test_the_compiled_tuning_spec_fans_out_tune_parallelism_trials(tmp_path):
         "outputParameterKey": "train",
         "producerTask": "pick-best-step",
     }, "register logs the best trial's train section"
+
+
+def test_an_empty_space_is_refused_when_compiling_not_run_as_identical_trials(tmp_path):
+    params = yaml.safe_load((REPO / "examples/penguins/params.yaml").read_text())
+    params["tune"] = dict(TUNE, space={})
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    result = subprocess.run(
+        [sys.executable, "-m", "pipelines.compile", "--pipeline", "tune", "--params", str(tmp_path / "params.yaml")]
+        + ["--output", str(tmp_path / "tune.yaml")],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 1 and "tune.space is empty" in result.stderr, result.stderr
+    assert not (tmp_path / "tune.yaml").exists()
