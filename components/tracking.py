@@ -294,6 +294,11 @@ def server_errors(what_stays: str) -> Iterator[None]:
         raise UserError(f"MLflow tracking server {tracking_uri()} {problem}; {what_stays}") from None
 
 
+# What an MLflow client reads from the environment: the store, and a server's basic-auth credentials (both
+# optional). A Kubernetes Secret (kubeflow.mlflow_secret) holds these keys for the tasks and the model server.
+MLFLOW_ENV = ("MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")
+
+
 # A registered model version: models:/NAME/VERSION or models:/NAME@ALIAS (MLflow's model URI forms)
 MODEL_URI = re.compile(r"models:/(?P<name>[^/@]+)(?:/(?P<version>[0-9]+)|@(?P<alias>[A-Za-z0-9_-]+))")
 

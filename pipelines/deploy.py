@@ -51,7 +51,6 @@ PORT = 8080
 UID = 10001  # the image's user (Dockerfile: ARG UID=10001)
 VERSION_LABEL = "twinline/model-version"
 MODEL_ANNOTATION = "twinline/model-uri"
-MLFLOW_ENV = ("MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")
 MAX_NAME = 40  # KServe and Knative add "-predictor" and "-00001" to it in 63-character DNS labels
 DNS_1035 = re.compile(r"[a-z]([-a-z0-9]*[a-z0-9])?")
 POLL_S = 2.0
@@ -105,7 +104,7 @@ def render_inference_service(
     }
     env = [
         {"name": key, "valueFrom": {"secretKeyRef": {"name": mlflow_secret, "key": key, "optional": optional}}}
-        for key, optional in zip(MLFLOW_ENV, (False, True, True), strict=True)
+        for key, optional in zip(tracking.MLFLOW_ENV, (False, True, True), strict=True)
     ]
     env.append({"name": "HOME", "value": "/tmp"})  # the root filesystem is read-only: caches go to the emptyDir
     res = serve.resources
@@ -241,7 +240,8 @@ def kube_client():
     return client.ApiClient(configuration)
 
 
-def _api_message(exc) -> str:
+def api_message(exc) -> str:
+    """What the API server said in a kubernetes ApiException: its Status message, else the HTTP reason."""
     try:
         return str(json.loads(exc.body).get("message") or exc.reason)
     except (TypeError, ValueError, AttributeError):
@@ -267,7 +267,7 @@ def api_errors(api, namespace: str) -> Iterator[None]:
             f"Kubernetes API server {host} is not reachable ({why}); check KUBECONFIG and its current context"
         ) from None
     except ApiException as exc:
-        message = shorten(_api_message(exc), 200)
+        message = shorten(api_message(exc), 200)
         hint = {
             401: "the credentials were refused: check the kubeconfig's user or the service account token",
             403: f"the identity needs the Role inferenceservice-deployer in {namespace} (k8s/base/serving)",
@@ -297,7 +297,7 @@ def get_inference_service(api, namespace: str, name: str) -> dict | None:
             _request_timeout=REQUEST_TIMEOUT_S,
         )
     except ApiException as exc:
-        if exc.status == 404 and "inferenceservices" in _api_message(exc).lower() and "not found" in _api_message(exc):
+        if exc.status == 404 and "inferenceservices" in api_message(exc).lower() and "not found" in api_message(exc):
             return None
         raise
 

@@ -17,11 +17,11 @@ from kfp import dsl, kubernetes
 from kfp.dsl import Artifact
 
 from components.params import Kubeflow, Params, Resources
+from components.tracking import MLFLOW_ENV
 from pipelines import steps, trainjob
 
 PIPELINE_NAME = "twinline"
 CHECKPOINTS = trainjob.SHARED  # where train_step finds the checkpoint volume, when there is one
-MLFLOW_ENV = ("MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")
 
 
 class PipelineOutputs(NamedTuple):

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import logging
 import shutil
 import time
@@ -213,10 +212,9 @@ def trainer_errors(name: str, namespace: str) -> Iterator[None]:
         while cause is not None and not isinstance(cause, ApiException):
             cause = cause.__cause__ or cause.__context__
         if isinstance(cause, ApiException):
-            try:
-                message = json.loads(cause.body).get("message") or cause.reason
-            except (TypeError, ValueError, AttributeError):
-                message = cause.reason
+            from pipelines.deploy import api_message
+
+            message = api_message(cause)
             hint = {
                 403: f"the run's service account needs the Role pipeline-runner of k8s/base/pipelines in {namespace}",
                 404: "is Kubeflow Trainer installed (CRD trainjobs.trainer.kubeflow.org) with this runtime?",

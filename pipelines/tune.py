@@ -61,14 +61,20 @@ def suggest(trial, tune: Tune) -> dict[str, Any]:
     return values
 
 
+def set_keys(sections: dict[str, Any], values: dict[str, Any]) -> dict[str, Any]:
+    """A copy of params sections (plain dicts, e.g. {'train': {...}}) with the dotted keys of `values` set
+    (e.g. {'train.lr': 0.01}); the sections given are left as they were. Not validated."""
+    out = {name: dict(section) if isinstance(section, dict) else section for name, section in sections.items()}
+    for key, value in values.items():
+        section, _, name = key.partition(".")
+        out[section][name] = value
+    return out
+
+
 def with_values(params: Params, values: dict[str, Any], source: str = "tune trial") -> Params:
     """params with the dotted keys of `values` set (e.g. {'train.lr': 0.01}), validated by the schema.
     Raises UserError naming `source` and the key for a value the schema refuses."""
-    raw = params.model_dump(mode="json", by_alias=True)
-    for key, value in values.items():
-        section, _, name = key.partition(".")
-        raw[section][name] = value
-    return validate_params(raw, source)
+    return validate_params(set_keys(params.model_dump(mode="json", by_alias=True), values), source)
 
 
 def check_space(params: Params, source: str = "params.yaml") -> None:
@@ -551,10 +557,7 @@ def pick_best(results: list[Path], infos: list[Path], sections: dict, best_path:
     if not finished:
         raise UserError(f"no trial finished: {trials[0]['error'] if trials else 'no trials'}")
     chosen = max(finished, key=lambda i: (trials[i]["score"], -trials[i]["trial"]))
-    chosen_sections = {name: dict(section) for name, section in sections.items()}
-    for key, value in trials[chosen]["values"].items():  # values the trial's train validated
-        section, _, name = key.partition(".")
-        chosen_sections[section][name] = value
+    chosen_sections = set_keys(sections, trials[chosen]["values"])  # values the trial's train validated
     write_json(best_path, {"best": trials[chosen], "trials": trials})
     return chosen, chosen_sections, trials[chosen]["score"]
 
