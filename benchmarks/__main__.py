@@ -23,6 +23,7 @@ from rich.table import Table
 from benchmarks import (
     augment,
     csv_read,
+    generative,
     pipeline,
     predict_cold_start,
     serve,
@@ -34,7 +35,7 @@ from benchmarks import (
 )
 
 OUT = Path(__file__).with_name("results.json")
-STEPS = ["train", "augment", "table", "csv", "wide", "pipeline", "text", "predict", "serve", "tune"]
+STEPS = ["train", "augment", "table", "csv", "wide", "pipeline", "text", "predict", "serve", "tune", "generative"]
 GOALS = {
     "train_throughput_ratio": ">= 0.97",
     "gpu_busy_fraction": ">= 0.90",
@@ -54,6 +55,13 @@ GOALS = {
     "serve_text_batch64_ratio": ">= 0.8",
     "tune_overhead_fraction": "< 0.05 (time outside the train component, per trial)",
     "tune_best_val_macro_f1": ">= tune_default_val_macro_f1",
+    **{
+        f"generative_{setting}_{variant}_f1_mean": "reported (test macro-F1, 5 seeds)"
+        for setting in generative.SETTINGS
+        for variant in generative.VARIANTS
+    },
+    "generative_cost_cvae_s": "< 60 (2 CPU cores)",
+    "generative_cost_ratio": "reported (generator cvae / none, same run)",
 }
 
 
@@ -111,6 +119,7 @@ def main() -> None:
         "predict": lambda: predict_cold_start.run(repeats=1 if args.quick else 3),
         "serve": lambda: serve.run(quick=args.quick),
         "tune": lambda: tune.run(quick=args.quick),
+        "generative": lambda: generative.run(quick=args.quick),
     }
     for name in args.only:
         with console.status(f"benchmark: {name}"):

@@ -171,6 +171,26 @@ class Text(Section):
     dropout: float = Field(0.3, ge=0, lt=1)
 
 
+class Cvae(Section):
+    """augment.cvae: the conditional VAE of augment.generator cvae (components/generative.py)."""
+
+    latent_size: int = Field(16, ge=1, le=1024)
+    width: int = Field(32, ge=1, le=1024)  # images: channels of the first conv block; tables: the MLP's hidden size
+    epochs: int = Field(100, ge=0, le=10_000)  # 0 gives an untrained generator, which the quality gate rejects
+    min_steps: int = Field(1500, ge=0, le=10_000_000)  # more epochs when `epochs` would make fewer optimiser steps
+    batch_size: int = Field(64, ge=1, le=65_536)
+    lr: float = Field(0.002, gt=0, le=1)
+    beta: float = Field(1.0, gt=0, le=100)  # weight of the KL term (1 = the plain VAE's evidence lower bound)
+    per_class: int = Field(100, ge=0, le=1_000_000)  # generated examples per class (unless balance)
+    balance: bool = False  # instead: fill every class up to the largest class of the train split
+    holdout_fraction: float = Field(0.2, gt=0, lt=1)  # of the train split, held back from the fit to score it
+    max_recon_ratio: float = Field(0.9, gt=0)  # gate: held-back reconstruction error / the class means' error
+    max_mmd_ratio: float = Field(0.5, gt=0)  # gate: per-class MMD to real examples / other classes' MMD to them
+    on_gate_failure: Literal["drop", "use", "fail"] = "drop"  # drop the generated examples (warn), use them, fail
+    seed: int | None = Field(None, ge=0, le=2**32 - 1)  # null: the top-level seed
+    resume: bool = True  # a killed run restarts from its last epoch checkpoint (outputs/checkpoints/)
+
+
 class Augment(Section):
     copies: int = Field(2, ge=0, le=100)
     rotation_degrees: float = Field(12, ge=0, le=180)
@@ -179,9 +199,11 @@ class Augment(Section):
     hflip: bool = False
     jitter: float = Field(0.0, ge=0, le=1)  # tables: std of Gaussian noise on scaled numeric features in copies
     oversample: bool = False  # tables: repeat rows of smaller classes up to the largest class
-    device: Literal["auto", "cpu", "cuda"] = "auto"  # images: where the batched transforms run
+    device: Literal["auto", "cpu", "cuda"] = "auto"  # where image transforms and the generator's fit run
     token_deletion: float = Field(0.1, ge=0, lt=1)  # text: each token of a copy is deleted with this probability
     token_swap: float = Field(0.1, ge=0, le=1)  # text: swaps of two random tokens per copy, as a share of its length
+    generator: Literal["none", "cvae"] = "none"  # images, tables: a conditional VAE adds new training examples
+    cvae: Cvae = Cvae()
 
     @field_validator("scale")
     @classmethod
@@ -583,6 +605,11 @@ class Params(Section):
             )
         if self.data.kind != "text" and self.train.arch in text_archs:
             raise ValueError(f"train.arch {self.train.arch} is for data.kind text, not {self.data.kind}")
+        if self.data.kind == "text" and self.augment.generator != "none":
+            raise ValueError(
+                f"augment.generator {self.augment.generator} is for images and tables, not data.kind text; "
+                "set augment.generator: none"
+            )
         if self.train.arch == "transformer" and not self.train.pretrained:
             raise ValueError(
                 "train.arch transformer needs train.pretrained: a checkpoint folder (e.g. "

@@ -160,6 +160,8 @@ class StageFiles:
     clean_report: Path
     split_report: Path
     timing: Path | None = None  # train's clock times; absent or for other weights: the run is dated now
+    augment_report: Path | None = None  # augment's counts per origin and the generator's gate (reports/augment.json)
+    augment_plot: Path | None = None  # augment's picture of what it added (reports/plots/augmented.png)
 
     def identity(self, logged_params: dict) -> dict[str, str]:
         """What the model is, as sha256 hex digests: its weights (config and tensors), the data it was
@@ -221,6 +223,7 @@ def log_execution(
                 if key in row
             ],
         )
+    augmented = read_json(files.augment_report) if files.augment_report else None
     if "test_macro_f1" not in present:
         per_class = {row["class"]: row for row in read_json(files.plots / "per_class.json")}
         mlflow.log_metrics(
@@ -231,6 +234,7 @@ def log_execution(
                 for key in ("best_val_macro_f1", "best_val_loss", "epochs_run")
                 if key in train_info
             }
+            | (augment_metrics(augmented) if augmented else {})
         )
     plots = [
         files.plots / name
@@ -242,11 +246,25 @@ def log_execution(
             "per_class.json",
         )
     ] + [files.history]
+    plots += [files.augment_plot] if files.augment_plot else []
     reports = [files.metrics, files.predictions, files.errors, files.clean_report, files.split_report]
+    reports += [files.augment_report] if files.augment_report else []
     for path, folder in [(path, "plots") for path in plots] + [(path, "reports") for path in reports]:
         mlflow.log_artifact(str(path), artifact_path=folder)
     # every section, as params.yaml holds it: what `python -m pipelines.reproduce` applies to rerun this model
     mlflow.log_dict(params.model_dump(mode="json"), "params.yaml")
+
+
+def augment_metrics(report: dict) -> dict[str, float]:
+    """The run's metrics from augment's report: examples per origin, and the generator's gate scores."""
+    metrics = {f"augment_{origin}": float(n) for origin, n in report["counts"].items()}
+    gate = report.get("cvae", {}).get("gate", {})
+    for key in ("recon_ratio", "mmd_ratio"):
+        if gate.get(key) is not None:
+            metrics[f"cvae_{key}"] = float(gate[key])
+    if "cvae" in report:
+        metrics["cvae_used"] = float(report["cvae"]["used"])
+    return metrics
 
 
 def registered_before(client, name: str, model_key: str) -> dict | None:
@@ -441,6 +459,8 @@ def main(argv: list[str]) -> None:
     ):
         parser.add_argument(f"--{name}", type=Path, required=True)
     parser.add_argument("--timing", type=Path, help="train's clock times, to date the run and its curves")
+    parser.add_argument("--augment-report", type=Path, help="augment's report (counts, the generator's gate)")
+    parser.add_argument("--augment-plot", type=Path, help="augment's picture of what it added")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
     files = StageFiles(
@@ -456,6 +476,8 @@ def main(argv: list[str]) -> None:
         args.clean_report,
         args.split_report,
         args.timing,
+        args.augment_report,
+        args.augment_plot,
     )
     register_files(load_params(args.params), files, args.out)
 

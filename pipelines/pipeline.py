@@ -63,7 +63,7 @@ def component(step, image: str):
 
 
 def prepare(
-    k: Kubeflow,
+    params: Params,
     image: str,
     *,
     data_uri,
@@ -80,7 +80,9 @@ def prepare(
     train,
 ) -> Prepared:
     """fetch -> clean -> normalise -> augment, from a pipeline's parameters (the training and the tuning
-    pipeline's alike)."""
+    pipeline's alike). params: what the pipeline is compiled from (its kubeflow section, and whether augment
+    fits a generator: that task then gets train's resources, retries, checkpoint volume and a GPU)."""
+    k = params.kubeflow
     # data_root is a constant of the compiled spec, not a run parameter: whoever starts a run
     # cannot widen what fetch may read.
     fetched = _limit(
@@ -106,22 +108,31 @@ def prepare(
         ),
         k.resources,
     ).set_display_name("normalise")
+    generative = params.augment.generator != "none"  # a generator trains: the task is placed as train's is
     augmented = _limit(
         component(steps.augment_step, image)(
             splits=split_task.outputs["splits"],
             preprocess=split_task.outputs["preprocess"],
             seed=seed,
             augment=augment,
+            checkpoint_dir=CHECKPOINTS if generative and k.checkpoint_pvc else "",
         ),
-        k.resources,
+        k.train_resources if generative else k.resources,
     ).set_display_name("augment")
+    if generative:
+        augmented.set_retry(num_retries=k.train_retries)
+        if k.checkpoint_pvc:
+            kubernetes.mount_pvc(augmented, pvc_name=k.checkpoint_pvc, mount_path=CHECKPOINTS)
+        if params.augment.device != "cpu" and params.train.gpus > 0:
+            on_gpus(augmented, params, count=1)
     return Prepared(cleaned, split_task, augmented)
 
 
-def on_gpus(task: dsl.PipelineTask, params: Params) -> None:
-    """A training task asks for train.gpus GPUs on the GPU nodes (kubeflow.gpu_node_selector, gpu_tolerations)."""
+def on_gpus(task: dsl.PipelineTask, params: Params, count: int | None = None) -> None:
+    """A training task asks for `count` (default train.gpus) GPUs on the GPU nodes (kubeflow.gpu_node_selector,
+    gpu_tolerations)."""
     k = params.kubeflow
-    task.set_accelerator_type("nvidia.com/gpu").set_accelerator_limit(params.train.gpus)
+    task.set_accelerator_type("nvidia.com/gpu").set_accelerator_limit(count or params.train.gpus)
     for label, value in k.gpu_node_selector.items():
         kubernetes.add_node_selector(task, label_key=label, label_value=value)
     for toleration in k.gpu_tolerations:
@@ -169,6 +180,8 @@ def evaluate_and_register(
             timing=trained.outputs["timing"],
             clean_report=prepared.cleaned.outputs["report"],
             split_report=split_task.outputs["report"],
+            augment_report=prepared.augmented.outputs["report"],
+            augment_plot=prepared.augmented.outputs["plot"],
             seed=seed,
             data=data,
             clean_cfg=clean,
@@ -221,7 +234,7 @@ def build_pipeline(params: Params, image: str | None = None):
         deploy: bool = True,
     ) -> PipelineOutputs:
         prepared = prepare(
-            k,
+            params,
             image,
             data_uri=data_uri,
             dvc_repo=dvc_repo,

@@ -69,15 +69,37 @@ def normalise_step(
 
 
 def augment_step(
-    splits: Input[Dataset], preprocess: Input[Artifact], seed: int, augment: dict, augmented: Output[Dataset]
+    splits: Input[Dataset],
+    preprocess: Input[Artifact],
+    seed: int,
+    augment: dict,
+    checkpoint_dir: str,
+    augmented: Output[Dataset],
+    report: Output[Artifact],
+    plot: Output[Artifact],
 ):
-    """Kubeflow: augments the train split only."""
+    """Kubeflow: augments the train split only; with augment.generator cvae it fits the generator, on a GPU when
+    the task has one. checkpoint_dir: a mounted volume that outlives the pod, so a retried task resumes the
+    generator's fit; "" = none. report: the counts and the gate (JSON); plot: what was added (PNG)."""
     from pathlib import Path
 
     from components.augment import augment_file
+    from components.errors import UserError
     from components.params import Augment
 
-    augment_file(Path(splits.path), Path(preprocess.path), Augment.model_validate(augment), seed, Path(augmented.path))
+    try:
+        augment_file(
+            Path(splits.path),
+            Path(preprocess.path),
+            Augment.model_validate(augment),
+            seed,
+            Path(augmented.path),
+            Path(report.path),
+            Path(plot.path),
+            Path(checkpoint_dir) if checkpoint_dir else None,
+        )
+    except UserError as exc:  # the task's log ends with one line saying what to fix, as the CLI's would
+        raise SystemExit(f"error: {exc}") from None
 
 
 def train_step(
@@ -194,6 +216,8 @@ def register_step(
     timing: Input[Artifact],
     clean_report: Input[Artifact],
     split_report: Input[Artifact],
+    augment_report: Input[Artifact],
+    augment_plot: Input[Artifact],
     seed: int,
     data: dict,
     clean_cfg: dict,
@@ -254,6 +278,8 @@ def register_step(
                 clean_report,
                 split_report,
                 timing,
+                augment_report,
+                augment_plot,
             )
         )
     )

@@ -72,7 +72,7 @@ def build_tune_pipeline(params: Params, image: str | None = None):
         tune: dict = p["tune"],
     ) -> TuneOutputs:
         prepared = prepare(
-            k,
+            params,
             image,
             data_uri=data_uri,
             dvc_repo=dvc_repo,

@@ -8,6 +8,7 @@ methods (without `self`). See docs/data-kinds.md.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
@@ -100,6 +101,17 @@ class Cleaned:
         }
 
 
+@dataclass
+class GeneratorSpace:
+    """What augment.generator fits on (components/generative.py), from a kind's generator_space: the train split's
+    examples as float32 `x` ((n, c, h, w) in [0, 1] for images, (n, features) for tables), and `finish`, which
+    turns generated examples of that form into model input (pixels rounded as uint8 images, then scaled; one-hot
+    groups of a table's categories made one-hot again)."""
+
+    x: np.ndarray
+    finish: Callable[[np.ndarray], np.ndarray]
+
+
 def class_counts(labels: np.ndarray) -> dict[str, int]:
     """Examples per class, counted in one hashing pass (a Counter loops in Python over every label)."""
     counts = pd.Series(labels, dtype=object).value_counts(dropna=False, sort=False)
@@ -154,6 +166,10 @@ class DataKind(Protocol):
         """The train split (normalise's train.npz: "x" model input, "y" int64 (n,), "raw" where the kind keeps
         it) -> (model input float32 (m, ...), labels int64 (m,)) with the originals and augmented copies,
         seeded: the same seed gives the same arrays."""
+
+    def generator_space(self, train: dict[str, np.ndarray], preprocessor: Any) -> GeneratorSpace:
+        """The train split (as augment gets it) as augment.generator cvae models it, and the way back to model
+        input. Raises UserError for a kind no generator is made for (text)."""
 
     def is_model_input(self, x: np.ndarray) -> bool:
         """Whether x (model input, first axis n) is shaped as this kind's: train sees only arrays."""

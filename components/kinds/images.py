@@ -22,7 +22,7 @@ import numpy as np
 from components.errors import UserError, shorten
 from components.image_files import IMAGE_SUFFIXES, BadImage, TooManyPixels, decode, list_files, walk_files
 from components.io import load_arrays, read_json, save_arrays, write_json
-from components.kinds.base import Cleaned
+from components.kinds.base import Cleaned, GeneratorSpace
 from components.params import Augment, Clean, Data, Params
 
 if TYPE_CHECKING:
@@ -248,6 +248,16 @@ def augment(
 
     raw, labels = augment_images(train["raw"], train["y"], cfg, seed, resolve_device(cfg.device, "augment.device"))
     return preprocessor.transform(raw), labels
+
+
+def generator_space(train: dict[str, np.ndarray], preprocessor: Normaliser) -> GeneratorSpace:
+    """The raw pixels as (n, c, h, w) in [0, 1]; generated ones are rounded to uint8 and scaled like the rest."""
+
+    def finish(generated: np.ndarray) -> np.ndarray:
+        pixels = np.clip(np.rint(generated * 255), 0, 255).astype(np.uint8).transpose(0, 2, 3, 1)
+        return preprocessor.transform(pixels)
+
+    return GeneratorSpace(train["raw"].transpose(0, 3, 1, 2).astype(np.float32) / 255, finish)
 
 
 def augmenter(cfg: Augment) -> torch.nn.Module:

@@ -209,6 +209,17 @@ class TablePreprocessor:
     def numeric_mask(self) -> np.ndarray:
         return np.array([name.startswith("numeric__") for name in self.feature_names()])
 
+    def onehot_groups(self) -> list[slice]:
+        """Where each categorical column's one-hot columns lie among the features (after the numeric ones)."""
+        if not self.categorical:
+            return []
+        encoder = self.transformer.named_transformers_["categorical"][-1]
+        start, groups = int(self.numeric_mask().sum()), []
+        for categories in encoder.categories_:
+            groups.append(slice(start, start + len(categories)))
+            start += len(categories)
+        return groups
+
 
 def skops_bytes(estimator) -> bytes:
     """skops.io.dumps(estimator), made a function of the fitted transformer alone (DVC hashes it): skops dates

@@ -19,7 +19,7 @@ import pandas as pd
 
 from components.errors import UserError
 from components.io import atomic_path, read_parquet, write_json
-from components.kinds.base import Cleaned
+from components.kinds.base import Cleaned, GeneratorSpace
 from components.params import Augment, Clean, Data, Params
 
 if TYPE_CHECKING:
@@ -173,6 +173,21 @@ def augment_table(
     copies = np.repeat(x[None], cfg.copies, axis=0)
     copies[..., numeric] += rng.normal(0, cfg.jitter, size=copies[..., numeric].shape).astype(np.float32)
     return np.concatenate([x, *copies]), np.concatenate([labels] * (cfg.copies + 1))
+
+
+def generator_space(train: dict[str, np.ndarray], preprocessor: TablePreprocessor) -> GeneratorSpace:
+    """The scaled features (n, features); in generated rows each category's one-hot group gets a single 1 (its
+    largest value) and the numeric features stay as generated."""
+
+    def finish(generated: np.ndarray) -> np.ndarray:
+        rows = generated.astype(np.float32, copy=True)
+        for group in preprocessor.onehot_groups():
+            picked = rows[:, group].argmax(1)
+            rows[:, group] = 0
+            rows[np.arange(len(rows)), group.start + picked] = 1
+        return rows
+
+    return GeneratorSpace(train["x"].astype(np.float32), finish)
 
 
 # ---------------------------------------------------------------- network

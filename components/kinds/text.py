@@ -24,7 +24,7 @@ import pandas as pd
 
 from components.errors import UserError, shorten
 from components.io import atomic_path, read_json, read_parquet, write_json
-from components.kinds.base import Cleaned
+from components.kinds.base import Cleaned, GeneratorSpace
 from components.params import Augment, Clean, Data, Params
 
 if TYPE_CHECKING:
@@ -464,6 +464,11 @@ def augment(
             batch[i] = edited(row, fixed, cfg, rng, preprocessor.pad_id)
         copies.append(batch)
     return np.concatenate(copies), np.concatenate([labels] * (cfg.copies + 1))
+
+
+def generator_space(train: dict[str, np.ndarray], preprocessor: TextPreprocessor) -> GeneratorSpace:
+    """No generator is made for token ids (params.py refuses augment.generator with data.kind text)."""
+    raise UserError("augment.generator: cvae makes images and table rows, not texts; set augment.generator: none")
 
 
 def edited(row: np.ndarray, fixed: np.ndarray, cfg: Augment, rng: np.random.Generator, pad_id: int) -> np.ndarray:
