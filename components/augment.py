@@ -69,7 +69,7 @@ def augment_file(
             checkpoints,
             balance_to=np.bincount(labels, minlength=len(classes)),  # after the classical copies, oversampling
         )
-        generated = space.finish(made.x)
+        generated = space.finish(np.nan_to_num(made.x))  # a diverged fit's NaNs: drawn, never used
         added, added_y = generated, made.y
         added_what = "generated (cVAE)" if made.used else "generated (cVAE), rejected by the quality gate"
         summary["cvae"] = made.report

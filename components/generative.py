@@ -191,6 +191,11 @@ def fit_and_generate(
     augmentation, oversampling included). Raises UserError when the gate rejects the generator and
     cfg.on_gate_failure is fail."""
     seed = cfg.seed if cfg.seed is not None else seed
+    counts = counts_to_generate(np.bincount(y, minlength=n_classes) if balance_to is None else balance_to, cfg)
+    if not counts.any():  # e.g. balance after oversampling: every class is already as large as the largest
+        log.warning("augment.cvae: no examples to generate (per_class 0, or balance with no class short); no fit")
+        empty = np.zeros((0, *x.shape[1:]), np.float32)
+        return Generated(empty, np.zeros(0, np.int64), False, {"made": 0, "used": False, "reason": "nothing to make"})
     fit_rows, held_rows = holdout_split(y, cfg.holdout_fraction, seed)
     started = time.perf_counter()
     deterministic, threads = torch.are_deterministic_algorithms_enabled(), torch.get_num_threads()
@@ -204,8 +209,6 @@ def fit_and_generate(
             path = checkpoint_file(checkpoints, x, y, cfg, seed) if checkpoints else None
             final_loss = fit(net, x[fit_rows], y[fit_rows], n_classes, cfg, seed, device, path)
             gate = score_generator(net, x[fit_rows], y[fit_rows], x[held_rows], y[held_rows], n_classes, cfg, seed)
-            present = np.bincount(y, minlength=n_classes) if balance_to is None else balance_to
-            counts = counts_to_generate(present, cfg)
             samples, labels = sample(net, counts, n_classes, seed + 1)
     finally:
         torch.use_deterministic_algorithms(deterministic)
@@ -291,6 +294,10 @@ def fit(
             loss.backward()
             optimizer.step()
             total += loss.detach() * len(batch)
+        if not torch.isfinite(total):  # diverged: later epochs cannot recover, and the gate will reject it
+            log.warning("augment.cvae: the loss became %s in epoch %d; lower augment.cvae.lr", float(total), epoch)
+            state["loss"] = None
+            break
         state = {"epoch": epoch, "loss": round(float(total) / len(data), 6)}
         bar.set_postfix(loss=state["loss"])
         checkpointer.save(state, net, optimizer, order)
@@ -357,6 +364,7 @@ def score_generator(
     if not mmd <= cfg.max_mmd_ratio:
         problems.append(f"per-class MMD ratio {mmd:.3f} > max_mmd_ratio {cfg.max_mmd_ratio}")
     return {
+        "holdout_min_per_class": int(np.bincount(held_y)[np.unique(held_y)].min()),  # 1: a noisy MMD
         "recon_ratio": round(recon_ratio, 6) if np.isfinite(recon_ratio) else None,  # JSON has no NaN or inf
         "mmd_ratio": round(mmd, 6) if np.isfinite(mmd) else None,
         **thresholds,

@@ -258,7 +258,7 @@ def log_execution(
 def augment_metrics(report: dict) -> dict[str, float]:
     """The run's metrics from augment's report: examples per origin, and the generator's gate scores."""
     metrics = {f"augment_{origin}": float(n) for origin, n in report["counts"].items()}
-    gate = report.get("cvae", {}).get("gate", {})
+    gate = report.get("cvae", {}).get("gate") or {}
     for key in ("recon_ratio", "mmd_ratio"):
         if gate.get(key) is not None:
             metrics[f"cvae_{key}"] = float(gate[key])

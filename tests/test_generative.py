@@ -135,6 +135,14 @@ def test_a_table_generator_fills_small_classes_with_valid_rows(penguins_split, t
     assert report["cvae"]["gate"]["recon_ratio"] is not None
 
 
+def test_balance_with_no_class_short_skips_the_fit(penguins_split, tmp_path, caplog):
+    cfg = Augment(copies=0, oversample=True, generator="cvae", device="cpu", cvae=Cvae(balance=True))
+    with caplog.at_level(logging.WARNING):
+        report = augment_file(penguins_split / "split", penguins_split / "preprocess", cfg, 0, tmp_path / "t.npz")
+    assert report["cvae"] == {"made": 0, "used": False, "reason": "nothing to make"}
+    assert report["counts"]["generated"] == 0 and "no examples to generate" in caplog.text
+
+
 def test_a_killed_fit_resumes_from_its_checkpoint_to_the_same_generator(digits_split, tmp_path):
     train = load_arrays(digits_split / "split" / "train.npz")
     x = train["raw"].transpose(0, 3, 1, 2).astype(np.float32) / 255
