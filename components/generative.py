@@ -197,6 +197,7 @@ def fit_and_generate(
         empty = np.zeros((0, *x.shape[1:]), np.float32)
         return Generated(empty, np.zeros(0, np.int64), False, {"made": 0, "used": False, "reason": "nothing to make"})
     fit_rows, held_rows = holdout_split(y, cfg.holdout_fraction, seed)
+    fit_x, fit_y, epochs = x[fit_rows], y[fit_rows], epochs_for(len(fit_rows), cfg)  # one copy of the fit slice
     started = time.perf_counter()
     deterministic, threads = torch.are_deterministic_algorithms_enabled(), torch.get_num_threads()
     torch.use_deterministic_algorithms(device == "cpu")  # CPU: same seed, same generator
@@ -207,8 +208,8 @@ def fit_and_generate(
             torch.manual_seed(seed)
             net = build_cvae(x.shape[1:], n_classes, cfg).to(device)
             path = checkpoint_file(checkpoints, x, y, cfg, seed) if checkpoints else None
-            final_loss = fit(net, x[fit_rows], y[fit_rows], n_classes, cfg, seed, device, path)
-            gate = score_generator(net, x[fit_rows], y[fit_rows], x[held_rows], y[held_rows], n_classes, cfg, seed)
+            final_loss = fit(net, fit_x, fit_y, n_classes, cfg, seed, device, path)
+            gate = score_generator(net, fit_x, fit_y, x[held_rows], y[held_rows], n_classes, cfg, seed)
             samples, labels = sample(net, counts, n_classes, seed + 1)
     finally:
         torch.use_deterministic_algorithms(deterministic)
@@ -226,7 +227,7 @@ def fit_and_generate(
         log.warning("augment.cvae quality gate failed: %s; %s", gate["reason"], action)
     log.info(
         "cVAE: %d epochs on %d examples in %.1f s on %s; recon_ratio %s, mmd_ratio %s; %d generated%s",
-        epochs_for(len(fit_rows), cfg),
+        epochs,
         len(fit_rows),
         seconds,
         device,
@@ -238,7 +239,7 @@ def fit_and_generate(
     report = {
         "fit_examples": len(fit_rows),
         "holdout_examples": len(held_rows),
-        "epochs": epochs_for(len(fit_rows), cfg),
+        "epochs": epochs,
         "final_loss": final_loss,
         "made": len(labels),  # generated, whether used or not
         "gate": gate,
